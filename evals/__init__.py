@@ -1,0 +1,1 @@
+"""evals: haystack and needle generators, scoring, reports, and LM evals."""

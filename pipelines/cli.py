@@ -1,0 +1,64 @@
+"""The `retro` command line: one entry point, one subcommand group per package.
+
+Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommands and
+sets `func` on each parser. `main` parses, calls `func(args)` and turns user errors into a
+one-line message on stderr with exit status 2 (no traceback for bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Subcommand groups, in the order `retro --help` lists them.
+COMMAND_MODULES = [
+    "index.cli",        # retro tokenizer train | retro index build/info
+]
+
+QUICKSTART = """\
+quickstart:
+  retro index build CORPUS --out IDX     build a chunk index from a file or folder (.txt .md .jsonl .parquet)
+  retro index info IDX                   what an index holds: docs, tokens, chunks, shards, bytes per token
+"""
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `retro` parser with every registered subcommand group."""
+    parser = argparse.ArgumentParser(prog="retro", description=__doc__.splitlines()[0], epilog=QUICKSTART,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `retro` console script."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
+        if os.environ.get("RETRO_DEBUG"):
+            raise
+        print(f"retro: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("retro: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
