@@ -1,0 +1,103 @@
+"""Building blocks: rotary positions, masked multi-head attention and the feed-forward block.
+
+Relative positions: rotary embeddings (RoPE, Su et al. 2021) everywhere, in decoder self-attention,
+in the encoder and in CCA. The paper uses Transformer-XL style relative encodings; RoPE gives the same
+property (a query-key score depends on positions only through their difference) with no parameters,
+no [L, L] bias tensor to materialise, and it works unchanged with a KV cache (keys are rotated once,
+at their absolute position). That is the reason for the deviation.
+
+Shapes: B batch, L length (queries), S keys, H heads, D model dim; leading dims `...` are batch-like.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+NEG_INF = -1e30
+
+
+def rope(x: jax.Array, pos: jax.Array, base: float = 10000.0) -> jax.Array:
+    """Rotate query/key pairs by their positions.
+
+    x: [..., L, H, Dh]; pos: integer positions broadcastable to [..., L]. Returns x's shape and dtype.
+    """
+    half = x.shape[-1] // 2
+    freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [Dh/2]
+    angle = jnp.asarray(pos, jnp.float32)[..., None, None] * freq  # [..., L, 1, Dh/2]
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    return out.astype(x.dtype)
+
+
+def dot_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Softmax attention with a boolean mask; a query whose keys are all masked outputs exactly zero.
+
+    q: [..., L, H, Dh]; k, v: [..., S, H, Dh]; mask: bool broadcastable to [..., H, L, S] (True = attend).
+    Returns [..., L, H, Dh]. Leading dims broadcast (the encoder attends K neighbours to one chunk).
+    """
+    logits = jnp.einsum("...qhd,...shd->...hqs", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+    if mask is not None:
+        logits = jnp.where(mask, logits, NEG_INF)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    if mask is not None:
+        weights = jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)
+    return jnp.einsum("...hqs,...shd->...qhd", weights.astype(v.dtype), v)
+
+
+class Attention(nnx.Module):
+    """Multi-head attention from a query stream (width q_dim) to a context stream (width kv_dim).
+
+    Used as causal self-attention in the decoder, bidirectional self-attention and query-conditioning
+    cross-attention in the encoder, and chunked cross-attention in the decoder (retro/cca.py).
+    """
+
+    def __init__(self, q_dim: int, kv_dim: int, out_dim: int, n_heads: int, head_dim: int, *, rngs: nnx.Rngs,
+                 rope_base: float = 10000.0):
+        """Projections q: [q_dim, H, Dh], k and v: [kv_dim, H, Dh], out: [H, Dh, out_dim]."""
+        self.rope_base = rope_base
+        q_init = nnx.initializers.normal(q_dim**-0.5)
+        kv_init = nnx.initializers.normal(kv_dim**-0.5)
+        o_init = nnx.initializers.normal((n_heads * head_dim) ** -0.5)
+        self.wq = nnx.Einsum("...ld,dhk->...lhk", (q_dim, n_heads, head_dim), kernel_init=q_init, rngs=rngs)
+        self.wk = nnx.Einsum("...ld,dhk->...lhk", (kv_dim, n_heads, head_dim), kernel_init=kv_init, rngs=rngs)
+        self.wv = nnx.Einsum("...ld,dhk->...lhk", (kv_dim, n_heads, head_dim), kernel_init=kv_init, rngs=rngs)
+        self.wo = nnx.Einsum("...lhk,hkd->...ld", (n_heads, head_dim, out_dim), kernel_init=o_init, rngs=rngs)
+
+    def query(self, x: jax.Array, pos: jax.Array) -> jax.Array:
+        """x: [..., L, q_dim], pos: [..., L] -> rotated queries [..., L, H, Dh]."""
+        return rope(self.wq(x), pos, self.rope_base)
+
+    def keys_values(self, ctx: jax.Array, pos: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """ctx: [..., S, kv_dim], pos: [..., S] -> rotated keys and values, each [..., S, H, Dh]."""
+        return rope(self.wk(ctx), pos, self.rope_base), self.wv(ctx)
+
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+        """Attention from projected q [..., L, H, Dh] to k, v [..., S, H, Dh] -> [..., L, out_dim]."""
+        return self.wo(dot_attention(q, k, v, mask))
+
+    def __call__(self, x: jax.Array, ctx: jax.Array, mask: jax.Array | None, q_pos: jax.Array,
+                 k_pos: jax.Array) -> jax.Array:
+        """x: [..., L, q_dim], ctx: [..., S, kv_dim], mask broadcastable to [..., H, L, S] -> [..., L, out_dim]."""
+        k, v = self.keys_values(ctx, k_pos)
+        return self.attend(self.query(x, q_pos), k, v, mask)
+
+
+class FeedForward(nnx.Module):
+    """Position-wise GELU MLP: [..., D] -> [..., d_ff] -> [..., D] (the paper's FFW)."""
+
+    def __init__(self, d_model: int, d_ff: int, *, rngs: nnx.Rngs):
+        """Two bias-free projections D -> d_ff -> D."""
+        self.up = nnx.Linear(d_model, d_ff, use_bias=False, rngs=rngs)
+        self.down = nnx.Linear(d_ff, d_model, use_bias=False, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [..., D] -> [..., D]."""
+        return self.down(jax.nn.gelu(self.up(x)))
+
+
+def causal_mask(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
+    """Bool [L, S]: query at q_pos[i] may see key at k_pos[j] iff k_pos[j] <= q_pos[i]."""
+    return k_pos[None, :] <= q_pos[:, None]

@@ -1,0 +1,167 @@
+"""The RETRO model: a decoder-only transformer with chunked cross-attention to encoded neighbours.
+
+Algorithm 1 of the paper, per decoder layer l (pre-norm residuals, RMSNorm):
+    x = x + ATTN(x)                                  causal self-attention, RoPE
+    if l == min(P): E = ENCODER(RET(chunks), x)       neighbours encoded once, conditioned on x
+    if l in P:      x = x + CCA(x, E)                 retro/cca.py
+    x = x + FFW(x)
+P is `ModelConfig.cca_set()` (retro/model_config.py). With `neighbours=None` the encoder and CCA are
+skipped: RETRO[OFF], identical to the same weights without CCA sublayers.
+
+Two entry points share the weights:
+- `__call__(tokens, neighbours)`: the full forward for training and evaluation;
+- `decode(tokens, start, cache, neighbours)`: incremental decoding with a KV cache, one attending
+  chunk at a time (retro/sampling.py drives it); neighbours are encoded once per chunk and their CCA
+  keys/values are cached.
+
+Shapes: B batch, L length, C chunks, M chunk length, K neighbours, R retrieved length, D model dim,
+H heads, V vocab, S cache length.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from retro.cca import ChunkedCrossAttention
+from retro.encoder import NeighbourEncoder
+from retro.layers import Attention, FeedForward, causal_mask
+from retro.model_config import ModelConfig
+
+
+class DecoderBlock(nnx.Module):
+    """Self-attention, optional CCA, feed-forward; each a pre-RMSNorm residual sublayer."""
+
+    def __init__(self, cfg: ModelConfig, has_cca: bool, *, rngs: nnx.Rngs):
+        """has_cca: whether this layer is in the CCA set P."""
+        d = cfg.d_model
+        self.norm_attn = nnx.RMSNorm(d, rngs=rngs)
+        self.attn = Attention(d, d, d, cfg.n_heads, cfg.head_dim, rope_base=cfg.rope_base, rngs=rngs)
+        self.norm_cca = nnx.RMSNorm(d, rngs=rngs) if has_cca else None
+        self.cca = (ChunkedCrossAttention(d, cfg.enc_dim, cfg.n_heads, cfg.head_dim, cfg.chunk_len,
+                                          rope_base=cfg.rope_base, rngs=rngs) if has_cca else None)
+        self.norm_ff = nnx.RMSNorm(d, rngs=rngs)
+        self.ffw = FeedForward(d, cfg.d_ff, rngs=rngs)
+
+
+class Retro(nnx.Module):
+    """RETRO decoder + neighbour encoder. `Retro(cfg, rngs=nnx.Rngs(0))`."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        """Build every parameter from `cfg` (see retro/model_config.py)."""
+        cfg = cfg.validate()
+        self.cfg = cfg
+        cca = cfg.cca_set()
+        self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(cfg.init_std),
+                               rngs=rngs)
+        self.blocks = nnx.List([DecoderBlock(cfg, i + 1 in cca, rngs=rngs) for i in range(cfg.n_layers)])
+        self.encoder = (NeighbourEncoder(cfg.d_model, cfg.enc_dim, cfg.enc_layers, cfg.enc_heads,
+                                         rope_base=cfg.rope_base, rngs=rngs) if cca else None)
+        self.final_norm = nnx.RMSNorm(cfg.d_model, rngs=rngs)
+        self.readout = (None if cfg.tie_embeddings else
+                        nnx.Linear(cfg.d_model, cfg.vocab_size, use_bias=False, rngs=rngs))
+
+    # ---------------------------------------------------------------- full forward
+    def logits(self, x: jax.Array) -> jax.Array:
+        """Final norm and readout: [..., D] -> [..., V]."""
+        x = self.final_norm(x)
+        return self.embed.attend(x) if self.readout is None else self.readout(x)
+
+    def encode(self, neighbours: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """neighbours: [B, C, K, R] token ids; h: residual stream [B, L, D] at the first CCA layer.
+        Returns E [B, C, K, R, De] and its mask [B, C, K, R] (False on padding)."""
+        b, length, d = h.shape
+        c, m = neighbours.shape[1], self.cfg.chunk_len
+        ctx = jnp.pad(h, ((0, 0), (0, max(0, c * m - length)), (0, 0)))[:, : c * m].reshape(b, c, m, d)
+        mask = neighbours != self.cfg.pad_id
+        return self.encoder(self.embed(neighbours), mask, ctx), mask
+
+    def __call__(self, tokens: jax.Array, neighbours: jax.Array | None = None) -> jax.Array:
+        """tokens: [B, L]; neighbours: [B, C, K, R] with C >= ceil(L / M), or None (RETRO[OFF]).
+
+        neighbours[:, u] are those retrieved with chunk u = tokens[:, u*M:(u+1)*M]; they are read by
+        positions u*M + M-1 ... u*M + 2M-2. Returns logits [B, L, V] (f32).
+        """
+        b, length = tokens.shape
+        use = neighbours is not None and neighbours.shape[2] > 0 and self.encoder is not None
+        x = self.embed(tokens)
+        pos = jnp.arange(length)
+        mask = causal_mask(pos, pos)
+        enc = enc_mask = None
+        for blk in self.blocks:
+            h = blk.norm_attn(x)
+            x = x + blk.attn(h, h, mask, pos, pos)
+            if blk.cca is not None and use:
+                if enc is None:
+                    enc, enc_mask = self.encode(neighbours, x)
+                x = x + blk.cca(blk.norm_cca(x), enc, enc_mask)
+            x = x + blk.ffw(blk.norm_ff(x))
+        return self.logits(x).astype(jnp.float32)
+
+    # ---------------------------------------------------------------- incremental decoding
+    def init_cache(self, batch: int, max_len: int, k: int) -> dict:
+        """An empty cache for `batch` sequences of up to `max_len` tokens and `k` neighbours per chunk.
+
+        k, v: per layer [B, S, H, Dh]; h: [B, S, D] first-CCA-layer states (the encoder's context);
+        cca_k, cca_v: per CCA layer [B, K*R, H, Dh]; cca_mask: [B, K*R], all False = nothing retrieved yet.
+        """
+        cfg = self.cfg
+        dt = self.embed.embedding.value.dtype
+        kv = (batch, max_len, cfg.n_heads, cfg.head_dim)
+        n_cca = len(cfg.cca_set())
+        ckv = (batch, max(k, 1) * cfg.retrieved_len, cfg.n_heads, cfg.head_dim)
+        return {
+            "k": [jnp.zeros(kv, dt) for _ in range(cfg.n_layers)],
+            "v": [jnp.zeros(kv, dt) for _ in range(cfg.n_layers)],
+            "h": jnp.zeros((batch, max_len, cfg.d_model), dt),
+            "cca_k": [jnp.zeros(ckv, dt) for _ in range(n_cca)],
+            "cca_v": [jnp.zeros(ckv, dt) for _ in range(n_cca)],
+            "cca_mask": jnp.zeros(ckv[:2], bool),
+        }
+
+    def decode(self, tokens: jax.Array, start: jax.Array, cache: dict,
+               neighbours: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """Run tokens [B, T] at positions start..start+T-1 against the cache -> (logits [B, T, V], cache).
+
+        The T positions must lie in one attending chunk: either all < M-1, or within
+        u*M + M-1 ... u*M + 2M-2 for one u. `neighbours` [B, K, R] (retrieved with chunk u) may be given
+        only when start == u*M + M-1: they are encoded here, once, against the cached states of chunk u,
+        and their CCA keys/values replace the cached ones.
+        """
+        cfg = self.cfg
+        m = cfg.chunk_len
+        b, t = tokens.shape
+        s = cache["h"].shape[1]
+        pos = start + jnp.arange(t)
+        mask = causal_mask(pos, jnp.arange(s))
+        cache = {key: (list(val) if isinstance(val, list) else val) for key, val in cache.items()}
+        x = self.embed(tokens)
+        i_cca = 0
+        for i, blk in enumerate(self.blocks):
+            h = blk.norm_attn(x)
+            k, v = blk.attn.keys_values(h, pos)
+            cache["k"][i] = jax.lax.dynamic_update_slice(cache["k"][i], k, (0, start, 0, 0))
+            cache["v"][i] = jax.lax.dynamic_update_slice(cache["v"][i], v, (0, start, 0, 0))
+            x = x + blk.attn.attend(blk.attn.query(h, pos), cache["k"][i], cache["v"][i], mask)
+            if blk.cca is not None:
+                if i_cca == 0:
+                    cache["h"] = jax.lax.dynamic_update_slice(cache["h"], x, (0, start, 0))
+                    if neighbours is not None:
+                        ctx = jax.lax.dynamic_slice_in_dim(cache["h"], start - (m - 1), m, axis=1)
+                        enc, enc_mask = self.encode(neighbours[:, None], ctx)  # [B, 1, K, R, De]
+                if neighbours is not None:
+                    ck, cv, cmask = blk.cca.keys_values(enc[:, 0], enc_mask[:, 0])
+                    cache["cca_k"][i_cca], cache["cca_v"][i_cca], cache["cca_mask"] = ck, cv, cmask
+                offset = (pos - (m - 1)) % m
+                out = blk.cca.step(blk.norm_cca(x), offset, cache["cca_k"][i_cca], cache["cca_v"][i_cca],
+                                   cache["cca_mask"])
+                x = x + jnp.where((pos >= m - 1)[None, :, None], out, 0.0)
+                i_cca += 1
+            x = x + blk.ffw(blk.norm_ff(x))
+        return self.logits(x).astype(jnp.float32), cache
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of parameters (all nnx.Param leaves)."""
+    return sum(x.size for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))

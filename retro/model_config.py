@@ -1,0 +1,89 @@
+"""The RETRO model's frozen config and its presets (`tiny`, `small`, `paper-172m`).
+
+Legend for shapes everywhere in retro/: B batch, L length, C chunks, M chunk length, K neighbours,
+R retrieved length (M + continuation), D model dim, H heads, V vocab.
+
+Where chunked cross-attention (CCA) sits (`cca_layer_positions`), 1-indexed like the paper:
+- more than 15 decoder layers: every 3rd layer from 9 (9, 12, 15, ...), as in the paper;
+- 12 to 15 layers: every 3rd layer from 6 (6, 9, 12), as in the paper's 172M model;
+- fewer than 12 layers (our small presets; a deviation, the paper has no such model): every 3rd
+  layer from the middle layer, so half the stack reads text before the first CCA (6 layers -> 3, 6).
+  `tiny` pins (2, 4) so tests exercise two CCA layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from retro.configs import config_from_dict
+
+
+def cca_layer_positions(n_layers: int) -> tuple[int, ...]:
+    """1-indexed decoder layers that carry a CCA sublayer, following the paper's rule (see module doc)."""
+    if n_layers > 15:
+        start = 9
+    elif n_layers >= 12:
+        start = 6
+    else:
+        start = max(1, n_layers // 2)
+    return tuple(range(start, n_layers + 1, 3))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 8192  # V: tokenizer vocabulary size (the index's tokenizer)
+    d_model: int = 256  # D: decoder width
+    n_layers: int = 6  # decoder layers
+    n_heads: int = 4  # H: attention heads in decoder self-attention and CCA
+    head_dim: int = 64  # per-head width of queries/keys/values
+    d_ff: int = 1024  # hidden width of the GELU feed-forward blocks
+    enc_dim: int = 256  # encoder width (the paper's encoder is narrower than big decoders)
+    enc_layers: int = 2  # bidirectional neighbour-encoder layers (2 in the paper)
+    enc_heads: int = 4  # encoder heads
+    chunk_len: int = 64  # M: retrieval chunk length (64 in the paper)
+    retrieved_len: int = 128  # R: neighbour length = chunk + continuation (128 in the paper)
+    cca_layers: tuple[int, ...] | None = None  # 1-indexed CCA layers; None = cca_layer_positions(n_layers)
+    rope_base: float = 10000.0  # RoPE frequency base (relative positions, see retro/layers.py)
+    pad_id: int = 0  # token id of padding: masked as a key in the encoder and CCA
+    tie_embeddings: bool = False  # share the readout matrix with the token embedding
+    init_std: float = 0.02  # normal init scale of embeddings
+
+    def cca_set(self) -> tuple[int, ...]:
+        """The CCA layer positions (1-indexed), resolved from `cca_layers` or the paper's rule."""
+        layers = cca_layer_positions(self.n_layers) if self.cca_layers is None else tuple(self.cca_layers)
+        bad = [p for p in layers if not 1 <= p <= self.n_layers]
+        if bad:
+            raise ValueError(f"cca_layers {bad} outside 1..{self.n_layers}")
+        return tuple(sorted(set(layers)))
+
+    def validate(self) -> ModelConfig:
+        """Check cross-field constraints; returns self so it chains."""
+        if self.retrieved_len < self.chunk_len:
+            raise ValueError(f"retrieved_len {self.retrieved_len} < chunk_len {self.chunk_len}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+        self.cca_set()
+        return self
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # For tests: every shape distinct so a transposed axis fails loudly.
+    "tiny": ModelConfig(vocab_size=61, d_model=32, n_layers=4, n_heads=2, head_dim=8, d_ff=64, enc_dim=24,
+                        enc_layers=2, enc_heads=2, chunk_len=4, retrieved_len=8, cca_layers=(2, 4)),
+    # For this 2-core machine: ~4.7M non-embedding decoder parameters.
+    "small": ModelConfig(),
+    # The paper's 172M model (Table 9 of Borgeaud et al.): 12 layers, d 896, 16 heads, 128k vocab.
+    "paper-172m": ModelConfig(vocab_size=128000, d_model=896, n_layers=12, n_heads=16, head_dim=64, d_ff=3584,
+                              enc_dim=896, enc_layers=2, enc_heads=16, chunk_len=64, retrieved_len=128),
+}
+
+
+def model_config(preset: str = "small", overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """A preset with `overrides` applied (unknown keys and bad types raise a one-line error)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r} (known: {', '.join(PRESETS)})")
+    values = dataclasses.asdict(PRESETS[preset])
+    values.update(overrides or {})
+    return config_from_dict(ModelConfig, values, source=f"model preset {preset}").validate()
