@@ -32,7 +32,9 @@ def attending_chunks(h: jax.Array, chunk_len: int, n_chunks: int) -> jax.Array:
     b, length, d = h.shape
     m = chunk_len
     if length > n_chunks * m:
-        raise ValueError(f"sequence of {length} tokens needs >= {-(-length // m)} neighbour chunks, got {n_chunks}")
+        raise ValueError(
+            f"sequence of {length} tokens needs >= {-(-length // m)} neighbour chunks, got {n_chunks}"
+        )
     h = jnp.pad(h, ((0, 0), (0, n_chunks * m - length), (0, 0)))[:, m - 1 :]
     h = jnp.pad(h, ((0, 0), (0, m - 1), (0, 0)))
     return h.reshape(b, n_chunks, m, d)
@@ -48,8 +50,17 @@ def unchunk(out: jax.Array, length: int) -> jax.Array:
 class ChunkedCrossAttention(nnx.Module):
     """CCA from decoder states [B, L, D] to encoded neighbours [B, C, K, R, De]."""
 
-    def __init__(self, d_model: int, enc_dim: int, n_heads: int, head_dim: int, chunk_len: int, *,
-                 rngs: nnx.Rngs, rope_base: float = 10000.0):
+    def __init__(
+        self,
+        d_model: int,
+        enc_dim: int,
+        n_heads: int,
+        head_dim: int,
+        chunk_len: int,
+        *,
+        rngs: nnx.Rngs,
+        rope_base: float = 10000.0,
+    ):
         """Queries from D, keys/values from the encoder width De, output back to D."""
         self.chunk_len = chunk_len
         self.attn = Attention(d_model, enc_dim, d_model, n_heads, head_dim, rope_base=rope_base, rngs=rngs)

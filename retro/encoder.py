@@ -23,13 +23,19 @@ from retro.layers import Attention, FeedForward
 class EncoderLayer(nnx.Module):
     """Self-attention over the neighbour, cross-attention to its chunk, feed-forward (pre-norm residuals)."""
 
-    def __init__(self, enc_dim: int, d_model: int, n_heads: int, *, rngs: nnx.Rngs, rope_base: float = 10000.0):
+    def __init__(
+        self, enc_dim: int, d_model: int, n_heads: int, *, rngs: nnx.Rngs, rope_base: float = 10000.0
+    ):
         """enc_dim: encoder width; d_model: width of the decoder activations it conditions on."""
         head_dim = enc_dim // n_heads
         self.norm_self = nnx.RMSNorm(enc_dim, rngs=rngs)
-        self.self_attn = Attention(enc_dim, enc_dim, enc_dim, n_heads, head_dim, rope_base=rope_base, rngs=rngs)
+        self.self_attn = Attention(
+            enc_dim, enc_dim, enc_dim, n_heads, head_dim, rope_base=rope_base, rngs=rngs
+        )
         self.norm_cross = nnx.RMSNorm(enc_dim, rngs=rngs)
-        self.cross_attn = Attention(enc_dim, d_model, enc_dim, n_heads, head_dim, rope_base=rope_base, rngs=rngs)
+        self.cross_attn = Attention(
+            enc_dim, d_model, enc_dim, n_heads, head_dim, rope_base=rope_base, rngs=rngs
+        )
         self.norm_ff = nnx.RMSNorm(enc_dim, rngs=rngs)
         self.ffw = FeedForward(enc_dim, 4 * enc_dim, rngs=rngs)
 
@@ -47,13 +53,22 @@ class EncoderLayer(nnx.Module):
 class NeighbourEncoder(nnx.Module):
     """Encodes neighbour embeddings [..., K, R, D] conditioned on chunk activations [..., M, D]."""
 
-    def __init__(self, d_model: int, enc_dim: int, n_layers: int, n_heads: int, *, rngs: nnx.Rngs,
-                 rope_base: float = 10000.0):
+    def __init__(
+        self,
+        d_model: int,
+        enc_dim: int,
+        n_layers: int,
+        n_heads: int,
+        *,
+        rngs: nnx.Rngs,
+        rope_base: float = 10000.0,
+    ):
         """d_model: decoder width (embeddings and H); enc_dim: encoder width; n_layers: 2 in the paper."""
         self.proj_in = nnx.Linear(d_model, enc_dim, use_bias=False, rngs=rngs) if enc_dim != d_model else None
         self.ctx_norm = nnx.RMSNorm(d_model, rngs=rngs)
-        self.layers = nnx.List([EncoderLayer(enc_dim, d_model, n_heads, rope_base=rope_base, rngs=rngs)
-                                for _ in range(n_layers)])
+        self.layers = nnx.List(
+            [EncoderLayer(enc_dim, d_model, n_heads, rope_base=rope_base, rngs=rngs) for _ in range(n_layers)]
+        )
         self.final_norm = nnx.RMSNorm(enc_dim, rngs=rngs)
 
     def __call__(self, emb: jax.Array, mask: jax.Array, ctx: jax.Array) -> jax.Array:

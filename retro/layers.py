@@ -54,8 +54,17 @@ class Attention(nnx.Module):
     cross-attention in the encoder, and chunked cross-attention in the decoder (retro/cca.py).
     """
 
-    def __init__(self, q_dim: int, kv_dim: int, out_dim: int, n_heads: int, head_dim: int, *, rngs: nnx.Rngs,
-                 rope_base: float = 10000.0):
+    def __init__(
+        self,
+        q_dim: int,
+        kv_dim: int,
+        out_dim: int,
+        n_heads: int,
+        head_dim: int,
+        *,
+        rngs: nnx.Rngs,
+        rope_base: float = 10000.0,
+    ):
         """Projections q: [q_dim, H, Dh], k and v: [kv_dim, H, Dh], out: [H, Dh, out_dim]."""
         self.rope_base = rope_base
         q_init = nnx.initializers.normal(q_dim**-0.5)
@@ -78,8 +87,9 @@ class Attention(nnx.Module):
         """Attention from projected q [..., L, H, Dh] to k, v [..., S, H, Dh] -> [..., L, out_dim]."""
         return self.wo(dot_attention(q, k, v, mask))
 
-    def __call__(self, x: jax.Array, ctx: jax.Array, mask: jax.Array | None, q_pos: jax.Array,
-                 k_pos: jax.Array) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, ctx: jax.Array, mask: jax.Array | None, q_pos: jax.Array, k_pos: jax.Array
+    ) -> jax.Array:
         """x: [..., L, q_dim], ctx: [..., S, kv_dim], mask broadcastable to [..., H, L, S] -> [..., L, out_dim]."""
         k, v = self.keys_values(ctx, k_pos)
         return self.attend(self.query(x, q_pos), k, v, mask)

@@ -39,8 +39,13 @@ class DecoderBlock(nnx.Module):
         self.norm_attn = nnx.RMSNorm(d, rngs=rngs)
         self.attn = Attention(d, d, d, cfg.n_heads, cfg.head_dim, rope_base=cfg.rope_base, rngs=rngs)
         self.norm_cca = nnx.RMSNorm(d, rngs=rngs) if has_cca else None
-        self.cca = (ChunkedCrossAttention(d, cfg.enc_dim, cfg.n_heads, cfg.head_dim, cfg.chunk_len,
-                                          rope_base=cfg.rope_base, rngs=rngs) if has_cca else None)
+        self.cca = (
+            ChunkedCrossAttention(
+                d, cfg.enc_dim, cfg.n_heads, cfg.head_dim, cfg.chunk_len, rope_base=cfg.rope_base, rngs=rngs
+            )
+            if has_cca
+            else None
+        )
         self.norm_ff = nnx.RMSNorm(d, rngs=rngs)
         self.ffw = FeedForward(d, cfg.d_ff, rngs=rngs)
 
@@ -53,14 +58,21 @@ class Retro(nnx.Module):
         cfg = cfg.validate()
         self.cfg = cfg
         cca = cfg.cca_set()
-        self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(cfg.init_std),
-                               rngs=rngs)
+        self.embed = nnx.Embed(
+            cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(cfg.init_std), rngs=rngs
+        )
         self.blocks = nnx.List([DecoderBlock(cfg, i + 1 in cca, rngs=rngs) for i in range(cfg.n_layers)])
-        self.encoder = (NeighbourEncoder(cfg.d_model, cfg.enc_dim, cfg.enc_layers, cfg.enc_heads,
-                                         rope_base=cfg.rope_base, rngs=rngs) if cca else None)
+        self.encoder = (
+            NeighbourEncoder(
+                cfg.d_model, cfg.enc_dim, cfg.enc_layers, cfg.enc_heads, rope_base=cfg.rope_base, rngs=rngs
+            )
+            if cca
+            else None
+        )
         self.final_norm = nnx.RMSNorm(cfg.d_model, rngs=rngs)
-        self.readout = (None if cfg.tie_embeddings else
-                        nnx.Linear(cfg.d_model, cfg.vocab_size, use_bias=False, rngs=rngs))
+        self.readout = (
+            None if cfg.tie_embeddings else nnx.Linear(cfg.d_model, cfg.vocab_size, use_bias=False, rngs=rngs)
+        )
 
     # ---------------------------------------------------------------- full forward
     def logits(self, x: jax.Array) -> jax.Array:
@@ -107,7 +119,7 @@ class Retro(nnx.Module):
         cca_k, cca_v: per CCA layer [B, K*R, H, Dh]; cca_mask: [B, K*R], all False = nothing retrieved yet.
         """
         cfg = self.cfg
-        dt = self.embed.embedding.value.dtype
+        dt = self.embed.embedding[...].dtype
         kv = (batch, max_len, cfg.n_heads, cfg.head_dim)
         n_cca = len(cfg.cca_set())
         ckv = (batch, max(k, 1) * cfg.retrieved_len, cfg.n_heads, cfg.head_dim)
@@ -120,8 +132,9 @@ class Retro(nnx.Module):
             "cca_mask": jnp.zeros(ckv[:2], bool),
         }
 
-    def decode(self, tokens: jax.Array, start: jax.Array, cache: dict,
-               neighbours: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    def decode(
+        self, tokens: jax.Array, start: jax.Array, cache: dict, neighbours: jax.Array | None = None
+    ) -> tuple[jax.Array, dict]:
         """Run tokens [B, T] at positions start..start+T-1 against the cache -> (logits [B, T, V], cache).
 
         The T positions must lie in one attending chunk: either all < M-1, or within
@@ -154,8 +167,9 @@ class Retro(nnx.Module):
                     ck, cv, cmask = blk.cca.keys_values(enc[:, 0], enc_mask[:, 0])
                     cache["cca_k"][i_cca], cache["cca_v"][i_cca], cache["cca_mask"] = ck, cv, cmask
                 offset = (pos - (m - 1)) % m
-                out = blk.cca.step(blk.norm_cca(x), offset, cache["cca_k"][i_cca], cache["cca_v"][i_cca],
-                                   cache["cca_mask"])
+                out = blk.cca.step(
+                    blk.norm_cca(x), offset, cache["cca_k"][i_cca], cache["cca_v"][i_cca], cache["cca_mask"]
+                )
                 x = x + jnp.where((pos >= m - 1)[None, :, None], out, 0.0)
                 i_cca += 1
             x = x + blk.ffw(blk.norm_ff(x))

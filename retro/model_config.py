@@ -70,13 +70,36 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # For tests: every shape distinct so a transposed axis fails loudly.
-    "tiny": ModelConfig(vocab_size=61, d_model=32, n_layers=4, n_heads=2, head_dim=8, d_ff=64, enc_dim=24,
-                        enc_layers=2, enc_heads=2, chunk_len=4, retrieved_len=8, cca_layers=(2, 4)),
+    "tiny": ModelConfig(
+        vocab_size=61,
+        d_model=32,
+        n_layers=4,
+        n_heads=2,
+        head_dim=8,
+        d_ff=64,
+        enc_dim=24,
+        enc_layers=2,
+        enc_heads=2,
+        chunk_len=4,
+        retrieved_len=8,
+        cca_layers=(2, 4),
+    ),
     # For this 2-core machine: ~4.7M non-embedding decoder parameters.
     "small": ModelConfig(),
     # The paper's 172M model (Table 9 of Borgeaud et al.): 12 layers, d 896, 16 heads, 128k vocab.
-    "paper-172m": ModelConfig(vocab_size=128000, d_model=896, n_layers=12, n_heads=16, head_dim=64, d_ff=3584,
-                              enc_dim=896, enc_layers=2, enc_heads=16, chunk_len=64, retrieved_len=128),
+    "paper-172m": ModelConfig(
+        vocab_size=128000,
+        d_model=896,
+        n_layers=12,
+        n_heads=16,
+        head_dim=64,
+        d_ff=3584,
+        enc_dim=896,
+        enc_layers=2,
+        enc_heads=16,
+        chunk_len=64,
+        retrieved_len=128,
+    ),
 }
 
 
