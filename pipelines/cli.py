@@ -15,6 +15,7 @@ import sys
 # Subcommand groups, in the order `retro --help` lists them.
 COMMAND_MODULES = [
     "index.cli",        # retro tokenizer train | retro index build/info
+    "pipelines.search_cli",  # retro search | retro ask
 ]
 
 QUICKSTART = """\

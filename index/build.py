@@ -1,0 +1,472 @@
+"""Build an index from a corpus: resumable, atomic, and appendable.
+
+An index folder:
+
+    index.json        the manifest, written last: format, tokenizer/embedder identities, FAISS factory,
+                      counts, build config, corpora and the shard list. No index.json = not an index.
+    tokenizer.model   sentencepiece model (trained on a bounded sample when none is given)
+    static/           the static embedder (static.json + its table or model)
+    faiss.template    the trained, empty FAISS index every shard copies (one coarse quantizer for all)
+    shards/000000/    see index/shard.py
+    build.json        only while a build or append is unfinished: its plan, so a rerun resumes it
+
+Resume: each shard records the documents it covers; a rerun of the same command skips the
+documents of finished shards, rebuilds the unfinished one from scratch, and ends byte-identical to
+an uninterrupted build. Append: `append=True` adds the documents of a new corpus as new shards;
+the old shards and the old manifest stay valid until the new manifest replaces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from index.corpus import CorpusReader, Document, corpus_bytes
+from index.shard import ShardBuffer, read_shard_meta, write_shard
+from index.tokenizer import Tokenizer, sha256_file, train_tokenizer
+from retro.configs import config_to_dict
+from retro.runinfo import atomic_write_json, run_info
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """How an index is built. Every field can be set with `key=value` on `retro index build`."""
+
+    chunk_len: int = 64  # M: tokens per chunk
+    vocab_size: int = 32000  # tokenizer vocabulary when one is trained (a soft limit on tiny corpora)
+    tokenizer: str | None = None  # an existing sentencepiece model to use instead of training one
+    sample_chars: int = 20_000_000  # characters sampled from the corpus start to train the tokenizer
+    static: str = "pooled"  # static embedder: "pooled" (token vectors over stored ids) or "model2vec"
+    static_dim: int = 256  # static embedding dimensions (PCA)
+    faiss_factory: str = (
+        "auto"  # FAISS factory string, or "auto": Flat below flat_max_chunks, else IVF-PQ fast-scan
+    )
+    flat_max_chunks: int = 1_000_000  # above this estimated chunk count, "auto" picks IVF-PQ
+    faiss_train_size: int = 200_000  # at most this many sampled chunk vectors train the coarse quantizer
+    nprobe: int = 32  # IVF lists searched per query (ignored by Flat)
+    dense: str = (
+        "auto"  # dense MiniLM tier: "on", "off" or "auto" (on when est. chunks <= dense_auto_max_chunks)
+    )
+    dense_auto_max_chunks: int = 4096  # ~3.5 min of MiniLM on 2 cores at ~20 chunks/s
+    dense_model: str = "all-MiniLM-L6-v2"  # any sentence-transformers id or local path
+    shard_chunks: int = 262_144  # a shard is closed after the document that reaches this many chunks
+    batch_chars: int = 4_000_000  # characters tokenized per batch
+    max_doc_chars: int = 1 << 22  # text files longer than this are split into parts
+    bm25_k1: float = 1.5  # BM25 term-frequency saturation
+    bm25_b: float = 0.75  # BM25 length normalisation
+    threads: int = 2  # tokenizer threads
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        checks = [
+            ("chunk_len", 8 <= self.chunk_len <= 4096),
+            ("static_dim", 8 <= self.static_dim <= 4096),
+            ("shard_chunks", self.shard_chunks >= 1),
+            ("nprobe", self.nprobe >= 1),
+            ("dense", self.dense in ("on", "off", "auto")),
+            ("static", self.static in ("pooled", "model2vec")),
+            ("batch_chars", self.batch_chars >= 1024),
+            ("threads", self.threads >= 1),
+            ("sample_chars", self.sample_chars >= 1000),
+            ("faiss_train_size", self.faiss_train_size >= 1),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"BuildConfig.{name}={getattr(self, name)!r} is not allowed")
+
+
+def _progress(total: int | None, desc: str, quiet: bool, unit: str = "tok"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=quiet, dynamic_ncols=True)
+
+
+def _sample_docs(corpus: str | os.PathLike, sample_chars: int, max_doc_chars: int) -> list[str]:
+    """The texts of the first documents of the corpus, `sample_chars` characters in all."""
+    texts, total = [], 0
+    for doc in CorpusReader(corpus, max_doc_chars=max_doc_chars):
+        texts.append(doc.text[: max(1000, sample_chars - total)])
+        total += len(texts[-1])
+        if total >= sample_chars:
+            break
+    return texts
+
+
+def _auto_factory(est_chunks: int, train_n: int, cfg: BuildConfig) -> str:
+    if est_chunks <= cfg.flat_max_chunks:
+        return "Flat"
+    nlist = 2 ** round(math.log2(4 * math.sqrt(est_chunks)))
+    nlist = max(64, min(nlist, 65536, 2 ** int(math.log2(max(64, train_n // 39)))))
+    return f"IVF{nlist},PQ{cfg.static_dim // 8}x4fs"
+
+
+def _min_train(factory: str) -> int:
+    """Training vectors a factory needs at the least (IVF lists; PQ codebooks)."""
+    need = 1
+    for part in factory.replace("_", ",").split(","):
+        if part.startswith("IVF"):
+            need = max(need, int("".join(ch for ch in part[3:] if ch.isdigit()) or 1))
+        if part.startswith("PQ"):
+            bits = 4 if part.endswith("fs") or "x4" in part else 8
+            need = max(need, 2**bits)
+    return need
+
+
+def _make_template(path: Path, factory: str, dim: int, train_vectors: np.ndarray) -> None:
+    """Create (and train, when needed) the empty FAISS index every shard starts from."""
+    import faiss
+
+    try:
+        ann = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise ValueError(
+            f"faiss_factory={factory!r}: FAISS cannot build it ({str(e).strip().splitlines()[-1]})"
+        ) from None
+    if not ann.is_trained:
+        need = _min_train(factory)
+        if len(train_vectors) < need:
+            raise ValueError(
+                f"faiss_factory={factory!r} needs at least {need} training vectors, the corpus sample gave "
+                f"{len(train_vectors)}; use faiss_factory=Flat or a smaller IVF"
+            )
+        ann.train(train_vectors)
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(ann, str(tmp))
+    os.replace(tmp, path)
+
+
+class _Builder:
+    """One run of `build_index`: plans, prepares the shared parts, then streams shards."""
+
+    def __init__(
+        self, corpus: str | os.PathLike, out: Path, cfg: BuildConfig, append: bool, quiet: bool
+    ) -> None:
+        self.corpus, self.out, self.cfg, self.append, self.quiet = Path(corpus), out, cfg, append, quiet
+        self.manifest: dict | None = None
+
+    # -- the plan: what build.json holds, so a rerun knows it is the same build -------------------
+    def plan(self) -> dict:
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(f"{out}: exists and is not a folder")
+        manifest_path, plan_path = out / "index.json", out / "build.json"
+        if manifest_path.is_file():
+            self.manifest = json.loads(manifest_path.read_text())
+            if not self.append:
+                raise FileExistsError(
+                    f"{out}: already holds an index; use --append to add documents or choose another --out"
+                )
+        elif self.append:
+            raise FileNotFoundError(f"{out}: no index to append to (no index.json)")
+        elif out.exists() and any(out.iterdir()) and not plan_path.is_file():
+            raise FileExistsError(
+                f"{out}: folder is not empty and holds no retro index; choose an empty or new folder"
+            )
+        want = {
+            "corpus": str(self.corpus.resolve()),
+            "append": self.append,
+            "config": config_to_dict(self.cfg),
+            "first_shard": len(self.manifest["shards"]) if self.manifest else 0,
+        }
+        if plan_path.is_file():
+            old = json.loads(plan_path.read_text())
+            same = {k: old.get(k) for k in want} == want
+            if not same and not self.append:
+                raise FileExistsError(
+                    f"{out}: holds an unfinished build of {old.get('corpus')} with another config; "
+                    "rerun that exact command to resume it, or delete the folder"
+                )
+            if same:
+                return old  # resume: keep the decisions made then
+        self._discard_unlisted_shards()
+        out.mkdir(parents=True, exist_ok=True)
+        plan = dict(want)
+        atomic_write_json(plan_path, plan)
+        return plan
+
+    def _discard_unlisted_shards(self) -> None:
+        listed = {s["name"] for s in (self.manifest or {}).get("shards", [])}
+        shards = self.out / "shards"
+        if shards.is_dir():
+            for p in shards.iterdir():
+                if p.name not in listed:
+                    shutil.rmtree(p)
+
+    # -- shared parts: tokenizer, static embedder, FAISS template ---------------------------------
+    def prepare(self, plan: dict) -> None:
+        from index.embedders import PooledStatic, load_static
+
+        cfg, out = self.cfg, self.out
+        tok_path = out / "tokenizer.model"
+        if self.manifest:  # append: everything shared comes from the index
+            if cfg.tokenizer and sha256_file(cfg.tokenizer) != self.manifest["tokenizer"]["sha256"]:
+                raise ValueError(
+                    f"{cfg.tokenizer}: not the tokenizer this index was built with "
+                    f"({self.manifest['tokenizer']['sha256'][:12]}...)"
+                )
+            self.tokenizer = Tokenizer(tok_path)
+            self.static = load_static(out / "static", self.tokenizer)
+            return
+        if "tokenizer_sha256" not in plan:
+            sample = _sample_docs(self.corpus, cfg.sample_chars, cfg.max_doc_chars)
+            if not sample:
+                raise ValueError(f"{self.corpus}: no readable documents")
+            if cfg.tokenizer:
+                shutil.copyfile(cfg.tokenizer, tok_path.with_suffix(".tmp"))
+                os.replace(tok_path.with_suffix(".tmp"), tok_path)
+            else:
+                train_tokenizer(sample, tok_path, vocab_size=cfg.vocab_size, threads=cfg.threads)
+            self.tokenizer = Tokenizer(tok_path)
+            ids = self.tokenizer.encode_batch(sample, threads=cfg.threads)
+            counts = np.bincount(
+                np.concatenate([np.asarray(i, np.int64) for i in ids]), minlength=self.tokenizer.vocab_size
+            )
+            sample_tokens, sample_bytes = int(counts.sum()), sum(len(t.encode("utf-8")) for t in sample)
+            est_chunks = int(
+                corpus_bytes(self.corpus) / max(1e-9, sample_bytes / max(1, sample_tokens)) / cfg.chunk_len
+            )
+            self._make_static(counts)
+            train = self._train_vectors(ids)
+            factory = (
+                cfg.faiss_factory
+                if cfg.faiss_factory != "auto"
+                else _auto_factory(est_chunks, len(train), cfg)
+            )
+            _make_template(out / "faiss.template", factory, self.static.dim, train)
+            dense = cfg.dense == "on" or (cfg.dense == "auto" and est_chunks <= cfg.dense_auto_max_chunks)
+            plan.update(
+                tokenizer_sha256=self.tokenizer.sha256,
+                est_chunks=est_chunks,
+                faiss_factory=factory,
+                dense=dense,
+            )
+            atomic_write_json(out / "build.json", plan)
+        self.tokenizer = Tokenizer(tok_path)
+        if self.tokenizer.sha256 != plan["tokenizer_sha256"]:
+            raise ValueError(f"{tok_path}: changed since this build started; delete {out} and build again")
+        self.static = load_static(out / "static", self.tokenizer)
+        assert isinstance(self.static, PooledStatic) or cfg.static == "model2vec"
+
+    def _make_static(self, counts: np.ndarray) -> None:
+        from index.embedders import (
+            Model2VecStatic,
+            PooledStatic,
+            build_pooled_table,
+            dense_model_sha,
+            distill_model2vec,
+        )
+
+        cfg, folder = self.cfg, self.out / "static"
+        folder.mkdir(exist_ok=True)
+        if cfg.static == "pooled":
+            table = build_pooled_table(
+                self.tokenizer, cfg.dense_model, counts, dim=cfg.static_dim, quiet=self.quiet
+            )
+            static = PooledStatic(table, self.tokenizer)
+        else:
+            static = Model2VecStatic(distill_model2vec(cfg.dense_model, dim=cfg.static_dim), self.tokenizer)
+        meta = static.save(folder)
+        meta.update(
+            dense_model=cfg.dense_model,
+            dense_sha256=dense_model_sha(cfg.dense_model),
+            tokenizer_sha256=self.tokenizer.sha256,
+        )
+        atomic_write_json(folder / "static.json", meta)
+        self.static = static
+
+    def _train_vectors(self, sample_ids: list[list[int]]) -> np.ndarray:
+        m, cap = self.cfg.chunk_len, self.cfg.faiss_train_size
+        chunks = [np.asarray(ids[i : i + m]) for ids in sample_ids for i in range(0, len(ids), m)]
+        if len(chunks) > cap:
+            pick = np.random.default_rng(0).choice(len(chunks), cap, replace=False)
+            chunks = [chunks[i] for i in np.sort(pick)]
+        block = np.full((len(chunks), m), self.tokenizer.pad_id, dtype=np.int64)
+        for row, c in zip(block, chunks, strict=True):
+            row[: len(c)] = c
+        return self.static.embed_tokens(block)
+
+    # -- streaming the corpus into shards ----------------------------------------------------------
+    def run(self, plan: dict) -> dict:
+        from index.embedders import load_dense
+
+        cfg = self.cfg
+        dense_on = self.manifest["dense"]["enabled"] if self.manifest else plan["dense"]
+        dense_model = load_dense(self.dense_id()) if dense_on else None
+        first, doc_base = plan["first_shard"], (self.manifest["counts"]["docs"] if self.manifest else 0)
+        done = self._finished_shards(first)
+        skip_docs = sum(s["docs"] for s in done)
+        reader = CorpusReader(self.corpus, max_doc_chars=cfg.max_doc_chars)
+        bar = _progress(None, f"index {self.corpus.name}", self.quiet)
+        bar.update(sum(s["tokens"] for s in done))
+        buffer, shard_no, doc_start = ShardBuffer(cfg.chunk_len), first + len(done), doc_base + skip_docs
+        started = time.time()
+        for batch in self._batches(reader, skip_docs):
+            ids = self.tokenizer.encode_batch([d.text for d in batch], threads=cfg.threads)
+            for doc, toks in zip(batch, ids, strict=True):
+                if not toks:
+                    reader.report.warn("no tokens (skipped)", f"{doc.source}:{doc.line or 0}")
+                    continue
+                buffer.add(doc, toks, self.tokenizer)
+                bar.update(len(toks))
+                if buffer.num_chunks >= cfg.shard_chunks:
+                    done.append(self._close(buffer, shard_no, doc_start, dense_model))
+                    doc_start += len(buffer.docs)
+                    buffer, shard_no = ShardBuffer(cfg.chunk_len), shard_no + 1
+        if buffer.docs:
+            done.append(self._close(buffer, shard_no, doc_start, dense_model))
+        bar.close()
+        if not done and not self.manifest:
+            raise ValueError(
+                f"{self.corpus}: no documents with text to index ({reader.report.total_warnings} problems: "
+                f"{'; '.join(reader.report.examples[:3])})"
+            )
+        return self._write_manifest(plan, done, reader.report.to_dict(), time.time() - started)
+
+    def dense_id(self) -> str:
+        return self.manifest["dense"]["model"] if self.manifest else self.cfg.dense_model
+
+    def _finished_shards(self, first: int) -> list[dict]:
+        done = []
+        for n in range(first, 1 << 30):
+            meta = read_shard_meta(self.out / "shards" / f"{n:06d}")
+            if meta is None:
+                break
+            done.append(dict(meta, name=f"{n:06d}"))
+        return done
+
+    def _batches(self, reader: CorpusReader, skip_docs: int) -> Iterator[list[Document]]:
+        batch, chars = [], 0
+        for i, doc in enumerate(reader):
+            if i < skip_docs:
+                continue
+            batch.append(doc)
+            chars += len(doc.text)
+            if chars >= self.cfg.batch_chars:
+                yield batch
+                batch, chars = [], 0
+        if batch:
+            yield batch
+
+    def _close(self, buffer: ShardBuffer, shard_no: int, doc_start: int, dense_model) -> dict:
+        name = f"{shard_no:06d}"
+        meta = write_shard(
+            self.out / "shards" / name,
+            buffer,
+            doc_start=doc_start,
+            tokenizer=self.tokenizer,
+            static=self.static,
+            faiss_template=self.out / "faiss.template",
+            bm25_params={"k1": self.cfg.bm25_k1, "b": self.cfg.bm25_b, "method": "lucene"},
+            dense_model=dense_model,
+            quiet=self.quiet,
+        )
+        return dict(meta, name=name)
+
+    def _write_manifest(self, plan: dict, new_shards: list[dict], report: dict, seconds: float) -> dict:
+        from index.embedders import dense_model_sha
+
+        old = self.manifest
+        shards = (old["shards"] if old else []) + [
+            {
+                "name": s["name"],
+                "docs": s["docs"],
+                "chunks": s["chunks"],
+                "tokens": s["tokens"],
+                "doc_start": s["doc_start"],
+            }
+            for s in new_shards
+        ]
+        static_meta = json.loads((self.out / "static" / "static.json").read_text())
+        dense_on = old["dense"]["enabled"] if old else plan["dense"]
+        dense_dim = None
+        if dense_on:
+            from index.embedders import load_dense
+
+            dense_dim = int(load_dense(self.dense_id()).get_embedding_dimension())
+        manifest = {
+            "format": "retro-index",
+            "format_version": FORMAT_VERSION,
+            "chunk_len": self.cfg.chunk_len,
+            "tokenizer": {
+                "file": "tokenizer.model",
+                "sha256": self.tokenizer.sha256,
+                "vocab_size": self.tokenizer.vocab_size,
+                "dtype": str(self.tokenizer.dtype),
+            },
+            "static": static_meta,
+            "dense": {
+                "enabled": bool(dense_on),
+                "model": self.dense_id(),
+                "dim": dense_dim,
+                "sha256": dense_model_sha(self.dense_id()),
+            },
+            "faiss": old["faiss"]
+            if old
+            else {
+                "factory": plan["faiss_factory"],
+                "metric": "inner_product",
+                "nprobe": self.cfg.nprobe,
+                "template_sha256": sha256_file(self.out / "faiss.template"),
+            },
+            "bm25": {
+                "k1": self.cfg.bm25_k1,
+                "b": self.cfg.bm25_b,
+                "method": "lucene",
+                "terms": "lower-cased pieces",
+                "idf": "per shard",
+            },
+            "counts": {
+                "docs": sum(s["docs"] for s in shards),
+                "tokens": sum(s["tokens"] for s in shards),
+                "chunks": sum(s["chunks"] for s in shards),
+            },
+            "build_config": old["build_config"] if old else config_to_dict(self.cfg),
+            "corpora": (old["corpora"] if old else []) + [{"path": plan["corpus"], "input": report}],
+            "shards": shards,
+        }
+        atomic_write_json(self.out / "index.json", manifest)
+        atomic_write_json(
+            self.out / f"build-log-{len(manifest['corpora']) - 1}.json",
+            {
+                "run": run_info(),
+                "seconds": round(seconds, 3),
+                "corpus": plan["corpus"],
+                "config": config_to_dict(self.cfg),
+                "input": report,
+            },
+        )
+        (self.out / "build.json").unlink()
+        return manifest
+
+
+def build_index(
+    corpus: str | os.PathLike,
+    out: str | os.PathLike,
+    config: BuildConfig | None = None,
+    *,
+    append: bool = False,
+    quiet: bool = False,
+) -> dict:
+    """Build (or resume, or append to) the index at `out` from the file or folder `corpus`.
+
+    Returns the manifest (index.json) as a dict. Raises FileNotFoundError / FileExistsError /
+    ValueError with a one-line message for bad input.
+    """
+    cfg = config or BuildConfig()
+    cfg.validate()
+    if not Path(corpus).exists():
+        raise FileNotFoundError(f"{corpus}: no such file or directory")
+    builder = _Builder(corpus, Path(out), cfg, append, quiet)
+    plan = builder.plan()
+    builder.prepare(plan)
+    return builder.run(plan)

@@ -1,0 +1,201 @@
+"""One shard of the index: its documents, 64-token chunks, and the tiers built over them.
+
+A shard folder holds plain files (numpy arrays readable with `np.load(mmap_mode="r")`):
+
+    tokens.npy       uint16/uint32 [C, M]  chunk i of a document = its tokens [M*i, M*i+M), pad-filled
+    chunk_doc.npy    int32 [C]             the chunk's document, as a row of docs.jsonl
+    chunk_span.npy   int64 [C, 3]          token_start, char_start, char_end within that document's text
+    docs.jsonl       one line per document: doc_id, source, line, char_offset, tokens, chunks, first_chunk
+    bm25/            bm25s index over the chunks' terms (lower-cased pieces; see Tokenizer.term_ids)
+    static.faiss     FAISS index of the static chunk vectors (cosine = inner product of unit vectors)
+    dense.npy        float16 [C, D] dense vectors (only when the index has the dense tier)
+    shard.json       counts, the document range it covers, and every file's size and sha256 (written last)
+
+A shard is built in `NAME.tmp/` and renamed into place when complete, so a folder without the
+`.tmp` suffix is always whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from index.corpus import Document
+from retro.runinfo import atomic_write_json, fsync_dir
+
+SHARD_FORMAT = 1
+
+
+@dataclasses.dataclass
+class ShardBuffer:
+    """Documents and chunks gathered for the shard being built."""
+
+    chunk_len: int
+    docs: list[dict] = dataclasses.field(default_factory=list)
+    tokens: list[np.ndarray] = dataclasses.field(default_factory=list)  # [c, M] blocks
+    chunk_doc: list[np.ndarray] = dataclasses.field(default_factory=list)
+    spans: list[np.ndarray] = dataclasses.field(default_factory=list)
+    num_chunks: int = 0
+    num_tokens: int = 0
+
+    def add(self, doc: Document, ids: list[int], tokenizer) -> None:
+        """Cut one tokenized document into chunks and append them."""
+        m = self.chunk_len
+        n = len(ids)
+        c = -(-n // m)
+        block = np.full((c, m), tokenizer.pad_id, dtype=tokenizer.dtype)
+        block.reshape(-1)[:n] = ids
+        token_start = np.arange(c, dtype=np.int64) * m
+        char_bounds = _char_offsets(doc.text, np.asarray(ids, np.int64), tokenizer.byte_lengths, m)
+        span = np.stack([token_start, char_bounds[:-1], char_bounds[1:]], axis=1)
+        local_doc = len(self.docs)
+        self.docs.append(
+            {
+                "doc_id": doc.doc_id,
+                "source": doc.source,
+                "line": doc.line,
+                "char_offset": doc.char_offset,
+                "tokens": n,
+                "chunks": c,
+                "first_chunk": self.num_chunks,
+            }
+        )
+        self.tokens.append(block)
+        self.chunk_doc.append(np.full(c, local_doc, np.int32))
+        self.spans.append(span)
+        self.num_chunks += c
+        self.num_tokens += n
+
+
+def _char_offsets(text: str, ids: np.ndarray, byte_lengths: np.ndarray, m: int) -> np.ndarray:
+    """int64 [c+1]: character offsets of the chunk boundaries (every m tokens) in `text`."""
+    byte_ends = np.concatenate([[0], np.cumsum(byte_lengths[ids])])
+    bounds = byte_ends[np.r_[np.arange(0, len(ids), m), len(ids)]]
+    if text.isascii():
+        return np.minimum(bounds, len(text))
+    raw = np.frombuffer(text.encode("utf-8"), np.uint8)
+    # character index of each byte offset = number of UTF-8 lead bytes before it
+    lead = np.concatenate([[0], np.cumsum((raw & 0xC0) != 0x80)])
+    return lead[np.minimum(bounds, len(raw))]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, arr)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def build_bm25(tokens: np.ndarray, term_ids: np.ndarray, num_terms: int, *, k1: float, b: float, method: str):
+    """A bm25s index whose documents are the chunks and whose terms are `term_ids[token]`."""
+    import bm25s
+
+    terms = term_ids[tokens]  # [C, M], -1 for non-terms and pad
+    corpus = [row[row >= 0].tolist() for row in terms]
+    model = bm25s.BM25(k1=k1, b=b, method=method)
+    model.index((corpus, {i: i for i in range(num_terms)}), show_progress=False)
+    return model
+
+
+def write_shard(
+    folder: Path,
+    buffer: ShardBuffer,
+    *,
+    doc_start: int,
+    tokenizer,
+    static,
+    faiss_template: Path,
+    bm25_params: dict,
+    dense_model=None,
+    quiet: bool = True,
+) -> dict:
+    """Build every tier over `buffer` and write the shard to `folder` (via `folder.tmp`). Returns shard.json."""
+    import faiss
+
+    from index.embedders import encode_dense
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tokens = np.concatenate(buffer.tokens)
+    _save_npy(tmp / "tokens.npy", tokens)
+    _save_npy(tmp / "chunk_doc.npy", np.concatenate(buffer.chunk_doc))
+    _save_npy(tmp / "chunk_span.npy", np.concatenate(buffer.spans))
+    with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
+        for d in buffer.docs:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+    term_ids, num_terms = tokenizer.term_ids
+    build_bm25(tokens, term_ids, num_terms, **bm25_params).save(str(tmp / "bm25"))
+
+    vectors = static.embed_tokens(tokens)
+    ann = faiss.read_index(str(faiss_template))
+    ann.add(vectors)
+    faiss.write_index(ann, str(tmp / "static.faiss"))
+    del vectors, ann
+
+    if dense_model is not None:
+        texts = [tokenizer.decode(row) for row in tokens]
+        _save_npy(tmp / "dense.npy", encode_dense(dense_model, texts, quiet=quiet).astype(np.float16))
+
+    files = {}
+    for p in sorted(tmp.rglob("*")):
+        if p.is_file():
+            files[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    meta = {
+        "format": SHARD_FORMAT,
+        "docs": len(buffer.docs),
+        "chunks": buffer.num_chunks,
+        "tokens": buffer.num_tokens,
+        "doc_start": doc_start,
+        "dense": dense_model is not None,
+        "files": files,
+    }
+    atomic_write_json(tmp / "shard.json", meta)
+    for sub in {tmp, *(p.parent for p in tmp.rglob("*"))}:
+        fsync_dir(sub)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    fsync_dir(folder.parent)
+    return meta
+
+
+def read_shard_meta(folder: Path) -> dict | None:
+    """shard.json of a complete shard, or None when the folder is missing or incomplete."""
+    meta = folder / "shard.json"
+    if not meta.is_file():
+        return None
+    try:
+        return json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def check_shard_files(folder: Path, meta: dict, *, hashes: bool = False) -> str | None:
+    """None when every file listed in shard.json is there with its size (and sha256 if `hashes`)."""
+    for name, want in meta["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path}: missing"
+        if path.stat().st_size != want["bytes"]:
+            return f"{path}: size {path.stat().st_size} != recorded {want['bytes']}"
+        if hashes and _sha256(path) != want["sha256"]:
+            return f"{path}: sha256 differs from shard.json"
+    return None

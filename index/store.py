@@ -1,0 +1,376 @@
+"""Open an index and read it: search per tier, chunk tokens and text, provenance, dense vectors.
+
+Everything large is memory-mapped; FAISS and BM25 load per shard on first use. Queries fan out
+over the shards and merge the per-shard top-k by score. Global chunk ids run over the shards in
+manifest order (shard s holds ids [chunk_start[s], chunk_start[s+1])).
+
+    idx = Index.open("IDX")
+    ids, scores = idx.search_bm25("magic number for alpha", k=10)
+    print(idx.neighbour_text(ids[:1])[0], idx.provenance(ids[:1])[0])
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from index.build import FORMAT_VERSION
+from index.shard import check_shard_files
+from index.tokenizer import Tokenizer, sha256_file
+
+
+class _Shard:
+    """One shard's arrays (memory-mapped) and lazily loaded search structures."""
+
+    def __init__(self, folder: Path, doc_base: int) -> None:
+        self.folder = folder
+        self.doc_base = doc_base
+        self.tokens = np.load(folder / "tokens.npy", mmap_mode="r")
+        self.chunk_doc = np.load(folder / "chunk_doc.npy", mmap_mode="r")
+        self.chunk_span = np.load(folder / "chunk_span.npy", mmap_mode="r")
+        self.dense = (
+            np.load(folder / "dense.npy", mmap_mode="r") if (folder / "dense.npy").is_file() else None
+        )
+
+    @functools.cached_property
+    def docs(self) -> list[dict]:
+        with open(self.folder / "docs.jsonl", encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
+
+    @functools.cached_property
+    def bm25(self):
+        import bm25s
+
+        return bm25s.BM25.load(str(self.folder / "bm25"), mmap=True)
+
+    @functools.cached_property
+    def ann(self):
+        import faiss
+
+        return faiss.read_index(str(self.folder / "static.faiss"))
+
+
+def _merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard (ids, scores) lists into the global top-k, best first; ties break by id."""
+    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
+    keep = ids >= 0
+    ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))[:k]
+    return ids[order].astype(np.int64), scores[order].astype(np.float32)
+
+
+class Index:
+    """A built index, opened read-only. Use `Index.open(path)`."""
+
+    def __init__(self, path: Path, manifest: dict, tokenizer: Tokenizer, shards: list[_Shard]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self._shards = shards
+        counts = [s["chunks"] for s in manifest["shards"]]
+        self._chunk_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.chunk_len: int = manifest["chunk_len"]
+        self.num_docs: int = manifest["counts"]["docs"]
+        self.num_chunks: int = manifest["counts"]["chunks"]
+        self.num_tokens: int = manifest["counts"]["tokens"]
+        self.has_dense: bool = manifest["dense"]["enabled"]
+        self.dense_model_id: str = manifest["dense"]["model"]
+        self.nprobe: int = manifest["faiss"].get("nprobe", 32)
+
+    # -- opening -----------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        tokenizer: str | os.PathLike | None = None,
+        dense_model: str | None = None,
+        verify: bool = False,
+    ) -> Index:
+        """Open the index at `path`.
+
+        tokenizer / dense_model: what the caller expects; a mismatch with what the index was built
+        with is an error. verify: also check every file's sha256 (slow on big indexes).
+        """
+        path = Path(path)
+        man_path = path / "index.json"
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: no such index folder")
+        if not man_path.is_file():
+            if (path / "build.json").is_file():
+                raise ValueError(
+                    f"{path}: unfinished build (build.json present); rerun the build command to resume it"
+                )
+            raise ValueError(f"{path}: not a retro index (no index.json)")
+        try:
+            manifest = json.loads(man_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{man_path}: not valid JSON ({e.msg})") from None
+        if manifest.get("format") != "retro-index" or manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{man_path}: format {manifest.get('format')} v{manifest.get('format_version')}, "
+                f"this code reads retro-index v{FORMAT_VERSION}"
+            )
+        tok_file = path / manifest["tokenizer"]["file"]
+        if sha256_file(tok_file) != manifest["tokenizer"]["sha256"]:
+            raise ValueError(f"{tok_file}: sha256 differs from index.json; the tokenizer file was replaced")
+        if tokenizer is not None and sha256_file(tokenizer) != manifest["tokenizer"]["sha256"]:
+            raise ValueError(f"{tokenizer}: not the tokenizer {path} was built with")
+        if dense_model is not None:
+            from index.embedders import dense_model_sha
+
+            if dense_model_sha(dense_model) != manifest["dense"]["sha256"]:
+                raise ValueError(
+                    f"dense model {dense_model!r} is not the one {path} was built with "
+                    f"({manifest['dense']['model']})"
+                )
+        shards = []
+        for entry in manifest["shards"]:
+            folder = path / "shards" / entry["name"]
+            meta_path = folder / "shard.json"
+            if not meta_path.is_file():
+                raise ValueError(f"{folder}: shard listed in index.json is missing")
+            meta = json.loads(meta_path.read_text())
+            if (meta["chunks"], meta["docs"]) != (entry["chunks"], entry["docs"]):
+                raise ValueError(f"{folder}: shard.json counts differ from index.json")
+            problem = check_shard_files(folder, meta, hashes=verify)
+            if problem:
+                raise ValueError(f"{problem} (index {path} is damaged)")
+            shards.append(_Shard(folder, entry["doc_start"]))
+        return cls(path, manifest, Tokenizer(tok_file), shards)
+
+    # -- id helpers --------------------------------------------------------------------------------
+    def _check_ids(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_chunks):
+            raise ValueError(f"chunk ids must be in [0, {self.num_chunks}), got {ids.min()}..{ids.max()}")
+        return ids
+
+    def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shard = np.searchsorted(self._chunk_start, ids, side="right") - 1
+        return shard, ids - self._chunk_start[shard]
+
+    def _check_k(self, k: int) -> int:
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k={k}: must be a positive integer")
+        return min(int(k), self.num_chunks)
+
+    # -- tiers ---------------------------------------------------------------------------------------
+    @functools.cached_property
+    def static(self):
+        """The static embedder the index was built with."""
+        from index.embedders import load_static
+
+        return load_static(self.path / "static", self.tokenizer)
+
+    def _query_tokens(self, query: str) -> list[int]:
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query is empty")
+        return self.tokenizer.encode(query)
+
+    def search_bm25(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 over every chunk: (ids int64 [k'], scores float32 [k']), best first."""
+        k = self._check_k(k)
+        I, D = self.search_bm25_tokens([self._query_tokens(query)], k)
+        keep = I[0] >= 0
+        return I[0][keep], D[0][keep]
+
+    def search_bm25_tokens(self, tokens, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch BM25 by token ids: tokens [n, L] (or a list of id lists) -> I, D [n, k] (-1 / -inf padded)."""
+        k = self._check_k(k)
+        term_ids, _ = self.tokenizer.term_ids
+        I = np.full((len(tokens), k), -1, np.int64)
+        D = np.full((len(tokens), k), -np.inf, np.float32)
+        for q, toks in enumerate(tokens):
+            terms = np.unique(term_ids[np.asarray(toks, np.int64)])
+            terms = terms[terms >= 0]
+            if terms.size == 0:
+                continue
+            parts = []
+            for s, shard in enumerate(self._shards):
+                scores = shard.bm25.get_scores_from_ids(terms.tolist())
+                top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
+                top = top[scores[top] > 0]
+                parts.append((top + self._chunk_start[s], scores[top]))
+            ids, scores = _merge_topk(parts, k)
+            I[q, : len(ids)], D[q, : len(ids)] = ids, scores
+        return I, D
+
+    def search_static(
+        self, query: str, k: int = 10, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Static-embedding ANN over every chunk: (ids int64 [k'], cosine float32 [k']), best first."""
+        k = self._check_k(k)
+        self._query_tokens(query)
+        I, D = self._search_vectors(self.static.embed_texts([query]), k, nprobe)
+        keep = I[0] >= 0
+        return I[0][keep], D[0][keep]
+
+    def search_static_tokens(
+        self, tokens, k: int, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batch static ANN by token ids: tokens int [n, L] (pad-filled) -> I, D [n, k]."""
+        k = self._check_k(k)
+        return self._search_vectors(self.static.embed_tokens(np.asarray(tokens)), k, nprobe)
+
+    def _search_vectors(
+        self, vectors: np.ndarray, k: int, nprobe: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        n = len(vectors)
+        per_shard = []
+        for s, shard in enumerate(self._shards):
+            ann = shard.ann
+            try:
+                faiss.extract_index_ivf(ann).nprobe = nprobe or self.nprobe
+            except RuntimeError:
+                pass  # not an IVF index
+            D, I = ann.search(vectors, min(k, ann.ntotal))
+            per_shard.append((np.where(I >= 0, I + self._chunk_start[s], -1), D))
+        I_out = np.full((n, k), -1, np.int64)
+        D_out = np.full((n, k), -np.inf, np.float32)
+        for q in range(n):
+            ids, scores = _merge_topk([(I[q], D[q]) for I, D in per_shard], k)
+            I_out[q, : len(ids)], D_out[q, : len(ids)] = ids, scores
+        return I_out, D_out
+
+    # -- reading chunks ------------------------------------------------------------------------------
+    def chunk_tokens(self, ids) -> np.ndarray:
+        """Tokens of chunks: [n, M] in the index's dtype (pad where the document ended)."""
+        ids = self._check_ids(ids)
+        shard, local = self._locate(ids)
+        out = np.empty((len(ids), self.chunk_len), self.tokenizer.dtype)
+        for i, (s, j) in enumerate(zip(shard, local, strict=True)):
+            out[i] = self._shards[s].tokens[j]
+        return out
+
+    def _next_in_doc(self, ids: np.ndarray) -> np.ndarray:
+        """The id of each chunk's continuation in the same document, or -1."""
+        shard, local = self._locate(ids)
+        nxt = np.full(len(ids), -1, np.int64)
+        for i, (s, j) in enumerate(zip(shard, local, strict=True)):
+            sh = self._shards[s]
+            if j + 1 < len(sh.chunk_doc) and sh.chunk_doc[j + 1] == sh.chunk_doc[j]:
+                nxt[i] = ids[i] + 1
+        return nxt
+
+    def neighbour_tokens(self, ids) -> np.ndarray:
+        """Chunk + continuation, as RETRO reads a neighbour: [n, 2M] (pad when the document ended)."""
+        ids = self._check_ids(ids)
+        out = np.full((len(ids), 2 * self.chunk_len), self.tokenizer.pad_id, self.tokenizer.dtype)
+        out[:, : self.chunk_len] = self.chunk_tokens(ids)
+        nxt = self._next_in_doc(ids)
+        has = nxt >= 0
+        if has.any():
+            out[has, self.chunk_len :] = self.chunk_tokens(nxt[has])
+        return out
+
+    def chunk_text(self, ids) -> list[str]:
+        """Decoded text of each chunk."""
+        return [self.tokenizer.decode(row) for row in self.chunk_tokens(ids)]
+
+    def neighbour_text(self, ids) -> list[str]:
+        """Decoded chunk + continuation of each chunk."""
+        return [self.tokenizer.decode(row) for row in self.neighbour_tokens(ids)]
+
+    def chunk_doc(self, ids) -> np.ndarray:
+        """Global document index of each chunk: int64 [n]."""
+        ids = self._check_ids(ids)
+        shard, local = self._locate(ids)
+        return np.array(
+            [
+                self._shards[s].doc_base + int(self._shards[s].chunk_doc[j])
+                for s, j in zip(shard, local, strict=True)
+            ],
+            np.int64,
+        )
+
+    def provenance(self, ids) -> list[dict]:
+        """Where each chunk comes from: doc_id, source, line, doc_index, token_start, char_start, char_end.
+
+        char_start/char_end index the document's text (add `doc_char_offset` for a part of a long file).
+        """
+        ids = self._check_ids(ids)
+        shard, local = self._locate(ids)
+        out = []
+        for cid, s, j in zip(ids, shard, local, strict=True):
+            sh = self._shards[s]
+            d = int(sh.chunk_doc[j])
+            doc = sh.docs[d]
+            tok, c0, c1 = (int(x) for x in sh.chunk_span[j])
+            out.append(
+                {
+                    "chunk": int(cid),
+                    "doc_id": doc["doc_id"],
+                    "source": doc["source"],
+                    "line": doc["line"],
+                    "doc_index": sh.doc_base + d,
+                    "doc_char_offset": doc["char_offset"],
+                    "token_start": tok,
+                    "char_start": c0,
+                    "char_end": c1,
+                }
+            )
+        return out
+
+    def dense_vectors(self, ids) -> np.ndarray:
+        """Stored dense vectors: float32 [n, D], L2-normalised. ValueError when the index has none."""
+        if not self.has_dense:
+            raise ValueError(f"{self.path}: built without the dense tier (rebuild with --dense)")
+        ids = self._check_ids(ids)
+        shard, local = self._locate(ids)
+        return (
+            np.stack(
+                [np.asarray(self._shards[s].dense[j], np.float32) for s, j in zip(shard, local, strict=True)]
+            )
+            if len(ids)
+            else np.zeros((0, self.manifest["dense"]["dim"]), np.float32)
+        )
+
+    def dense_encoder(self):
+        """The SentenceTransformer this index was built with (loaded offline, once per process)."""
+        from index.embedders import dense_model_sha, load_dense
+
+        model_id = self.manifest["dense"]["model"]
+        if dense_model_sha(model_id) != self.manifest["dense"]["sha256"]:
+            raise ValueError(
+                f"dense model {model_id!r} on this machine differs from the one {self.path} was built with"
+            )
+        return load_dense(model_id)
+
+    # -- summary -------------------------------------------------------------------------------------
+    def info(self) -> dict:
+        """Counts, tiers and sizes: what `retro index info` prints."""
+        m = self.manifest
+        disk = sum(
+            p.stat().st_size
+            for p in self.path.rglob("*")
+            if p.is_file() and not p.name.startswith("build-log")
+        )
+        tiers = ["bm25", f"static:{m['static']['kind']}:{m['static']['dim']}d ({m['faiss']['factory']})"]
+        if self.has_dense:
+            tiers.append(f"dense:{self.dense_model_id}:{m['dense']['dim']}d")
+        warnings: dict[str, int] = {}
+        for corpus in m["corpora"]:
+            for kind, n in corpus["input"]["warnings"].items():
+                warnings[kind] = warnings.get(kind, 0) + n
+        return {
+            "path": str(self.path),
+            "docs": self.num_docs,
+            "tokens": self.num_tokens,
+            "chunks": self.num_chunks,
+            "shards": len(self._shards),
+            "chunk_len": self.chunk_len,
+            "tiers": tiers,
+            "tokenizer": {"vocab_size": m["tokenizer"]["vocab_size"], "sha256": m["tokenizer"]["sha256"]},
+            "faiss_factory": m["faiss"]["factory"],
+            "bytes_on_disk": disk,
+            "bytes_per_token": round(disk / max(1, self.num_tokens), 3),
+            "input_warnings": warnings,
+        }

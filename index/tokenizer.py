@@ -1,0 +1,177 @@
+"""The index's tokenizer: a sentencepiece model trained locally on a bounded sample of the corpus.
+
+Trained so that decoding gives back the exact text (identity normalisation, whitespace kept,
+byte fallback, no dummy prefix). That makes every token's byte length known from its id alone,
+so a chunk's byte span in its document is a cumulative sum: no offsets need to be stored per token.
+
+Special ids: 0 unk, 1 pad (fills a document's last chunk), 2 bos, 3 eos; "\\n" is one piece.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterable, Iterator
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+UNK_ID, PAD_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+_MAX_LINE_BYTES = 4096
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sample_lines(texts: Iterable[str], sample_chars: int, per_doc_chars: int) -> Iterator[str]:
+    """Lines for training: at most `per_doc_chars` from each document, `sample_chars` in all."""
+    total = 0
+    for text in texts:
+        for line in text[:per_doc_chars].split("\n"):
+            line = line[: _MAX_LINE_BYTES // 4]
+            if line.strip():
+                total += len(line)
+                yield line
+        if total >= sample_chars:
+            return
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    out: str | os.PathLike,
+    *,
+    vocab_size: int = 32000,
+    sample_chars: int = 20_000_000,
+    per_doc_chars: int = 50_000,
+    threads: int = 2,
+) -> Path:
+    """Train a unigram sentencepiece model on a bounded sample of `texts`; write it to `out` atomically.
+
+    The vocabulary is a soft limit: a sample too small for `vocab_size` gives a smaller vocabulary
+    instead of failing. Returns the path written.
+    """
+    import sentencepiece as spm
+
+    from retro.runinfo import atomic_write_bytes
+
+    if not 64 <= vocab_size <= 1 << 22:
+        raise ValueError(f"vocab_size={vocab_size}: must be between 64 and 4194304")
+    lines = list(_sample_lines(texts, sample_chars, per_doc_chars))
+    if sum(len(s) for s in lines) < 1000:
+        raise ValueError(
+            f"tokenizer training: the corpus sample has only {sum(len(s) for s in lines)} characters "
+            "of text; need at least 1000"
+        )
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        byte_fallback=True,
+        split_digits=True,
+        character_coverage=0.9995,
+        user_defined_symbols=["\n", "\t"],
+        unk_id=UNK_ID,
+        pad_id=PAD_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        input_sentence_size=0,
+        max_sentence_length=_MAX_LINE_BYTES * 4,
+        num_threads=threads,
+        minloglevel=2,
+    )
+    out = Path(out)
+    atomic_write_bytes(out, model.getvalue())
+    return out
+
+
+class Tokenizer:
+    """A loaded sentencepiece model with the few things the index needs from it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import sentencepiece as spm
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: tokenizer model not found")
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.load(str(self.path))
+        except (OSError, RuntimeError):
+            raise ValueError(f"{self.path}: not a sentencepiece model") from None
+        self.sha256 = sha256_file(self.path)
+        self.vocab_size = self._sp.get_piece_size()
+        self.pad_id = PAD_ID if self._sp.id_to_piece(PAD_ID) == "<pad>" else self._sp.pad_id()
+
+    @property
+    def dtype(self) -> np.dtype:
+        """uint16 when every id fits, else uint32."""
+        return np.dtype(np.uint16 if self.vocab_size <= 1 << 16 else np.uint32)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of one text."""
+        return self._sp.encode(text)
+
+    def encode_batch(self, texts: list[str], threads: int = 2) -> list[list[int]]:
+        """Token ids of many texts, encoded on `threads` threads."""
+        return self._sp.encode(texts, num_threads=threads)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of token ids; pad ids are dropped."""
+        return self._sp.decode([int(i) for i in ids if int(i) != self.pad_id])
+
+    def piece(self, token_id: int) -> str:
+        return self._sp.id_to_piece(int(token_id))
+
+    @cached_property
+    def byte_lengths(self) -> np.ndarray:
+        """int64 [V]: how many bytes of the original UTF-8 text each token stands for."""
+        sp = self._sp
+        out = np.zeros(self.vocab_size, np.int64)
+        for i in range(self.vocab_size):
+            if sp.is_byte(i):
+                out[i] = 1
+            elif not (sp.is_control(i) or sp.is_unknown(i)):
+                out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+        return out
+
+    @cached_property
+    def term_ids(self) -> tuple[np.ndarray, int]:
+        """(int64 [V], T): the BM25 term of each token (-1: none), and the number of terms.
+
+        A term is the piece lower-cased without its word-start mark, so 'The', '\u2581the' and 'the'
+        are one term; pieces with no letter or digit (spaces, punctuation, bytes) are not terms.
+        """
+        sp = self._sp
+        terms: dict[str, int] = {}
+        out = np.full(self.vocab_size, -1, np.int64)
+        for i in range(self.vocab_size):
+            if sp.is_byte(i) or sp.is_control(i) or sp.is_unknown(i):
+                continue
+            term = sp.id_to_piece(i).replace("\u2581", "").lower()
+            if any(c.isalnum() for c in term):
+                out[i] = terms.setdefault(term, len(terms))
+        return out, len(terms)
+
+    def piece_texts(self) -> list[str]:
+        """The surface text of every token (word-start mark as a space), '' for special ids."""
+        sp = self._sp
+        return [
+            ""
+            if sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i)
+            else sp.id_to_piece(i).replace("\u2581", " ")
+            for i in range(self.vocab_size)
+        ]
