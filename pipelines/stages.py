@@ -1,0 +1,196 @@
+"""The three ranker stages of the cascade, each a function that returns its candidates, scores and time.
+
+A stage reads the corpus through an object with the Index API (docs/INDEX_API.md): `search_bm25`,
+`search_static`, `chunk_text`, `has_dense`, `dense_vectors`. Each returns a `StageResult`; nothing
+is hidden in between, so a caller (bench/cascade.py, `retro search --json`) can report recall and
+latency after every stage.
+
+    cheap_stage      BM25 top-depth + static ANN top-depth, fused                -> N1
+    medium_stage     cosine of stored dense vectors (or encoded on demand)        -> N2
+    expensive_stage  MaxSim late interaction over MiniLM token embeddings (+mix)  -> k
+
+Legend: n candidates, D model dim.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.cascade_config import Budgets, CascadeConfig
+from pipelines.dense import DenseEncoder, QueryEncoding, maxsim
+from pipelines.fusion import fuse
+
+
+@dataclass
+class StageResult:
+    """One stage's output: candidates best first, their scores at this stage, and its wall time."""
+
+    name: str  # "cheap" | "medium" | "expensive"
+    ids: np.ndarray  # [n] int64 global chunk ids, best first
+    scores: np.ndarray  # [n] float32 this stage's scores
+    time_ms: float  # wall time of the stage
+    info: dict = field(default_factory=dict)  # stage details (lists, mode, per-feature scores)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    """Scale [n] to [0, 1] (all equal -> ones)."""
+    x = np.asarray(x, np.float64)
+    if x.size == 0:
+        return x.astype(np.float32)
+    lo, hi = x.min(), x.max()
+    return (np.ones_like(x) if hi - lo < 1e-12 else (x - lo) / (hi - lo)).astype(np.float32)
+
+
+def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best n by score (stable on ties: earlier input first)."""
+    order = np.argsort(-scores, kind="stable")[:n]
+    return ids[order], scores[order].astype(np.float32)
+
+
+def cheap_stage(index, query: str, budgets: Budgets, cfg: CascadeConfig) -> StageResult:
+    """BM25 and static ANN over every chunk, fused to N1 (cfg.fusion). info keeps both raw lists."""
+    t0 = time.perf_counter()
+    b_ids, b_sc = (
+        index.search_bm25(query, k=budgets.depth) if cfg.fusion != "static" else (np.zeros(0), np.zeros(0))
+    )
+    t1 = time.perf_counter()
+    s_ids, s_sc = (
+        index.search_static(query, k=budgets.depth) if cfg.fusion != "bm25" else (np.zeros(0), np.zeros(0))
+    )
+    t2 = time.perf_counter()
+    bm25 = (np.asarray(b_ids, np.int64), np.asarray(b_sc, np.float32))
+    static = (np.asarray(s_ids, np.int64), np.asarray(s_sc, np.float32))
+    ids, scores = fuse(
+        cfg.fusion,
+        bm25,
+        static,
+        budgets.n1,
+        rrf_k=cfg.rrf_k,
+        w_bm25=cfg.w_bm25,
+        w_static=cfg.w_static,
+        bm25_share=cfg.bm25_share,
+    )
+    t3 = time.perf_counter()
+    return StageResult(
+        "cheap",
+        ids,
+        scores,
+        (t3 - t0) * 1e3,
+        info={
+            "bm25": bm25,
+            "static": static,
+            "bm25_ms": (t1 - t0) * 1e3,
+            "static_ms": (t2 - t1) * 1e3,
+            "fusion_ms": (t3 - t2) * 1e3,
+            "fusion": cfg.fusion,
+        },
+    )
+
+
+def medium_mode(index, cfg: CascadeConfig) -> str:
+    """Resolve cfg.medium against the index: 'stored' needs idx.has_dense (ValueError otherwise)."""
+    if cfg.medium == "auto":
+        return "stored" if getattr(index, "has_dense", False) else "ondemand"
+    if cfg.medium == "stored" and not getattr(index, "has_dense", False):
+        raise ValueError(
+            "medium=stored but the index has no stored dense vectors (build it with dense, or use medium=ondemand)"
+        )
+    return cfg.medium
+
+
+def medium_stage(
+    index,
+    encoder: DenseEncoder | None,
+    q: QueryEncoding | None,
+    cheap: StageResult,
+    budgets: Budgets,
+    cfg: CascadeConfig,
+) -> StageResult:
+    """Dense bi-encoder rescoring of the cheap candidates -> N2.
+
+    stored:   cosine with idx.dense_vectors over all N1 (a gather + [N1, D] @ [D]).
+    ondemand: only the top `medium_ondemand_max` of the cheap order are encoded now (MiniLM costs
+              ~20-50 ms a chunk on 2 cores); the rest cannot be scored in budget and are dropped.
+    off:      the cheap order, cut to N2.
+    Score = cosine + w_medium_cheap * minmax(cheap score). info['dense'] maps scored ids -> cosine.
+    """
+    t0 = time.perf_counter()
+    mode = medium_mode(index, cfg)
+    ids, cheap_sc = cheap.ids, cheap.scores
+    if mode == "off" or ids.size == 0:
+        top_ids, top_sc = ids[: budgets.n2], cheap_sc[: budgets.n2]
+        return StageResult("medium", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, info={"mode": "off"})
+    if mode == "stored":
+        vecs = np.asarray(index.dense_vectors(ids), np.float32)  # [n, D]
+    else:
+        ids, cheap_sc = ids[: cfg.medium_ondemand_max], cheap_sc[: cfg.medium_ondemand_max]
+        encs = encoder.encode_chunks(ids, index.chunk_text(ids))
+        vecs = np.stack([v for _, v in encs]) if encs else np.zeros((0, encoder.dim), np.float32)
+    cos = vecs @ q.vector  # [n]
+    score = cos + cfg.w_medium_cheap * _minmax(cheap_sc)
+    top_ids, top_sc = _top(ids, score, budgets.n2)
+    dense = dict(zip(ids.tolist(), cos.astype(np.float32).tolist(), strict=True))
+    return StageResult(
+        "medium",
+        top_ids,
+        top_sc,
+        (time.perf_counter() - t0) * 1e3,
+        info={"mode": mode, "dense": dense, "scored": int(ids.size)},
+    )
+
+
+def expensive_stage(
+    index,
+    encoder: DenseEncoder,
+    q: QueryEncoding,
+    medium: StageResult,
+    cheap: StageResult,
+    budgets: Budgets,
+    cfg: CascadeConfig,
+) -> StageResult:
+    """Joint query-chunk scoring of the N2 -> top k.
+
+    late_interaction: encode the N2 chunks (cached from the medium stage when on demand), MaxSim of
+    the query's token embeddings against each chunk's; final = w_li*maxsim + w_dense*cosine +
+    w_bm25*minmax(bm25 over the N2). dense: the medium order. off: medium order cut to k.
+    info['maxsim'] maps id -> MaxSim score.
+    """
+    t0 = time.perf_counter()
+    ids = medium.ids
+    if cfg.expensive == "off" or ids.size == 0:
+        return StageResult(
+            "expensive",
+            ids[: budgets.k],
+            medium.scores[: budgets.k],
+            (time.perf_counter() - t0) * 1e3,
+            info={"mode": "off"},
+        )
+    dense_map = medium.info.get("dense", {})
+    if cfg.expensive == "dense" and dense_map:
+        cos = np.array([dense_map.get(int(i), -1.0) for i in ids.tolist()], np.float32)
+        top_ids, top_sc = _top(ids, cos, budgets.k)
+        return StageResult(
+            "expensive", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, info={"mode": "dense"}
+        )
+    encs = encoder.encode_chunks(ids, index.chunk_text(ids))
+    li = maxsim(q.tokens, [t for t, _ in encs])  # [n2]
+    cos = np.array([float(v @ q.vector) for _, v in encs], np.float32)
+    b_ids, b_sc = cheap.info.get("bm25", (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+    b_map = dict(zip(np.asarray(b_ids).tolist(), np.asarray(b_sc, np.float32).tolist(), strict=True))
+    bm = np.array([b_map.get(int(i), 0.0) for i in ids.tolist()], np.float32)
+    final = cfg.w_final_li * li + cfg.w_final_dense * cos + cfg.w_final_bm25 * _minmax(bm)
+    top_ids, top_sc = _top(ids, final, budgets.k)
+    return StageResult(
+        "expensive",
+        top_ids,
+        top_sc,
+        (time.perf_counter() - t0) * 1e3,
+        info={
+            "mode": "late_interaction",
+            "maxsim": dict(zip(ids.tolist(), li.tolist(), strict=True)),
+            "dense": dict(zip(ids.tolist(), cos.tolist(), strict=True)),
+        },
+    )
