@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = [
     "index.cli",        # retro tokenizer train | retro index build/info
     "pipelines.search_cli",  # retro search | retro ask
+    "evals.cli",  # retro eval niah | retro demo
 ]
 
 QUICKSTART = """\

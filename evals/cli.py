@@ -1,0 +1,163 @@
+"""CLI for the evals: `retro eval niah ...` and `retro demo`.
+
+`register(subparsers)` adds `demo` and the `niah` subcommand to the shared `eval` group: it reuses
+a group another module already made, or `retro.cli.eval_subparsers(subparsers)` when that exists,
+and only otherwise creates `eval` itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+
+DEMO_HELP = (
+    "build a >=1M-token haystack with 100 needles, index it, run the multi-needle eval and write "
+    "the table + heatmap (no data needed, ~minutes on 2 cores)"
+)
+
+
+def _existing_group(subparsers) -> argparse._SubParsersAction | None:
+    parser = subparsers.choices.get("eval")
+    if parser is None:
+        return None
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="eval_command", metavar="EVAL")
+
+
+def eval_group(subparsers) -> argparse._SubParsersAction:
+    """The subparsers of the shared `eval` command group (found, borrowed from retro.cli, or made)."""
+    found = _existing_group(subparsers)
+    if found is not None:
+        return found
+    try:
+        shared = getattr(importlib.import_module("retro.cli"), "eval_subparsers", None)
+    except ImportError:
+        shared = None
+    if shared is not None:
+        return shared(subparsers)
+    parser = subparsers.add_parser("eval", help="evaluations: needle-in-a-haystack retrieval (niah), LM (lm)")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    return parser.add_subparsers(dest="eval_command", metavar="EVAL")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, help="output folder (results.json, samples.jsonl, PNGs, cells/)")
+    p.add_argument(
+        "--retriever",
+        default=None,
+        help="cheap (BM25 + static, default) | bm25 | static | cascade | MODULE:FACTORY",
+    )
+    p.add_argument("--k", type=int, default=None, help="neighbours kept at the final stage (recall@k)")
+    p.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="index BuildConfig override (repeatable), e.g. --build dense=auto",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="skip finished samples and reuse built haystacks/indexes"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(subparsers) -> None:
+    """Add `eval niah` (to the shared eval group) and `demo`."""
+    group = eval_group(subparsers)
+    p = group.add_parser(
+        "niah",
+        help="multi-needle in a haystack: retrieval recall per needle, stage, depth, size",
+        description="Generate haystacks with hidden needles, index them, ask every question "
+        "through a retriever and report recall (results.json, samples.jsonl, PNGs).",
+    )
+    p.add_argument("--haystack", default=None, help="comma list of noise | words | needles | text:DIR")
+    p.add_argument("--tokens", default=None, help="comma list of haystack sizes, e.g. 128K,1M,10M")
+    p.add_argument("--needles", default=None, help="comma list of needle counts, e.g. 1,4,8,25,100,1000")
+    p.add_argument(
+        "--task",
+        default=None,
+        help="comma list of single | multikey | multivalue | multiquery | multihop | nonliteral",
+    )
+    p.add_argument("--depths", type=int, default=None, help="depth buckets (heatmap rows)")
+    p.add_argument(
+        "--trials", type=int, default=None, help="haystacks per cell (0: enough to cover every depth)"
+    )
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--key-type", default=None, help="word | number | uuid")
+    p.add_argument("--value-type", default=None, help="word | number | uuid")
+    p.add_argument("--index", default=None, help="reuse this index (one cell only) instead of building")
+    p.add_argument("--config", default=None, help="YAML file of NiahConfig fields (flags given override it)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="NiahConfig override (repeatable)"
+    )
+    _common(p)
+    p.set_defaults(func=cmd_niah)
+
+    d = subparsers.add_parser("demo", help=DEMO_HELP, description=DEMO_HELP)
+    d.add_argument("--tokens", default="128K,1M", help="haystack sizes (the largest should be >= 1M)")
+    d.add_argument("--needles", default="100", help="needle counts")
+    d.add_argument("--haystack", default="needles", help="noise | words | needles | text:DIR")
+    _common(d)
+    d.set_defaults(func=cmd_demo)
+
+
+def _config(args, **extra):
+    """NiahConfig from defaults, then --config YAML, then --set overrides, then the flags given."""
+    from evals.niah import NiahConfig, parse_haystack, parse_list, parse_size
+    from retro.configs import resolve_config
+
+    values = {"retriever": args.retriever, "k": args.k, **extra}
+    if args.haystack is not None:
+        values["haystacks"] = parse_list(args.haystack, "haystack")
+        for h in values["haystacks"]:
+            parse_haystack(h)
+    if args.tokens is not None:
+        values["tokens"] = parse_list(args.tokens, "--tokens", parse_size)
+    if args.needles is not None:
+        values["needles"] = parse_list(args.needles, "--needles", int)
+    if args.build:
+        values["build"] = tuple(args.build)
+    base = resolve_config(NiahConfig, args.config) if getattr(args, "config", None) else None
+    cfg = resolve_config(NiahConfig, None, getattr(args, "set", []), base=base)
+    values = {k: v for k, v in values.items() if v is not None}
+    return dataclasses.replace(
+        cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    ).check()
+
+
+def cmd_niah(args) -> int:
+    """`retro eval niah`: run the grid and print the table."""
+    from evals.niah import parse_list, run_niah
+
+    cfg = _config(
+        args,
+        tasks=parse_list(args.task, "--task") if args.task else None,
+        depths=args.depths,
+        trials=args.trials,
+        seed=args.seed,
+        key_type=args.key_type,
+        value_type=args.value_type,
+        index=args.index,
+    )
+    if not args.out:
+        raise ValueError("--out is required (e.g. --out runs/niah)")
+    results = run_niah(cfg, args.out, resume=args.resume, quiet=args.quiet)
+    print(f"wrote {args.out}/results.json, samples.jsonl and {len(results['rows'])} row(s) of plots")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """`retro demo`: the README's main job (synthetic haystack, 100 needles, table + heatmap)."""
+    from evals.niah import run_niah
+
+    cfg = _config(args, tasks=("single",), depths=11, trials=1)
+    out = args.out or "runs/demo"
+    results = run_niah(cfg, out, resume=args.resume, quiet=args.quiet)
+    print(
+        f"demo finished in {results['seconds']:.0f} s: {out}/results.json, {out}/heatmap_*.png, "
+        f"{out}/recall_vs_tokens.png"
+    )
+    return 0

@@ -1,0 +1,474 @@
+"""The needle-in-a-haystack runner behind `retro eval niah` and `retro demo`.
+
+For every cell (haystack kind x task x size x needle count, repeated over `trials`) it writes the
+haystack, builds an index over it (or reuses one), asks every question through a retriever, and
+appends one line per question to samples.jsonl. At the end it summarises every cell into
+results.json, prints a markdown table and draws the heatmaps and the recall-vs-tokens plot.
+
+Layout of an output folder:
+    config.yaml  results.json  samples.jsonl  heatmap_*.png  recall_vs_tokens.png
+    tokenizers/<haystack>-<task>.model        tokenizer trained on the haystack's filler (size calibration)
+    cells/<cell>/corpus.jsonl needles.jsonl distractors.jsonl haystack.json index/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from evals import report, scoring
+from evals.haystack import HAYSTACK_KINDS, HaystackConfig, write_haystack
+from evals.needles import TASKS, NeedleConfig, Sample, distractor_stream, make_needles
+from evals.retrievers import check_result, make_retriever
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kKmMbBgG]?)\s*$")
+_MULT = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000, "g": 1_000_000_000}
+
+
+def parse_size(text: str) -> int:
+    """'128K' -> 128000, '1M' -> 1000000, '1.5M', '10m', '2e6', '1B' (decimal multiples)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(
+            f"bad size {text!r}: expected a number with an optional K, M or B suffix (e.g. 128K, 1M)"
+        )
+    return int(round(float(m.group(1)) * _MULT[m.group(2).lower()]))
+
+
+def parse_list(text: str, what: str, conv=str) -> tuple:
+    """'a,b,c' -> (conv(a), conv(b), conv(c)); empty items are errors."""
+    items = [x.strip() for x in str(text).split(",")]
+    if not all(items):
+        raise ValueError(f"bad {what} list {text!r}")
+    try:
+        return tuple(conv(x) for x in items)
+    except ValueError as e:
+        raise ValueError(f"bad {what} {text!r}: {e}") from None
+
+
+def parse_haystack(spec: str) -> tuple[str, str | None, str]:
+    """'needles' -> ('needles', None, 'needles'); 'text:DIR' -> ('text', DIR, 'text-<dirname>')."""
+    kind, _, source = spec.partition(":")
+    if kind not in HAYSTACK_KINDS:
+        raise ValueError(f"unknown haystack {spec!r} (known: noise, words, needles, text:DIR)")
+    if kind == "text":
+        if not source:
+            raise ValueError("text haystack needs a folder or .jsonl file: --haystack text:DIR")
+        if not Path(source).exists():
+            raise ValueError(f"text haystack: {source}: no such file or folder")
+        return kind, source, "text-" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(source).resolve().name)
+    if source:
+        raise ValueError(f"haystack {kind!r} takes no source (got {spec!r})")
+    return kind, None, kind
+
+
+@dataclass(frozen=True)
+class NiahConfig:
+    haystacks: tuple[str, ...] = ("needles",)  # noise | words | needles | text:DIR
+    tokens: tuple[int, ...] = (128_000, 1_000_000)  # haystack sizes in tokens of the index tokenizer
+    needles: tuple[int, ...] = (1, 8, 100)  # needles per haystack (chains for multihop)
+    tasks: tuple[str, ...] = (
+        "single",
+    )  # single | multikey | multivalue | multiquery | multihop | nonliteral
+    key_type: str = "word"  # needle keys: word | number | uuid
+    value_type: str = "number"  # needle values: word | number | uuid
+    depths: int = 11  # depth buckets over the haystack (heatmap rows)
+    trials: int = (
+        0  # haystacks per cell; 0 = enough for every depth bucket: ceil(depths/needles), <= max_trials
+    )
+    max_trials: int = 11  # cap for the automatic number of trials
+    seed: int = 0  # everything random derives from it
+    k: int = 10  # neighbours kept at the final stage (recall@k)
+    stage_depth: int = 100  # candidates each cheap stage keeps
+    retriever: str = "cheap"  # cheap | bm25 | static | cascade | MODULE:FACTORY
+    chars_per_token: float = (
+        0.0  # 0 = calibrate with a tokenizer trained on the haystack (used by the index too)
+    )
+    straddle_fraction: float = 0.5  # share of needles centred on a chunk boundary
+    distractor_every_chars: int = 2000  # needles haystack: one distractor per this many characters
+    doc_chars: int = 8000  # synthetic documents: mean length in characters
+    index: str | None = None  # reuse this index (exactly one cell) instead of building one
+    build: tuple[str, ...] = ()  # index BuildConfig overrides, key=value (dense is off unless set here)
+
+    def check(self) -> NiahConfig:
+        """Validate every field; raise ValueError with a one-line message."""
+        for h in self.haystacks:
+            parse_haystack(h)
+        for t in self.tasks:
+            if t not in TASKS:
+                raise ValueError(f"unknown task {t!r} (known: {', '.join(TASKS)})")
+        if not self.tokens or min(self.tokens) < 1000:
+            raise ValueError("--tokens: every size must be at least 1K")
+        if not self.needles or min(self.needles) < 1:
+            raise ValueError("--needles: every count must be >= 1")
+        if self.depths < 1 or self.k < 1 or self.stage_depth < 1 or self.trials < 0:
+            raise ValueError("depths, k and stage_depth must be >= 1, trials >= 0")
+        NeedleConfig(key_type=self.key_type, value_type=self.value_type).check()
+        if self.index and len(self.haystacks) * len(self.tasks) * len(self.tokens) * len(self.needles) != 1:
+            raise ValueError(
+                "--index reuses one index: give exactly one haystack, task, size and needle count"
+            )
+        if self.index and not Path(self.index).exists():
+            raise ValueError(f"--index {self.index}: no such index folder")
+        return self
+
+    def trials_for(self, n: int) -> int:
+        """Haystacks generated for a cell with `n` needles."""
+        return self.trials or max(1, min(self.max_trials, math.ceil(self.depths / n)))
+
+
+class IndexBackend:
+    """Builds and opens indexes with the project's `index` package; trains calibration tokenizers."""
+
+    def tokenizer(self, texts: list[str], path: Path) -> Path:
+        """Train a sentencepiece model on `texts` the way the index does; return its path."""
+        from index.tokenizer import train_tokenizer
+
+        return train_tokenizer(texts, path)
+
+    def chars_per_token(self, tokenizer: Path, texts: list[str]) -> float:
+        """Characters per token of `texts` under `tokenizer`."""
+        from index.tokenizer import Tokenizer
+
+        tok = Tokenizer(tokenizer)
+        return sum(map(len, texts)) / max(1, sum(len(ids) for ids in tok.encode_batch(texts)))
+
+    def build(
+        self, corpus: Path, out: Path, overrides: tuple[str, ...], tokenizer: Path | None, quiet: bool
+    ) -> dict:
+        """Build an index over `corpus` into `out` (dense off unless overridden)."""
+        from index.build import BuildConfig, build_index
+        from retro.configs import resolve_config
+
+        fields = {f.name: f for f in dataclasses.fields(BuildConfig)}
+        base: list[str] = []
+        if "dense" in fields:
+            base.append("dense=" + ("false" if fields["dense"].type in (bool, "bool") else "'off'"))
+        if tokenizer is not None and "tokenizer" in fields:
+            base.append(f"tokenizer={json.dumps(str(tokenizer))}")
+        cfg = resolve_config(BuildConfig, overrides=[*base, *overrides])
+        return build_index(corpus, out, cfg, quiet=quiet)
+
+    def open(self, path: Path):
+        """Open a built index."""
+        from index import Index
+
+        return Index.open(path)
+
+
+_HOP = re.compile(r"VAR ([A-Z]+) = (?:VAR ([A-Z]+)|(\d+))")
+
+
+def _ask(retriever, idx, sample: Sample, k: int) -> tuple[dict, list[dict]]:
+    """Ask one sample; multihop follows `VAR X = VAR Y` through retrieved text (a rule-based stand-in
+    for the reader's hop loop). Returns the merged result and the per-round queries."""
+    res = check_result(retriever.retrieve(sample.question, k), k)
+    rounds = [{"query": sample.question, "final": res["final"]}]
+    if sample.task != "multihop":
+        return res, rounds
+    final, stages, lat = (
+        list(res["final"]),
+        {s: list(v) for s, v in res["stages"].items()},
+        dict(res["latency_ms"]),
+    )
+    var, hop_answer = sample.meta["chain"][-1], None
+    for _ in range(len(sample.meta["chain"]) + 1):
+        step = None
+        for text in idx.neighbour_text(rounds[-1]["final"]) if rounds[-1]["final"] else []:
+            for m in _HOP.finditer(text):
+                if m.group(1) == var:
+                    step = m
+                    break
+            if step:
+                break
+        if step is None:
+            break
+        if step.group(3):
+            hop_answer = step.group(3)
+            break
+        var = step.group(2)
+        q = f"What is the value of VAR {var}?"
+        r = check_result(retriever.retrieve(q, k), k)
+        rounds.append({"query": q, "final": r["final"]})
+        final += [i for i in r["final"] if i not in final]
+        for s, ids in r["stages"].items():
+            stages.setdefault(s, []).extend(i for i in ids if i not in stages[s])
+        for s, v in r["latency_ms"].items():
+            lat[s] = lat.get(s, 0.0) + v
+    res = {
+        "final": final,
+        "stages": stages,
+        "latency_ms": lat,
+        "answer": res["answer"],
+        "hop_answer": hop_answer,
+    }
+    return res, rounds
+
+
+def _score(res: dict, sample: Sample, needles: dict, located: dict, k: int) -> tuple[list[dict], list[dict]]:
+    stage_rank = {s: {i: r for r, i in enumerate(ids)} for s, ids in res["stages"].items()}
+    final = set(res["final"])
+    out = []
+    for nid in sample.needle_ids:
+        nd, loc = needles[nid], located[nid]
+        gold = set(loc["gold_chunks"])
+        ranks = {s: scoring.first_rank(gold, ids) for s, ids in res["stages"].items()}
+        out.append(
+            {
+                "needle_id": nid,
+                "text": nd["text"],
+                "doc_id": nd["doc_id"],
+                "offset": nd["offset"],
+                "depth": nd["depth"],
+                "depth_bucket": nd["depth_bucket"],
+                "straddle_planned": nd["straddle"],
+                "straddles": loc["straddles"],
+                "gold_chunks": loc["gold_chunks"],
+                "gold_method": loc["method"],
+                "found": bool(gold & final),
+                "final_rank": scoring.first_rank(gold, res["final"]),
+                "found_by_stage": {s: r is not None for s, r in ranks.items()},
+                "stage_ranks": ranks,
+            }
+        )
+    retrieved = [
+        {"id": i, "rank": r, "stage_ranks": {s: m.get(i) for s, m in stage_rank.items()}}
+        for r, i in enumerate(res["final"])
+    ]
+    return out, retrieved
+
+
+def _progress(iterable, quiet: bool, **kw):
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=quiet, dynamic_ncols=True, file=sys.stderr, **kw)
+
+
+def _calibrate(cfg: NiahConfig, hcfg: HaystackConfig, ncfg: NeedleConfig, backend, out: Path, name: str):
+    """Train a tokenizer on the haystack's filler (+ needle-form sentences) and measure chars/token."""
+    from evals.haystack import _docs
+
+    docs, _ = _docs(hcfg)
+    texts, total = [], 0
+    for _, text in docs:
+        texts.append(text)
+        total += len(text)
+        if total >= 4_000_000:
+            break
+    ns = make_needles(ncfg, max(cfg.needles), cfg.seed)
+    forms = [nd.text for nd in ns.needles] + list(
+        itertools.islice(distractor_stream(ncfg, ns.true_keys, cfg.seed), 2000)
+    )
+    tok = backend.tokenizer(texts + forms, out / "tokenizers" / f"{name}.model")
+    return tok, backend.chars_per_token(tok, texts[:50])
+
+
+def run_niah(
+    cfg: NiahConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    backend=None,
+    echo=print,
+) -> dict:
+    """Run every cell of `cfg` into `out_dir`; return the results.json dict (also written there)."""
+    from retro.configs import write_resolved_config
+    from retro.runinfo import atomic_write_json, run_info
+
+    cfg.check()
+    backend = backend or IndexBackend()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(cfg, out)
+    samples_path = out / "samples.jsonl"
+    done: set[str] = set()
+    if resume and samples_path.exists():
+        for line in samples_path.read_text(encoding="utf-8").splitlines():
+            try:
+                done.add(json.loads(line)["key"])
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut short by an interruption: that sample runs again
+        samples_path.write_text(
+            "".join(ln + "\n" for ln in samples_path.read_text(encoding="utf-8").splitlines() if _valid(ln)),
+            encoding="utf-8",
+        )
+    elif samples_path.exists():
+        samples_path.unlink()
+
+    cells_info, wanted_cells = [], set()
+    t_start = time.perf_counter()
+    with open(samples_path, "a", encoding="utf-8") as sink:
+        for hay, task in itertools.product(cfg.haystacks, cfg.tasks):
+            kind, source, hname = parse_haystack(hay)
+            ncfg = NeedleConfig(task=task, key_type=cfg.key_type, value_type=cfg.value_type).check()
+            base = HaystackConfig(
+                kind=kind,
+                source=source,
+                tokens=max(cfg.tokens),
+                depths=cfg.depths,
+                straddle_fraction=cfg.straddle_fraction,
+                doc_chars=cfg.doc_chars,
+                distractor_every_chars=cfg.distractor_every_chars,
+                seed=cfg.seed,
+                chars_per_token=cfg.chars_per_token or 4.0,
+            )
+            tok_path, cpt = None, cfg.chars_per_token
+            for tokens, n in itertools.product(cfg.tokens, cfg.needles):
+                for trial in range(cfg.trials_for(n)):
+                    cname = f"{hname}-{task}-{report.fmt_tokens(tokens)}-n{n}-t{trial}"
+                    wanted_cells.add(cname)
+                    seed = cfg.seed + 7919 * trial
+                    needle_set = make_needles(ncfg, n, seed)
+                    keys = [f"{cname}/{s.sample_id}" for s in needle_set.samples]
+                    if all(key in done for key in keys):
+                        continue
+                    if not cpt and cfg.index is None:
+                        tok_path, cpt = _calibrate(cfg, base, ncfg, backend, out, f"{hname}-{task}")
+                    hcfg = dataclasses.replace(
+                        base, tokens=tokens, trial=trial, seed=seed, chars_per_token=cpt or 4.0
+                    )
+                    cdir = out / "cells" / cname
+                    info = _cell(cfg, hcfg, ncfg, needle_set, cdir, backend, tok_path, resume, quiet)
+                    info["cell"] = cname
+                    cells_info.append(info)
+                    idx = backend.open(Path(cfg.index) if cfg.index else cdir / "index")
+                    retriever = make_retriever(cfg.retriever, idx, cfg.stage_depth)
+                    locator = scoring.NeedleLocator(idx)
+                    needles = {r["needle_id"]: r for r in _read_jsonl(cdir / "needles.jsonl")}
+                    located: dict[str, dict] = {}
+                    cell_meta = {
+                        "haystack": hname,
+                        "task": task,
+                        "tokens": tokens,
+                        "needles": n,
+                        "trial": trial,
+                    }
+                    t_q = time.perf_counter()
+                    for s, key in _progress(
+                        list(zip(needle_set.samples, keys, strict=True)), quiet, desc=f"ask {cname}", unit="q"
+                    ):
+                        if key in done:
+                            continue
+                        for nid in s.needle_ids:
+                            if nid not in located:
+                                nd = needles[nid]
+                                located[nid] = locator.locate(
+                                    nd["doc_index"], nd["doc_id"], nd["offset"], nd["text"]
+                                )
+                        res, rounds = _ask(retriever, idx, s, cfg.k)
+                        scored, retrieved = _score(res, s, needles, located, cfg.k)
+                        rec = {
+                            "key": key,
+                            "cell": cell_meta,
+                            "sample_id": s.sample_id,
+                            "task": s.task,
+                            "question": s.question,
+                            "answers": list(s.answers),
+                            "k": cfg.k,
+                            "context_tokens": int(idx.num_tokens),
+                            "context_chunks": int(idx.num_chunks),
+                            "needles": scored,
+                            "found": all(nd["found"] for nd in scored),
+                            "n_found": sum(nd["found"] for nd in scored),
+                            "retrieved": retrieved,
+                            "answer": res["answer"],
+                            "answer_recall": scoring.answer_recall(res["answer"], s.answers),
+                            "latency_ms": {st: round(v, 3) for st, v in res["latency_ms"].items()},
+                            "warnings": info["warnings"],
+                        }
+                        if s.task == "multihop":
+                            rec["hop_answer"] = res.get("hop_answer")
+                            rec["hop_queries"] = [r["query"] for r in rounds]
+                        sink.write(json.dumps(rec) + "\n")
+                        sink.flush()
+                    info["query_seconds"] = round(time.perf_counter() - t_q, 3)
+
+    records = [r for r in _read_jsonl(samples_path) if _cell_name(r) in wanted_cells]
+    rows = scoring.summarize(records)
+    results = {
+        "config": dataclasses.asdict(cfg),
+        "run": run_info(),
+        "rows": rows,
+        "cells": cells_info,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "notes": [
+            "sizes: characters = tokens x chars_per_token (calibrated on the haystack's own tokenizer "
+            "unless chars_per_token is set); context_tokens are counted by the index",
+            "answer_recall is null until the retriever returns an answer (no reader yet)",
+        ],
+    }
+    atomic_write_json(out / "results.json", results)
+    if rows:
+        report.heatmaps(rows, out, cfg.depths)
+        report.recall_vs_tokens(rows, out)
+    echo(report.markdown_table(rows))
+    for w in sorted({w for r in rows for w in r["warnings"]}):
+        echo(f"warning: {w}")
+    return results
+
+
+def _valid(line: str) -> bool:
+    try:
+        return "key" in json.loads(line)
+    except json.JSONDecodeError:
+        return False
+
+
+def _cell_name(rec: dict) -> str:
+    return rec["key"].rsplit("/", 1)[0]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _cell(
+    cfg: NiahConfig,
+    hcfg: HaystackConfig,
+    ncfg: NeedleConfig,
+    needle_set,
+    cdir: Path,
+    backend,
+    tok_path,
+    resume: bool,
+    quiet: bool,
+) -> dict:
+    """Write the cell's haystack and build its index (both reused under --resume when complete)."""
+    stamp = {"haystack": dataclasses.asdict(hcfg), "needles": dataclasses.asdict(ncfg)}
+    hjson, stamp_path = cdir / "haystack.json", cdir / "cell.json"
+    fresh = not (
+        resume
+        and hjson.exists()
+        and stamp_path.exists()
+        and (cdir / "corpus.jsonl").exists()
+        and json.loads(stamp_path.read_text()) == stamp
+    )
+    if fresh:
+        if cdir.exists():
+            shutil.rmtree(cdir)
+        cdir.mkdir(parents=True)
+        bar = _progress(
+            None, quiet, desc=f"haystack {cdir.name}", unit="char", unit_scale=True, total=hcfg.target_chars
+        )
+        info = write_haystack(hcfg, needle_set, cdir, ncfg, progress=bar.update)
+        bar.close()
+        stamp_path.write_text(json.dumps(stamp, indent=2, sort_keys=True))
+    else:
+        info = json.loads(hjson.read_text())
+    info = dict(info)
+    if cfg.index is None:
+        t = time.perf_counter()
+        if fresh or not (cdir / "index" / "index.json").exists():
+            backend.build(cdir / "corpus.jsonl", cdir / "index", cfg.build, tok_path, quiet)
+        info["build_seconds"] = round(time.perf_counter() - t, 3)
+    return info
