@@ -54,9 +54,7 @@ class BuildConfig:
     flat_max_chunks: int = 1_000_000  # above this estimated chunk count, "auto" picks IVF-PQ
     faiss_train_size: int = 200_000  # at most this many sampled chunk vectors train the coarse quantizer
     nprobe: int = 32  # IVF lists searched per query (ignored by Flat)
-    dense: str = (
-        "auto"  # dense MiniLM tier: "on", "off" or "auto" (on when est. chunks <= dense_auto_max_chunks)
-    )
+    dense: str | bool = "auto"  # dense MiniLM tier: "on", "off" or "auto" (on up to dense_auto_max_chunks)
     dense_auto_max_chunks: int = 4096  # ~3.5 min of MiniLM on 2 cores at ~20 chunks/s
     dense_model: str = "all-MiniLM-L6-v2"  # any sentence-transformers id or local path
     shard_chunks: int = 262_144  # a shard is closed after the document that reaches this many chunks
@@ -65,6 +63,10 @@ class BuildConfig:
     bm25_k1: float = 1.5  # BM25 term-frequency saturation
     bm25_b: float = 0.75  # BM25 length normalisation
     threads: int = 2  # tokenizer threads
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dense, bool):  # YAML reads `dense: on` as true
+            object.__setattr__(self, "dense", "on" if self.dense else "off")
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""

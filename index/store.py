@@ -42,10 +42,20 @@ class _Shard:
             return [json.loads(line) for line in f]
 
     @functools.cached_property
-    def bm25(self):
-        import bm25s
+    def bm25(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The bm25s index's term-major (CSC) score matrix: data, indices, indptr (memory-mapped)."""
+        folder = self.folder / "bm25"
+        return tuple(
+            np.load(folder / f"{name}.csc.index.npy", mmap_mode="r") for name in ("data", "indices", "indptr")
+        )
 
-        return bm25s.BM25.load(str(self.folder / "bm25"), mmap=True)
+    @property
+    def num_chunks(self) -> int:
+        return len(self.chunk_doc)
+
+    def term_df(self, num_terms: int) -> np.ndarray:
+        """int64 [T]: in how many of this shard's chunks each term occurs."""
+        return np.diff(np.asarray(self.bm25[2][: num_terms + 1], np.int64))
 
     @functools.cached_property
     def ann(self):
@@ -192,14 +202,43 @@ class Index:
             if terms.size == 0:
                 continue
             parts = []
-            for s, shard in enumerate(self._shards):
-                scores = shard.bm25.get_scores_from_ids(terms.tolist())
+            for s in range(len(self._shards)):
+                scores = self._bm25_shard_scores(s, terms)
                 top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
                 top = top[scores[top] > 0]
                 parts.append((top + self._chunk_start[s], scores[top]))
             ids, scores = _merge_topk(parts, k)
             I[q, : len(ids)], D[q, : len(ids)] = ids, scores
         return I, D
+
+    @functools.cached_property
+    def _idf_ratio(self) -> list[np.ndarray]:
+        """Per shard, float32 [T]: global idf / shard idf of every term.
+
+        bm25s bakes each shard's own idf into its scores; rescaling each term's postings by this
+        ratio gives every shard the idf of the whole index, so per-shard scores merge exactly
+        (up to each shard's own average chunk length, which chunking keeps near M).
+        """
+        _, num_terms = self.tokenizer.term_ids
+        dfs = [sh.term_df(num_terms) for sh in self._shards]
+        n_all, df_all = self.num_chunks, np.sum(dfs, axis=0)
+
+        def idf(df: np.ndarray, n: int) -> np.ndarray:  # the Lucene variant bm25s uses
+            return np.log1p((n - df + 0.5) / (df + 0.5))
+
+        out = []
+        for sh, df in zip(self._shards, dfs, strict=True):
+            out.append(np.where(df > 0, idf(df_all, n_all) / idf(df, sh.num_chunks), 0.0).astype(np.float32))
+        return out
+
+    def _bm25_shard_scores(self, s: int, terms: np.ndarray) -> np.ndarray:
+        """float32 [C_s]: BM25 scores (global idf) of shard s's chunks for the query terms."""
+        data, indices, indptr = self._shards[s].bm25
+        ratio = self._idf_ratio[s]
+        spans = [(int(indptr[t]), int(indptr[t + 1])) for t in terms]
+        rows = np.concatenate([indices[a:b] for a, b in spans])
+        weights = np.concatenate([data[a:b] * ratio[t] for (a, b), t in zip(spans, terms, strict=True)])
+        return np.bincount(rows, weights=weights, minlength=self._shards[s].num_chunks).astype(np.float32)
 
     def search_static(
         self, query: str, k: int = 10, nprobe: int | None = None

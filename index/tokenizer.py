@@ -71,6 +71,17 @@ def train_tokenizer(
             "of text; need at least 1000"
         )
     model = io.BytesIO()
+    try:
+        _train(spm, lines, model, vocab_size, threads)
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1].split("] ")[-1]
+        raise ValueError(f"tokenizer training (vocab_size={vocab_size}) failed: {reason}") from None
+    out = Path(out)
+    atomic_write_bytes(out, model.getvalue())
+    return out
+
+
+def _train(spm, lines: list[str], model: io.BytesIO, vocab_size: int, threads: int) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
@@ -93,9 +104,6 @@ def train_tokenizer(
         num_threads=threads,
         minloglevel=2,
     )
-    out = Path(out)
-    atomic_write_bytes(out, model.getvalue())
-    return out
 
 
 class Tokenizer:

@@ -48,7 +48,9 @@ def _coerce(cls: type, name: str, value: Any, hint: Any) -> Any:
         return float(value)
     if hint is int and isinstance(value, float) and value.is_integer():
         return int(value)
-    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
         raise ConfigError(f"{cls.__name__}.{name}: expected {hint.__name__}, got {value!r}")
     return value
 
@@ -59,24 +61,45 @@ def config_from_dict(cls: type[T], values: dict[str, Any], source: str = "config
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} for {cls.__name__} (known: {', '.join(sorted(names))})")
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} for {cls.__name__} (known: {', '.join(sorted(names))})"
+        )
     checked = {k: _coerce(cls, k, v, hints[k]) for k, v in values.items()}
     return cls(**checked)
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """['a=1', 'b=x'] -> {'a': 1, 'b': 'x'}; values are YAML scalars."""
+def _is_str_field(cls: type | None, key: str) -> bool:
+    if cls is None or key not in {f.name for f in dataclasses.fields(cls)}:
+        return False
+    hint = typing.get_type_hints(cls)[key]
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return str in args
+
+
+def parse_overrides(overrides: list[str], cls: type | None = None) -> dict[str, Any]:
+    """['a=1', 'b=x'] -> {'a': 1, 'b': 'x'}; values are YAML scalars, except that a field of `cls`
+    typed str keeps its raw text (so `dense=off` stays "off" instead of YAML's False)."""
     out: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        key, raw = (part.strip() for part in item.split("=", 1))
+        if _is_str_field(cls, key) and raw not in ("null", "~"):
+            out[key] = raw
+        else:
+            try:
+                out[key] = yaml.safe_load(raw) if raw else ""
+            except yaml.YAMLError:
+                raise ConfigError(f"override {item!r}: value is not a YAML scalar") from None
     return out
 
 
-def resolve_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None,
-                   base: T | None = None) -> T:
+def resolve_config(
+    cls: type[T],
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    base: T | None = None,
+) -> T:
     """Start from `base` (or the class defaults), apply a YAML file, then `key=value` overrides."""
     values: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
     if path is not None:
@@ -90,18 +113,20 @@ def resolve_config(cls: type[T], path: str | os.PathLike | None = None, override
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of key: value")
         values.update(loaded)
-    values.update(parse_overrides(overrides or []))
+    values.update(parse_overrides(overrides or [], cls))
     return config_from_dict(cls, values, source=str(path) if path else "overrides")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A dataclass config as plain YAML/JSON-able values (tuples become lists)."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
+
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
 
 

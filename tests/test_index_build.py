@@ -1,0 +1,273 @@
+"""Building, opening, searching, appending and resuming indexes: real sentencepiece, FAISS, bm25s, MiniLM."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index import Index
+from index.build import BuildConfig, build_index
+from pipelines.cli import main
+
+FAST = BuildConfig(vocab_size=1000, dense="off", shard_chunks=400)
+
+
+def _docs(corpus: Path) -> list[dict]:
+    return [json.loads(line) for line in open(corpus)]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, real_corpus) -> Path:
+    out = tmp_path_factory.mktemp("idx") / "index"
+    build_index(real_corpus, out, FAST, quiet=True)
+    return out
+
+
+def test_counts_chunks_and_provenance_trace_back_to_the_source(built, real_corpus):
+    idx = Index.open(built, verify=True)
+    docs = _docs(real_corpus)
+    assert idx.num_docs == len(docs) and idx.manifest["faiss"]["factory"] == "Flat"
+    lengths = [len(idx.tokenizer.encode(d["text"])) for d in docs]
+    assert idx.num_tokens == sum(lengths)
+    assert idx.num_chunks == sum(-(-n // 64) for n in lengths)
+    assert len(idx.manifest["shards"]) >= 2  # shard_chunks=400 splits this corpus
+    ids = np.arange(idx.num_chunks)
+    for prov, text in zip(idx.provenance(ids), idx.chunk_text(ids), strict=True):
+        doc = docs[prov["doc_index"]]
+        assert prov["doc_id"] == doc["id"] and prov["line"] == prov["doc_index"] + 1
+        assert doc["text"][prov["char_start"] : prov["char_end"]] == text
+    # a document's last chunk is padded, never merged with the next document
+    toks = idx.chunk_tokens(ids)
+    doc_of = idx.chunk_doc(ids)
+    last = np.flatnonzero(np.diff(doc_of) != 0)
+    assert all((toks[i] == idx.tokenizer.pad_id).any() or lengths[doc_of[i]] % 64 == 0 for i in last)
+
+
+def test_neighbours_are_chunk_plus_continuation_in_the_same_document(built):
+    idx = Index.open(built)
+    doc_of = idx.chunk_doc(np.arange(idx.num_chunks))
+    inside = int(np.flatnonzero(doc_of[:-1] == doc_of[1:])[0])
+    end = int(np.flatnonzero(doc_of[:-1] != doc_of[1:])[0])
+    nb = idx.neighbour_tokens([inside, end])
+    assert nb.shape == (2, 128)
+    assert (nb[0, 64:] == idx.chunk_tokens([inside + 1])[0]).all()
+    assert (nb[1, 64:] == idx.tokenizer.pad_id).all()
+    assert idx.neighbour_text([inside])[0] == idx.chunk_text([inside])[0] + idx.chunk_text([inside + 1])[0]
+
+
+def test_bm25_and_static_tiers_find_a_chunk_by_its_own_words(built):
+    idx = Index.open(built)
+    rng = np.random.default_rng(0)
+    hits_bm25 = hits_static = 0
+    texts = idx.chunk_text(np.arange(idx.num_chunks))
+    everything = "\n".join(texts)  # stdlib docstrings repeat (int's, in many modules): pick unique chunks
+    unique = [i for i, t in enumerate(texts) if len(t) > 120 and everything.count(t[40:100]) == 1]
+    targets = rng.choice(unique, 20, replace=False)
+    for cid, text in zip(targets, idx.chunk_text(targets), strict=True):
+        ids, scores = idx.search_bm25(text, k=5)
+        assert (np.diff(scores) <= 0).all()
+        hits_bm25 += int(cid in ids)
+        ids, scores = idx.search_static(text, k=5)
+        hits_static += int(cid in ids)
+    assert hits_bm25 >= 18 and hits_static >= 15
+    I, D = idx.search_static_tokens(idx.chunk_tokens(targets), k=3)
+    assert (I[:, 0] == targets).mean() >= 0.9 and np.allclose(D[:, 0], 1.0, atol=1e-3)
+    I, D = idx.search_bm25_tokens(idx.chunk_tokens(targets), k=3)
+    assert I.shape == (20, 3) and (I[:, 0] == targets).mean() >= 0.9
+
+
+def test_bad_queries_and_ids(built):
+    idx = Index.open(built)
+    with pytest.raises(ValueError, match="query is empty"):
+        idx.search_bm25("   ", k=3)
+    with pytest.raises(ValueError, match="k=0"):
+        idx.search_static("text", k=0)
+    with pytest.raises(ValueError, match="chunk ids must be in"):
+        idx.chunk_text([idx.num_chunks])
+    with pytest.raises(ValueError, match="built without the dense tier"):
+        idx.dense_vectors([0])
+
+
+def test_info_cli_reports_sizes(built, capsys):
+    assert main(["index", "info", str(built), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shards"] >= 2 and info["bytes_per_token"] > 0 and info["tiers"][0] == "bm25"
+    assert main(["index", "info", str(built)]) == 0
+    assert "| bytes per token |" in capsys.readouterr().out
+
+
+def test_output_folder_that_holds_something_else_is_refused(tmp_path, real_corpus, built):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="holds no retro index"):
+        build_index(real_corpus, tmp_path / "busy", FAST, quiet=True)
+    assert (tmp_path / "busy" / "thesis.tex").read_text() == "precious"
+    with pytest.raises(FileExistsError, match="already holds an index"):
+        build_index(real_corpus, built, FAST, quiet=True)
+    assert main(["index", "build", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(ValueError, match="not a retro index"):
+        Index.open(tmp_path / "busy")
+
+
+def test_mismatched_tokenizer_or_embedder_is_refused(tmp_path, built, real_corpus):
+    from index.tokenizer import train_tokenizer
+
+    other = train_tokenizer(
+        [d["text"] for d in _docs(real_corpus)[:30]], tmp_path / "other.model", vocab_size=700
+    )
+    with pytest.raises(ValueError, match="not the tokenizer"):
+        Index.open(built, tokenizer=other)
+    with pytest.raises(ValueError, match="not the one"):
+        Index.open(built, dense_model=str(tmp_path))  # an empty folder is another model
+    with pytest.raises(ValueError, match="not the tokenizer this index was built with"):
+        build_index(real_corpus, built, BuildConfig(tokenizer=str(other)), append=True, quiet=True)
+    assert Index.open(built, tokenizer=built / "tokenizer.model").num_docs > 0
+
+
+def test_damaged_index_does_not_open(tmp_path, built):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    tokens = copy / "shards" / "000001" / "tokens.npy"
+    tokens.write_bytes(tokens.read_bytes()[:-64])
+    with pytest.raises(ValueError, match="damaged"):
+        Index.open(copy)
+    (copy / "tokenizer.model").write_bytes(b"x")
+    with pytest.raises(ValueError, match="tokenizer file was replaced"):
+        Index.open(copy)
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith("build-log")
+    }
+
+
+def test_append_adds_shards_without_touching_old_ones(tmp_path, real_corpus):
+    docs = _docs(real_corpus)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(d) + "\n" for d in docs[:40]))
+    b.write_text("".join(json.dumps(d) + "\n" for d in docs[40:]))
+    out = tmp_path / "idx"
+    build_index(a, out, FAST, quiet=True)
+    before = Index.open(out)
+    old = {k: v for k, v in _tree_digest(out).items() if k.startswith("shards/")}
+    assert main(["index", "build", str(b), "--out", str(out), "--append", "--quiet"]) == 0
+    after = Index.open(out, verify=True)
+    assert after.num_docs == len(docs) and after.num_chunks > before.num_chunks
+    assert len(after.manifest["shards"]) > len(before.manifest["shards"])
+    assert {k: v for k, v in _tree_digest(out).items() if k in old} == old
+    target = docs[55]["text"][:300]
+    ids, _ = after.search_bm25(target, k=3)
+    assert after.provenance(ids[:1])[0]["doc_id"] == docs[55]["id"]
+    assert [c["path"] for c in after.manifest["corpora"]] == [str(a.resolve()), str(b.resolve())]
+
+
+def _build_cmd(corpus: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "index",
+        "build",
+        str(corpus),
+        "--out",
+        str(out),
+        "--quiet",
+        "--vocab",
+        "1000",
+        "--no-dense",
+        "--shard-chunks",
+        "150",
+    ]
+
+
+def _fixed_queries(idx: Index) -> list:
+    queries = ["decimal floating point arithmetic", "parse command line options", "compress data with bzip2"]
+    return [
+        (idx.search_bm25(q, 5)[0].tolist(), np.round(idx.search_static(q, 5)[1], 5).tolist()) for q in queries
+    ]
+
+
+def test_killed_build_resumes_to_an_identical_index(tmp_path, real_corpus):
+    """kill -9 at several moments; each rerun resumes; the end result equals an uninterrupted build."""
+    reference = tmp_path / "reference"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    subprocess.run(_build_cmd(real_corpus, reference), check=True, env=env, capture_output=True)
+
+    out = tmp_path / "killed"
+    kills = 0
+    for wait_for in ("build.json", "shards/000001", "shards/000004"):
+        proc = subprocess.Popen(
+            _build_cmd(real_corpus, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (out / wait_for).exists():
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if (out / "build.json").exists():  # killed mid-build: it must not open as an index
+            with pytest.raises(ValueError, match="unfinished build"):
+                Index.open(out)
+    assert kills >= 2
+    if (out / "build.json").exists() or not (out / "index.json").exists():
+        subprocess.run(_build_cmd(real_corpus, out), check=True, env=env, capture_output=True)
+
+    ref, got = Index.open(reference, verify=True), Index.open(out, verify=True)
+    strip = lambda info: {k: v for k, v in info.items() if k != "path"}  # noqa: E731
+    assert strip(got.info()) == strip(ref.info())
+    assert _fixed_queries(got) == _fixed_queries(ref)
+    assert _tree_digest(out) == _tree_digest(reference)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_ivf_factory_and_too_few_training_vectors(tmp_path, real_corpus):
+    out = tmp_path / "ivf"
+    build_index(
+        real_corpus,
+        out,
+        BuildConfig(vocab_size=1000, dense="off", faiss_factory="IVF16,PQ16x4fs"),
+        quiet=True,
+    )
+    idx = Index.open(out)
+    assert idx.manifest["faiss"]["factory"] == "IVF16,PQ16x4fs"
+    text = idx.chunk_text([7])[0]
+    assert 7 in idx.search_static(text, k=10, nprobe=16)[0]
+    with pytest.raises(ValueError, match="needs at least 65536 training vectors"):
+        build_index(
+            real_corpus,
+            tmp_path / "big",
+            BuildConfig(vocab_size=1000, dense="off", faiss_factory="IVF65536,Flat"),
+            quiet=True,
+        )
+
+
+def test_dense_tier_with_minilm(tmp_path, real_corpus):
+    small = tmp_path / "small.jsonl"
+    small.write_text(
+        "".join(json.dumps({"id": d["id"], "text": d["text"][:1200]}) + "\n" for d in _docs(real_corpus)[:12])
+    )
+    out = tmp_path / "dense"
+    build_index(small, out, BuildConfig(vocab_size=600), quiet=True)  # dense=auto: on for a corpus this small
+    idx = Index.open(out, dense_model="all-MiniLM-L6-v2")
+    assert idx.has_dense and idx.manifest["dense"]["dim"] == 384
+    vecs = idx.dense_vectors(np.arange(idx.num_chunks))
+    assert vecs.shape == (idx.num_chunks, 384) and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-2)
+    model = idx.dense_encoder()
+    texts = idx.chunk_text([3, 10])
+    q = model.encode(texts, normalize_embeddings=True)
+    assert (np.argmax(vecs @ q.T, axis=0) == [3, 10]).all()
