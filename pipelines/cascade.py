@@ -8,9 +8,10 @@
                            #  "token_start", "char_start", "char_end", "stages": {stage: {"score", "rank"}}}
     result.latency_ms      # {"cheap", "query_encode", "medium", "expensive", "total"} summed over hops
 
-Each hop runs the three stages (`pipelines.stages`). Hop h+1 queries with the question plus the
-best neighbour hop h found that no earlier hop had, so a fact that names the next one leads to it;
-the loop stops early when a hop adds no chunk the earlier hops had not already returned.
+Each hop runs the three stages (`pipelines.stages`). Hop h+1 queries with the question plus the text
+of the best neighbour hop h found that no earlier hop had (that chunk itself is excluded from later
+hops, since it would only find itself), so a fact that names the next one leads to it. The loop stops
+early when a hop's top k holds no chunk the earlier hops had not already returned.
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ class Cascade:
         """Stage sizes for this index (ValueError for k <= 0 or k > num_chunks)."""
         return resolve_budgets(self.cfg, int(self.index.num_chunks), k)
 
-    def run_hop(self, query: str, budgets: Budgets) -> HopResult:
-        """One pass of cheap -> medium -> expensive for `query`."""
-        cheap = cheap_stage(self.index, query, budgets, self.cfg)
+    def run_hop(self, query: str, budgets: Budgets, exclude: set[int] | None = None) -> HopResult:
+        """One pass of cheap -> medium -> expensive for `query`, never returning ids in `exclude`."""
+        cheap = cheap_stage(self.index, query, budgets, self.cfg, exclude=exclude)
         q: QueryEncoding | None = None
         enc_ms = 0.0
         if self.needs_dense_model:
@@ -123,18 +124,16 @@ class Cascade:
         expanded: set[int] = set()
         results: list[HopResult] = []
         hop_query = query
-        for h in range(hops):
-            hop = self.run_hop(hop_query, budgets)
+        for _ in range(hops):
+            hop = self.run_hop(hop_query, budgets, exclude=expanded)
             final = hop.stages["expensive"].ids.tolist()
             hop.new_ids = [i for i in final if i not in seen]
             results.append(hop)
-            if h > 0 and not hop.new_ids:
-                break  # this hop found nothing new: more hops would repeat it
+            if not hop.new_ids:
+                break  # this hop found nothing the earlier ones had not: more hops would repeat it
             for i in final:
                 seen.setdefault(i, None)
-            nxt = next((i for i in final if i not in expanded), None)
-            if nxt is None:
-                break
+            nxt = hop.new_ids[0]  # the best new find leads the next hop
             expanded.add(nxt)
             text = self.index.chunk_text([nxt])[0][: self.cfg.hop_query_chars]
             hop_query = f"{query} {text}"

