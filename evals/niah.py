@@ -149,12 +149,16 @@ class IndexBackend:
         from retro.configs import resolve_config
 
         fields = {f.name: f for f in dataclasses.fields(BuildConfig)}
-        base: list[str] = []
-        if "dense" in fields:
-            base.append("dense=" + ("false" if fields["dense"].type in (bool, "bool") else "'off'"))
+        base: dict = {}
+        if (
+            "dense" in fields
+        ):  # the dense tier is far too slow for eval haystacks on CPU: off unless overridden
+            base["dense"] = "off" if "str" in str(fields["dense"].type) else False
         if tokenizer is not None and "tokenizer" in fields:
-            base.append(f"tokenizer={json.dumps(str(tokenizer))}")
-        cfg = resolve_config(BuildConfig, overrides=[*base, *overrides])
+            base["tokenizer"] = str(tokenizer)
+        cfg = resolve_config(
+            BuildConfig, overrides=list(overrides), base=dataclasses.replace(BuildConfig(), **base)
+        )
         return build_index(corpus, out, cfg, quiet=quiet)
 
     def open(self, path: Path):
@@ -288,6 +292,17 @@ def run_niah(
     backend = backend or IndexBackend()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / "config.yaml").exists():
+        import yaml
+
+        from retro.configs import config_to_dict
+
+        before, now = yaml.safe_load((out / "config.yaml").read_text()) or {}, config_to_dict(cfg)
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        if changed:
+            raise ValueError(
+                f"--resume: {out}/config.yaml differs in {', '.join(changed)}; use a new --out or drop --resume"
+            )
     write_resolved_config(cfg, out)
     samples_path = out / "samples.jsonl"
     done: set[str] = set()
