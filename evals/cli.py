@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 
 DEMO_HELP = (
     "build a >=1M-token haystack with 100 needles, index it, run the multi-needle eval and write "
@@ -109,7 +110,7 @@ def _config(args, **extra):
     from evals.niah import NiahConfig, parse_haystack, parse_list, parse_size
     from retro.configs import resolve_config
 
-    values = {"retriever": args.retriever, "k": args.k, **extra}
+    values = {"retriever": args.retriever, "k": args.k, **extra}  # None: keep the config's value
     if args.haystack is not None:
         values["haystacks"] = parse_list(args.haystack, "haystack")
         for h in values["haystacks"]:
@@ -153,6 +154,8 @@ def cmd_demo(args) -> int:
     """`retro demo`: the README's main job (synthetic haystack, 100 needles, table + heatmap)."""
     from evals.niah import run_niah
 
+    if args.retriever is None:  # the full cascade when it is installed, else the cheap BM25 + static fallback
+        args.retriever = "cascade" if importlib.util.find_spec("pipelines.cascade") else "cheap"
     cfg = _config(args, tasks=("single",), depths=11, trials=1)
     out = args.out or "runs/demo"
     results = run_niah(cfg, out, resume=args.resume, quiet=args.quiet)

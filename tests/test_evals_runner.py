@@ -243,3 +243,39 @@ def test_end_to_end_real_index(tmp_path):
     samples = [json.loads(x) for x in (tmp_path / "e2e" / "samples.jsonl").read_text().splitlines()]
     assert all(s["context_tokens"] == row["context_tokens"] for s in samples)
     assert (tmp_path / "e2e" / "heatmap_noise_single_n8.png").read_bytes()[:8] == PNG
+
+
+def test_eval_group_is_shared_with_other_registrars(monkeypatch):
+    """`eval niah` joins an `eval` group made by another module, or by retro.cli.eval_subparsers."""
+    import argparse
+    import sys
+    import types
+
+    from evals import cli as evals_cli
+
+    def lm_registrar(sub):
+        group = sub.add_parser("eval").add_subparsers(dest="eval_command")
+        group.add_parser("lm").set_defaults(func=lambda a: 0)
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    lm_registrar(sub)  # another module made `eval` first
+    evals_cli.register(sub)
+    assert parser.parse_args(["eval", "lm"]).func(None) == 0
+    assert parser.parse_args(["eval", "niah", "--tokens", "1M"]).func is evals_cli.cmd_niah
+
+    made = {}
+
+    def eval_subparsers(subparsers):
+        if "g" not in made:
+            made["g"] = subparsers.add_parser("eval").add_subparsers(dest="eval_command")
+            made["g"].add_parser("lm").set_defaults(func=lambda a: 0)
+        return made["g"]
+
+    monkeypatch.setitem(sys.modules, "retro.cli", types.SimpleNamespace(eval_subparsers=eval_subparsers))
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    evals_cli.register(sub)  # borrows retro.cli's group
+    assert parser.parse_args(["eval", "lm"]).func(None) == 0
+    assert parser.parse_args(["eval", "niah"]).func is evals_cli.cmd_niah
+    assert parser.parse_args(["demo"]).func is evals_cli.cmd_demo
