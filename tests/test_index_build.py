@@ -271,3 +271,35 @@ def test_dense_tier_with_minilm(tmp_path, real_corpus):
     texts = idx.chunk_text([3, 10])
     q = model.encode(texts, normalize_embeddings=True)
     assert (np.argmax(vecs @ q.T, axis=0) == [3, 10]).all()
+
+
+def test_build_over_mixed_folder_reports_bad_input_with_file_and_line(tmp_path, real_corpus, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = _docs(real_corpus)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text(docs[0]["text"])
+    (src / "sub" / "b.md").write_bytes(docs[1]["text"].encode() + b" \xff\xfe broken bytes")
+    (src / "c.jsonl").write_text(json.dumps(docs[2]) + "\n{oops\n" + json.dumps({"id": 5}) + "\n")
+    pq.write_table(pa.table({"text": [docs[3]["text"], docs[4]["text"]]}), src / "d.parquet")
+    (src / "empty.txt").write_text("")
+    (src / "image.md").write_bytes(b"\x00\x01\x02" * 100)
+    out = tmp_path / "idx"
+    assert main(["index", "build", str(src), "--out", str(out), "--vocab", "800", "--no-dense"]) == 0
+    captured = capsys.readouterr()
+    assert f"{src / 'c.jsonl'}:2: not JSON (line skipped)" in captured.err
+    assert "| docs | 5 |" in captured.out
+    warnings = Index.open(out).info()["input_warnings"]
+    assert warnings["empty file (skipped)"] == 1 and warnings["binary file (skipped)"] == 1
+    assert warnings["no string field 'text' (line skipped)"] == 1
+    assert any(k.startswith("invalid UTF-8") for k in warnings)
+    idx = Index.open(out)
+    assert {p["doc_id"] for p in idx.provenance(range(idx.num_chunks))} == {
+        "a.txt",
+        "sub/b.md",
+        docs[2]["id"],
+        "d.parquet:1",
+        "d.parquet:2",
+    }
