@@ -1,0 +1,118 @@
+"""Training loop, checkpoints (orbax round trip, resume), RETROfit freezing and the neighbour store."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from retro import checkpoint as ckpt
+from retro.data import NeighbourStore, filter_neighbours, heldout_docs, write_store
+from retro.train import TrainConfig, train
+
+M, V = 4, 61
+
+
+def make_store(path, n_docs=64, chunks_per_doc=8, seed=0):
+    """Sister documents (2i, 2i+1) share their text; each chunk's neighbour is the sister's chunk,
+    so retrieval is useful. Token 0 is padding."""
+    rng = np.random.default_rng(seed)
+    chunks, doc, nbr = [], [], []
+    for d in range(0, n_docs, 2):
+        text = rng.integers(1, V, (chunks_per_doc, M))
+        for dd in (d, d + 1):
+            for c in range(chunks_per_doc):
+                chunks.append(text[c])
+                doc.append(dd)
+    chunks, doc = np.array(chunks), np.array(doc)
+    for i in range(len(chunks)):
+        sister = i + chunks_per_doc if doc[i] % 2 == 0 else i - chunks_per_doc
+        nbr.append([sister, rng.integers(0, len(chunks))])
+    meta = {"pad_id": 0, "vocab_size": V, "num_docs": n_docs, "heldout_frac": 0.1}
+    return write_store(path, chunks, doc, np.array(nbr), np.full(len(chunks), 3 * M), meta)
+
+
+def cfg_for(tmp_path, name, store, **kw):
+    base = dict(
+        data=str(store),
+        out=str(tmp_path / name),
+        preset="tiny",
+        seq_len=16,
+        batch_size=8,
+        steps=40,
+        lr=3e-3,
+        warmup_steps=5,
+        log_every=5,
+        ckpt_every=20,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store"))
+
+
+def test_store_and_loader(store):
+    s = NeighbourStore(store)
+    tok, nb = next(s.batches("train", 4, 16, 2, 8))
+    assert tok.shape == (4, 16) and nb.shape == (4, 4, 2, 8) and tok.dtype == np.int32
+    # neighbour = chunk + the next chunk of the same document; pad after a document's last chunk
+    last = 7  # chunk 7 is the last of document 0
+    got = s.neighbour_tokens(np.array([[0, last, -1]]), 8)[0]
+    np.testing.assert_array_equal(got[0], np.concatenate([s.chunks[0], s.chunks[1]]))
+    np.testing.assert_array_equal(got[1], np.concatenate([s.chunks[last], np.zeros(M)]))
+    np.testing.assert_array_equal(got[2], 0)
+    assert set(s.split_ids("train")).isdisjoint(s.split_ids("heldout"))
+
+
+def test_filter_neighbours_drops_same_document_and_heldout():
+    doc = np.array([0, 0, 1, 1, 2, 2])
+    banned = np.array([False, True, False])  # document 1 is held out
+    cand = np.array([[1, 2, 4, 5, -1], [0, 1, -1, -1, -1]])
+    out = filter_neighbours(cand, np.array([0, 0]), doc, banned, 2)
+    np.testing.assert_array_equal(out, [[4, 5], [-1, -1]])
+    assert heldout_docs(1000, 0.1).mean() == pytest.approx(0.1, abs=0.03)
+
+
+def test_training_loss_falls_and_resume(tmp_path, store):
+    res = train(cfg_for(tmp_path, "run", store, steps=40), quiet=True)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["loss"] < lines[0]["loss"] - 0.3
+    assert res["tokens_per_s"] > 0 and 0 < res["mfu"] < 2
+    assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "results.json").is_file()
+    res2 = train(cfg_for(tmp_path, "run", store, steps=45), quiet=True)
+    assert res2["start_step"] == 40 and res2["step"] == 45
+
+
+def test_checkpoint_round_trip(tmp_path, store):
+    train(cfg_for(tmp_path, "rt", store, steps=3), quiet=True)
+    model, step = ckpt.load_model(tmp_path / "rt")
+    assert step == 3
+    _, params = ckpt.restore_params(tmp_path / "rt")
+    saved = jax.tree.leaves(params)
+    loaded = jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    assert len(saved) == len(loaded)
+    for a, b in zip(saved, loaded, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    again, _ = ckpt.load_model(tmp_path / "rt")
+    tok, nb = next(NeighbourStore(store).batches("heldout", 2, 16, 2, 8))
+    np.testing.assert_array_equal(np.asarray(model(tok, nb)), np.asarray(again(tok, nb)))
+
+
+def test_retrofit_trains_only_encoder_and_cca(tmp_path, store):
+    train(cfg_for(tmp_path, "base", store, steps=4, retrieval=False, model={"cca_layers": []}), quiet=True)
+    _, base = ckpt.restore_params(tmp_path / "base")
+    res = train(cfg_for(tmp_path, "fit", store, steps=4, retrofit_from=str(tmp_path / "base")), quiet=True)
+    assert res["trainable_params"] < res["params"]
+    _, fit = ckpt.restore_params(tmp_path / "fit")
+    np.testing.assert_array_equal(
+        np.asarray(fit["embed"]["embedding"]), np.asarray(base["embed"]["embedding"])
+    )
+    np.testing.assert_array_equal(
+        np.asarray(fit["blocks"]["0"]["attn"]["wq"]["kernel"]),
+        np.asarray(base["blocks"]["0"]["attn"]["wq"]["kernel"]),
+    )
+    assert "encoder" in fit and "cca" in fit["blocks"]["1"]
