@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "index.cli",        # retro tokenizer train | retro index build/info
     "pipelines.search_cli",  # retro search | retro ask
     "evals.cli",  # retro eval niah | retro demo
+    "retro.cli",  # retro neighbours | train | generate | eval lm
 ]
 
 QUICKSTART = """\

@@ -134,3 +134,21 @@ def test_kv_cache_decoding_equals_full_forward(model):
         lg, cache = step(model, tok[:, p : p + 1], p, cache)
         outs.append(np.asarray(lg))
     np.testing.assert_allclose(np.concatenate(outs, 1), np.asarray(model(tok)), atol=2e-5)
+
+
+def test_sampler_prefill_and_greedy_generation_match_full_forward(model):
+    from retro.sampling import Sampler
+
+    def retrieve(chunk):  # chunk [M] -> [K, R], the same function as fake_retrieve per chunk
+        return np.asarray(fake_retrieve(jnp.asarray(chunk)[None]))[0, 0]
+
+    prompt = np.asarray(tokens_of(1, 10, seed=7))[0].tolist()
+    sampler = Sampler(model, retrieve, k=2)
+    out = sampler.generate(prompt, max_new_tokens=7)
+    full_tok = jnp.asarray([prompt + out["tokens"]], jnp.int32)
+    full = np.asarray(model(full_tok, fake_retrieve(full_tok)))[0]
+    np.testing.assert_allclose(out["prompt_logits"], full[: len(prompt)], atol=2e-5)
+    # greedy: each generated token is the argmax of the full forward at the previous position
+    assert out["tokens"] == np.argmax(full[len(prompt) - 1 : -1], axis=-1).tolist()
+    # retrieval happened once per completed chunk (positions 3, 7, 11, 15 of 17 fed), never more
+    assert sampler.calls["retrieve"] == 4

@@ -1,0 +1,167 @@
+"""Held-out bits-per-byte with retrieval on and off, overall and leakage-filtered (`retro eval lm`).
+
+Scoring unit: a chunk u >= 1 of a held-out sequence. Its M tokens are predicted by positions
+u*M - 1 ... u*M + M-2, all of which read (through CCA) the neighbours retrieved with chunk u-1;
+chunk 0 of each sequence is never scored (it has no retrieval and its first token no context).
+bpb = sum of NLL (nats) / ln 2 / sum of the chunks' UTF-8 bytes (from the store's chunk_bytes).
+
+Leakage filter (the paper's alpha, section 4.4 / appendix): a chunk's leakage is the longest run of
+tokens it shares with any of the neighbours used to predict it, divided by M; "filtered" bpb keeps
+chunks with leakage <= alpha (0.125 = 8 of 64 tokens). We measure it against the neighbours that are
+actually read when predicting the chunk (retrieved with chunk u-1, i.e. their continuation is what
+can leak), which is the conservative choice.
+
+Shapes: B batch, L length, C chunks, M chunk length, K neighbours, R retrieved length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from retro.checkpoint import load_model
+from retro.data import NeighbourStore
+from retro.runinfo import atomic_write_json, atomic_write_text, run_info
+
+
+def longest_common_run(a: np.ndarray, b: np.ndarray) -> int:
+    """Longest run of consecutive tokens shared by a [M] and b [R] (negative ids never match)."""
+    best = 0
+    prev = np.zeros(len(b) + 1, np.int32)
+    for x in a:
+        cur = np.zeros_like(prev)
+        if x >= 0:
+            cur[1:] = np.where(b == x, prev[:-1] + 1, 0)
+            best = max(best, int(cur.max()))
+        prev = cur
+    return best
+
+
+def chunk_leakage(chunk: np.ndarray, neighbours: np.ndarray, pad_id: int) -> float:
+    """chunk [M], neighbours [K, R] -> max over neighbours of longest common run / M (padding ignored)."""
+    a = np.where(chunk == pad_id, -1, chunk)
+    runs = [longest_common_run(a, np.where(n == pad_id, -2, n)) for n in neighbours]
+    return max(runs, default=0) / len(chunk)
+
+
+def _nll_fn(model):
+    """(state, jitted f(state, tokens [B, L], neighbours [B, C, K, R] | None) -> NLL nats [B, L-1], 0 at pad)."""
+    graphdef, state = nnx.split(model)
+    pad = model.cfg.pad_id
+
+    def nll_tokens(state, tokens, neighbours):
+        logits = nnx.merge(graphdef, state)(tokens[:, :-1], neighbours)
+        out = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
+        return jnp.where(tokens[:, 1:] != pad, out, 0.0)
+
+    return state, jax.jit(nll_tokens)
+
+
+def evaluate_runs(
+    runs: list[str],
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    k: int = 2,
+    seq_len: int = 512,
+    max_sequences: int = 0,
+    batch_size: int = 8,
+    alpha: float = 0.125,
+    quiet: bool = False,
+) -> dict:
+    """Score each run on the store's held-out sequences with retrieval on (if it has CCA) and off."""
+    from tqdm import tqdm
+
+    store = NeighbourStore(data)
+    m = store.chunk_len
+    seqs = store.sequences("heldout", seq_len)
+    if max_sequences:
+        seqs = seqs[:max_sequences]
+    if len(seqs) == 0:
+        raise ValueError(f"{data}: no held-out sequence of {seq_len} tokens")
+    n = len(seqs)
+    padded = np.concatenate([seqs, np.repeat(seqs[-1:], (-n) % batch_size, axis=0)])
+    c = seqs.shape[1]
+    scored = seqs[:, 1:]  # [S, C-1] chunk ids that are scored
+    nbytes = np.asarray(store.chunk_bytes)[scored].astype(np.float64)
+    r_store = 2 * m
+    nb_ids = np.asarray(store.neighbours)[seqs[:, :-1].reshape(-1)][:, :k]  # read by chunk u: those of u-1
+    nb_tok = store.neighbour_tokens(nb_ids, r_store).reshape(n, c - 1, k, r_store)
+    chunk_tok = np.asarray(store.chunks)[scored]
+    leak = np.array(
+        [[chunk_leakage(chunk_tok[s, u], nb_tok[s, u], store.pad_id) for u in range(c - 1)] for s in range(n)]
+    )
+    keep = leak <= alpha
+    rows, per_chunk = [], {}
+    for run in runs:
+        model, step = load_model(run)
+        state, fn = _nll_fn(model)
+        modes = ["on", "off"] if model.encoder is not None else ["off"]
+        for mode in modes:
+            kk = k if mode == "on" else 0
+            sums = np.zeros((len(padded), c - 1))
+            for i in tqdm(range(0, len(padded), batch_size), desc=f"{Path(run).name} {mode}", disable=quiet):
+                tok, nb = store.batch(padded[i : i + batch_size], kk, model.cfg.retrieved_len)
+                nll = np.asarray(fn(state, jnp.asarray(tok), jnp.asarray(nb) if kk else None))
+                sums[i : i + batch_size] = nll[:, m - 1 :].reshape(len(tok), c - 1, m).sum(-1)
+            sums = sums[:n]
+            row = {
+                "run": str(run),
+                "step": step,
+                "retrieval": mode,
+                "bpb": float(sums.sum() / math.log(2) / nbytes.sum()),
+                "bpb_filtered": float(sums[keep].sum() / math.log(2) / max(nbytes[keep].sum(), 1.0)),
+            }
+            rows.append(row)
+            per_chunk[f"{run}:{mode}"] = sums
+    res = {
+        "rows": rows,
+        "alpha": alpha,
+        "k": k,
+        "seq_len": seq_len,
+        "sequences": n,
+        "chunks_scored": int(keep.size),
+        "chunks_filtered": int(keep.sum()),
+        "bytes": float(nbytes.sum()),
+        "data": str(Path(data).resolve()),
+        "run_info": run_info(),
+    }
+    if out:
+        out = Path(out)
+        atomic_write_json(out / "results.json", res)
+        lines = [
+            json.dumps(
+                {
+                    "seq": s,
+                    "chunk": int(scored[s, u]),
+                    "leakage": float(leak[s, u]),
+                    "bytes": float(nbytes[s, u]),
+                    **{key: float(v[s, u]) for key, v in per_chunk.items()},
+                }
+            )
+            for s in range(n)
+            for u in range(c - 1)
+        ]
+        atomic_write_text(out / "per_chunk.jsonl", "\n".join(lines) + "\n")
+    return res
+
+
+def markdown_table(res: dict) -> str:
+    """The rows of `evaluate_runs` as a markdown table."""
+    head = f"| run | step | retrieval | bpb | bpb (leakage <= {res['alpha']}) |\n|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {r['run']} | {r['step']} | {r['retrieval']} | {r['bpb']:.4f} | {r['bpb_filtered']:.4f} |\n"
+        for r in res["rows"]
+    )
+    foot = (
+        f"\n{res['sequences']} held-out sequences, {res['chunks_scored']} chunks scored, "
+        f"{res['chunks_filtered']} pass the leakage filter"
+    )
+    return head + body + foot
