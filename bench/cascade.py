@@ -183,7 +183,10 @@ def run_cascade(cascade: Cascade, qs: list[dict], target_key: str, quiet: bool) 
             row[f"idx_bm25@{k}"] = hit(bm_ids, t, k)
             row[f"static@{k}"] = hit(static_ids, t, k)
         for name in ("cheap", "medium", "expensive"):
-            for k in KS + ((b.n2,) if name != "expensive" else ()) + ((b.n1,) if name == "cheap" else ()):
+            extra = ((b.n2,) if name != "expensive" else ()) + (
+                (b.n1, 16, 24, 32, 64, 128, 256) if name == "cheap" else ()
+            )
+            for k in KS + extra:
                 row[f"{name}@{k}"] = hit(st[name].ids, t, k)
         for method in ("rrf", "weighted_rrf", "zscore", "quota", "bm25", "static"):
             ids, _ = fuse(
@@ -244,7 +247,7 @@ def main() -> int:
     ap.add_argument("--questions", type=int, default=200)
     ap.add_argument("--subset-chunks", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="CascadeConfig overrides")
     args = ap.parse_args()
@@ -253,6 +256,10 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cfg = resolve_config(CascadeConfig, None, list(args.overrides) + [f"torch_threads={args.threads}"])
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # also for the subset's dense build
     full_path = Path(args.index) if args.index else work / "idx_full"
     if not (full_path / "index.json").exists():
         log(f"building full index {full_path} (no dense tier)")
@@ -403,6 +410,11 @@ def main() -> int:
     print("\nrecall of the candidate sets (does the answer survive each cut?)\n")
     print("| corpus | list | R@N2 | R@N1 |\n|---|---|---|---|")
     for corpus, rows, b in (("full", full_rows, bf), ("subset", sub_rows, bs)):
+        print(
+            f"| {corpus} | cheap@16/24/32/64/128/256 | "
+            + " / ".join(rec(rows, f"cheap@{n}") for n in (16, 24, 32, 64, 128, 256))
+            + " | |"
+        )
         for key in ("idx_bm25", "static", "cheap", "medium"):
             print(f"| {corpus} | {key} | {rec(rows, f'{key}@{b.n2}')} | {rec(rows, f'{key}@{b.n1}')} |")
         for m in ("rrf", "weighted_rrf", "zscore", "quota", "bm25", "static"):

@@ -123,7 +123,8 @@ def medium_stage(
 
     stored:   cosine with idx.dense_vectors over all N1 (a gather + [N1, D] @ [D]).
     ondemand: only the top `medium_ondemand_max` of the cheap order are encoded now (MiniLM costs
-              ~20-50 ms a chunk on 2 cores); the rest cannot be scored in budget and are dropped.
+              ~20-40 ms a chunk on 2 cores), in batches of `ondemand_batch`, stopping early (but never
+              below k) when `ondemand_budget_ms` would be overrun; unencoded candidates are dropped.
     off:      the cheap order, cut to N2.
     Score = cosine + w_medium_cheap * minmax(cheap score). info['dense'] maps scored ids -> cosine.
     """
@@ -137,7 +138,16 @@ def medium_stage(
         vecs = np.asarray(index.dense_vectors(ids), np.float32)  # [n, D]
     else:
         ids, cheap_sc = ids[: cfg.medium_ondemand_max], cheap_sc[: cfg.medium_ondemand_max]
-        encs = encoder.encode_chunks(ids, index.chunk_text(ids))
+        encs, last_ms = [], 0.0
+        for s in range(0, len(ids), cfg.ondemand_batch):
+            spent = (time.perf_counter() - t0) * 1e3
+            if cfg.ondemand_budget_ms and s >= budgets.k and spent + last_ms > cfg.ondemand_budget_ms:
+                break  # the next batch would overrun the budget: score what is encoded
+            tb = time.perf_counter()
+            part = ids[s : s + cfg.ondemand_batch]
+            encs += encoder.encode_chunks(part, index.chunk_text(part))
+            last_ms = (time.perf_counter() - tb) * 1e3
+        ids, cheap_sc = ids[: len(encs)], cheap_sc[: len(encs)]
         vecs = np.stack([v for _, v in encs]) if encs else np.zeros((0, encoder.dim), np.float32)
     cos = vecs @ q.vector  # [n]
     score = cos + cfg.w_medium_cheap * _minmax(cheap_sc)

@@ -100,6 +100,16 @@ def test_fusion_and_stage_switches(plain_index, encoder):
         assert res.neighbours and res.neighbours[0]["doc_id"] == "velasquez"
 
 
+def test_on_demand_medium_respects_its_time_budget(plain_index, encoder):
+    cfg = CascadeConfig(ondemand_budget_ms=1e-3, ondemand_batch=4)
+    res = Cascade(plain_index, cfg, encoder=encoder).search("granite lighthouse fishing village", k=6)
+    med = res.hops[0].stages["medium"]
+    assert med.info["mode"] == "ondemand" and med.info["scored"] == 8  # never below k: 2 passes of 4
+    assert len(res.neighbours) == 6
+    free = Cascade(plain_index, CascadeConfig(), encoder=encoder).search("granite lighthouse", k=6)
+    assert free.hops[0].stages["medium"].info["scored"] == 32
+
+
 def test_multi_hop_follows_the_chain_and_stops_early(dense_index, encoder):
     cascade = Cascade(dense_index, CascadeConfig(), encoder=encoder)
     one = cascade.search(QUESTION, k=1, hops=1)
