@@ -62,6 +62,7 @@ class BuildConfig:
     max_doc_chars: int = 1 << 22  # text files longer than this are split into parts
     bm25_k1: float = 1.5  # BM25 term-frequency saturation
     bm25_b: float = 0.75  # BM25 length normalisation
+    bm25_bigrams: bool = True  # also index pairs of neighbouring words as terms (multi-word keys)
     threads: int = 2  # tokenizer threads
 
     def __post_init__(self) -> None:
@@ -368,7 +369,7 @@ class _Builder:
             tokenizer=self.tokenizer,
             static=self.static,
             faiss_template=self.out / "faiss.template",
-            bm25_params={"k1": self.cfg.bm25_k1, "b": self.cfg.bm25_b, "method": "lucene"},
+            bm25_params={"k1": self.cfg.bm25_k1, "b": self.cfg.bm25_b, "bigrams": self.cfg.bm25_bigrams},
             dense_model=dense_model,
             quiet=self.quiet,
         )
@@ -420,12 +421,15 @@ class _Builder:
                 "nprobe": self.cfg.nprobe,
                 "template_sha256": sha256_file(self.out / "faiss.template"),
             },
-            "bm25": {
+            "bm25": old["bm25"]
+            if old
+            else {
                 "k1": self.cfg.bm25_k1,
                 "b": self.cfg.bm25_b,
                 "method": "lucene",
-                "terms": "lower-cased pieces",
-                "idf": "per shard",
+                "bigrams": self.cfg.bm25_bigrams,
+                "terms": "lower-cased words, stop words dropped, Snowball stems (index/bm25.py)",
+                "idf": "global, summed over shards at query time",
             },
             "counts": {
                 "docs": sum(s["docs"] for s in shards),

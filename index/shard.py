@@ -6,7 +6,7 @@ A shard folder holds plain files (numpy arrays readable with `np.load(mmap_mode=
     chunk_doc.npy    int32 [C]             the chunk's document, as a row of docs.jsonl
     chunk_span.npy   int64 [C, 3]          token_start, char_start, char_end within that document's text
     docs.jsonl       one line per document: doc_id, source, line, char_offset, tokens, chunks, first_chunk
-    bm25/            bm25s index over the chunks' terms (lower-cased pieces; see Tokenizer.term_ids)
+    bm25/            bm25s index over the chunks' word terms (see index/bm25.py)
     static.faiss     FAISS index of the static chunk vectors (cosine = inner product of unit vectors)
     dense.npy        float16 [C, D] dense vectors (only when the index has the dense tier)
     shard.json       counts, the document range it covers, and every file's size and sha256 (written last)
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from index.bm25 import write_bm25
 from index.corpus import Document
 from retro.runinfo import atomic_write_json, fsync_dir
 
@@ -100,17 +101,6 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
-def build_bm25(tokens: np.ndarray, term_ids: np.ndarray, num_terms: int, *, k1: float, b: float, method: str):
-    """A bm25s index whose documents are the chunks and whose terms are `term_ids[token]`."""
-    import bm25s
-
-    terms = term_ids[tokens]  # [C, M], -1 for non-terms and pad
-    corpus = [row[row >= 0].tolist() for row in terms]
-    model = bm25s.BM25(k1=k1, b=b, method=method)
-    model.index((corpus, {i: i for i in range(num_terms)}), show_progress=False)
-    return model
-
-
 def write_shard(
     folder: Path,
     buffer: ShardBuffer,
@@ -141,8 +131,9 @@ def write_shard(
         f.flush()
         os.fsync(f.fileno())
 
-    term_ids, num_terms = tokenizer.term_ids
-    build_bm25(tokens, term_ids, num_terms, **bm25_params).save(str(tmp / "bm25"))
+    texts = [tokenizer.decode(row) for row in tokens]  # exact chunk text: decoding is lossless
+    (tmp / "bm25").mkdir()
+    write_bm25(tmp / "bm25", texts, **bm25_params)
 
     vectors = static.embed_tokens(tokens)
     ann = faiss.read_index(str(faiss_template))
@@ -151,7 +142,6 @@ def write_shard(
     del vectors, ann
 
     if dense_model is not None:
-        texts = [tokenizer.decode(row) for row in tokens]
         _save_npy(tmp / "dense.npy", encode_dense(dense_model, texts, quiet=quiet).astype(np.float16))
 
     files = {}

@@ -42,20 +42,10 @@ class _Shard:
             return [json.loads(line) for line in f]
 
     @functools.cached_property
-    def bm25(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The bm25s index's term-major (CSC) score matrix: data, indices, indptr (memory-mapped)."""
-        folder = self.folder / "bm25"
-        return tuple(
-            np.load(folder / f"{name}.csc.index.npy", mmap_mode="r") for name in ("data", "indices", "indptr")
-        )
+    def bm25(self):
+        from index.bm25 import ShardBM25
 
-    @property
-    def num_chunks(self) -> int:
-        return len(self.chunk_doc)
-
-    def term_df(self, num_terms: int) -> np.ndarray:
-        """int64 [T]: in how many of this shard's chunks each term occurs."""
-        return np.diff(np.asarray(self.bm25[2][: num_terms + 1], np.int64))
+        return ShardBM25(self.folder / "bm25", len(self.chunk_doc))
 
     @functools.cached_property
     def ann(self):
@@ -186,59 +176,25 @@ class Index:
     def search_bm25(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """BM25 over every chunk: (ids int64 [k'], scores float32 [k']), best first."""
         k = self._check_k(k)
-        I, D = self.search_bm25_tokens([self._query_tokens(query)], k)
-        keep = I[0] >= 0
-        return I[0][keep], D[0][keep]
+        self._query_tokens(query)
+        return self._bm25_text(query, k)
 
     def search_bm25_tokens(self, tokens, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch BM25 by token ids: tokens [n, L] (or a list of id lists) -> I, D [n, k] (-1 / -inf padded)."""
         k = self._check_k(k)
-        term_ids, _ = self.tokenizer.term_ids
         I = np.full((len(tokens), k), -1, np.int64)
         D = np.full((len(tokens), k), -np.inf, np.float32)
         for q, toks in enumerate(tokens):
-            terms = np.unique(term_ids[np.asarray(toks, np.int64)])
-            terms = terms[terms >= 0]
-            if terms.size == 0:
-                continue
-            parts = []
-            for s in range(len(self._shards)):
-                scores = self._bm25_shard_scores(s, terms)
-                top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
-                top = top[scores[top] > 0]
-                parts.append((top + self._chunk_start[s], scores[top]))
-            ids, scores = _merge_topk(parts, k)
+            ids, scores = self._bm25_text(self.tokenizer.decode(toks), k)
             I[q, : len(ids)], D[q, : len(ids)] = ids, scores
         return I, D
 
-    @functools.cached_property
-    def _idf_ratio(self) -> list[np.ndarray]:
-        """Per shard, float32 [T]: global idf / shard idf of every term.
+    def _bm25_text(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from index.bm25 import search_shards, text_terms
 
-        bm25s bakes each shard's own idf into its scores; rescaling each term's postings by this
-        ratio gives every shard the idf of the whole index, so per-shard scores merge exactly
-        (up to each shard's own average chunk length, which chunking keeps near M).
-        """
-        _, num_terms = self.tokenizer.term_ids
-        dfs = [sh.term_df(num_terms) for sh in self._shards]
-        n_all, df_all = self.num_chunks, np.sum(dfs, axis=0)
-
-        def idf(df: np.ndarray, n: int) -> np.ndarray:  # the Lucene variant bm25s uses
-            return np.log1p((n - df + 0.5) / (df + 0.5))
-
-        out = []
-        for sh, df in zip(self._shards, dfs, strict=True):
-            out.append(np.where(df > 0, idf(df_all, n_all) / idf(df, sh.num_chunks), 0.0).astype(np.float32))
-        return out
-
-    def _bm25_shard_scores(self, s: int, terms: np.ndarray) -> np.ndarray:
-        """float32 [C_s]: BM25 scores (global idf) of shard s's chunks for the query terms."""
-        data, indices, indptr = self._shards[s].bm25
-        ratio = self._idf_ratio[s]
-        spans = [(int(indptr[t]), int(indptr[t + 1])) for t in terms]
-        rows = np.concatenate([indices[a:b] for a, b in spans])
-        weights = np.concatenate([data[a:b] * ratio[t] for (a, b), t in zip(spans, terms, strict=True)])
-        return np.bincount(rows, weights=weights, minlength=self._shards[s].num_chunks).astype(np.float32)
+        bigrams = self.manifest["bm25"].get("bigrams", True)
+        parts = search_shards([sh.bm25 for sh in self._shards], text_terms(text, bigrams), k)
+        return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
 
     def search_static(
         self, query: str, k: int = 10, nprobe: int | None = None

@@ -55,8 +55,8 @@ def train_tokenizer(
 ) -> Path:
     """Train a unigram sentencepiece model on a bounded sample of `texts`; write it to `out` atomically.
 
-    The vocabulary is a soft limit: a sample too small for `vocab_size` gives a smaller vocabulary
-    instead of failing. Returns the path written.
+    The vocabulary has `vocab_size` pieces when the sample supports that many; a sample too small
+    for it gives a smaller vocabulary instead of failing. Returns the path written.
     """
     import sentencepiece as spm
 
@@ -72,7 +72,13 @@ def train_tokenizer(
         )
     model = io.BytesIO()
     try:
-        _train(spm, lines, model, vocab_size, threads)
+        try:  # the asked size when the sample supports it, else as many pieces as it does
+            _train(spm, lines, model, vocab_size, threads, hard_limit=True)
+        except RuntimeError as e:
+            if "Vocabulary size too high" not in str(e):
+                raise
+            model = io.BytesIO()
+            _train(spm, lines, model, vocab_size, threads, hard_limit=False)
     except RuntimeError as e:
         reason = str(e).strip().splitlines()[-1].split("] ")[-1]
         raise ValueError(f"tokenizer training (vocab_size={vocab_size}) failed: {reason}") from None
@@ -81,13 +87,13 @@ def train_tokenizer(
     return out
 
 
-def _train(spm, lines: list[str], model: io.BytesIO, vocab_size: int, threads: int) -> None:
+def _train(spm, lines: list[str], model: io.BytesIO, vocab_size: int, threads: int, hard_limit: bool) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
         vocab_size=vocab_size,
         model_type="unigram",
-        hard_vocab_limit=False,
+        hard_vocab_limit=hard_limit,
         normalization_rule_name="identity",
         remove_extra_whitespaces=False,
         add_dummy_prefix=False,
@@ -155,24 +161,6 @@ class Tokenizer:
             elif not (sp.is_control(i) or sp.is_unknown(i)):
                 out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
         return out
-
-    @cached_property
-    def term_ids(self) -> tuple[np.ndarray, int]:
-        """(int64 [V], T): the BM25 term of each token (-1: none), and the number of terms.
-
-        A term is the piece lower-cased without its word-start mark, so 'The', '\u2581the' and 'the'
-        are one term; pieces with no letter or digit (spaces, punctuation, bytes) are not terms.
-        """
-        sp = self._sp
-        terms: dict[str, int] = {}
-        out = np.full(self.vocab_size, -1, np.int64)
-        for i in range(self.vocab_size):
-            if sp.is_byte(i) or sp.is_control(i) or sp.is_unknown(i):
-                continue
-            term = sp.id_to_piece(i).replace("\u2581", "").lower()
-            if any(c.isalnum() for c in term):
-                out[i] = terms.setdefault(term, len(terms))
-        return out, len(terms)
 
     def piece_texts(self) -> list[str]:
         """The surface text of every token (word-start mark as a space), '' for special ids."""

@@ -303,3 +303,27 @@ def test_build_over_mixed_folder_reports_bad_input_with_file_and_line(tmp_path, 
         "d.parquet:1",
         "d.parquet:2",
     }
+
+
+def test_bm25_terms_are_stemmed_words_and_bigrams():
+    from index.bm25 import text_terms
+
+    terms = text_terms("The special magic numbers for lemon-parrot is: 8429280.")
+    assert "the" not in terms and "is" not in terms
+    assert "number" in terms and "8429280" in terms  # stems; a number is one term, not digits
+    assert "lemon parrot" in terms and "magic number" in terms
+    assert text_terms("Numbers") == text_terms("number")
+
+
+def test_bm25_scores_merge_across_shards_like_one_shard(tmp_path, built, real_corpus):
+    one = tmp_path / "one"
+    tok = str(built / "tokenizer.model")
+    build_index(real_corpus, one, BuildConfig(tokenizer=tok, dense="off", shard_chunks=10**6), quiet=True)
+    many, single = Index.open(built), Index.open(one)
+    assert len(many.manifest["shards"]) >= 3 and len(single.manifest["shards"]) == 1
+    assert many.num_chunks == single.num_chunks
+    for q in ["decimal floating point arithmetic", "parse command line options", "calendar month names"]:
+        ids_m, sc_m = many.search_bm25(q, 10)
+        ids_s, sc_s = single.search_bm25(q, 10)
+        assert len(set(ids_m[:5]) & set(ids_s[:5])) >= 4
+        assert np.allclose(sc_m[:5], sc_s[:5], rtol=0.05)

@@ -1,0 +1,146 @@
+"""The BM25 tier: word terms (stemmed unigrams + bigrams) per chunk, indexed by bm25s, merged across shards.
+
+Terms come from the chunk's exact text: lower-cased `\\w+` words, English stop words dropped, Snowball
+stems (PyStemmer), plus each pair of neighbouring kept words as a bigram ("magic number", "lemon
+parrot"). Bigrams make a multi-word key such as "lemon-parrot" outrank chunks that merely hold
+"lemon" and "parrot" apart, which is what a haystack full of look-alike needles needs; digits stay
+whole words, so a number is one term, not a bag of digits.
+
+On disk, per shard (`bm25/`): the bm25s index (its CSC score matrix: data, indices, indptr, one
+column per term) plus `term_hash.npy` (uint64, sorted: an 8-byte blake2b of each term) and
+`term_col.npy` (the column of each hash). A query hashes its terms and looks them up per shard.
+
+bm25s bakes each shard's own idf into its scores; `ShardBM25.scores` rescales every query term's
+postings by global idf / shard idf, with the global document frequency summed over the shards at
+query time, so per-shard scores merge exactly (up to each shard's average chunk length).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+# A short list of function words that carry no topic (our own list).
+STOPWORDS = frozenset(
+    """
+a about above after again against all am an and any are as at be because been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here hers
+herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off on
+once only or other our ours ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were what when where which
+while who whom why will with would you your yours yourself yourselves
+""".split()
+)
+_WORD = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def text_terms(text: str, bigrams: bool = True) -> list[str]:
+    """The BM25 terms of a text: stemmed non-stop words, then bigrams of neighbouring kept words."""
+    words = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+    words = _stemmer().stemWords(words)
+    if bigrams:
+        words += [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    return words
+
+
+def term_hashes(terms: list[str]) -> np.ndarray:
+    """uint64 [n]: a stable 8-byte hash of each term (the same in every process and on every machine)."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little") for t in terms],
+        dtype=np.uint64,
+    )
+
+
+def write_bm25(folder: Path, texts: list[str], *, k1: float, b: float, bigrams: bool = True) -> int:
+    """Index `texts` (one per chunk) with bm25s into `folder`; returns the number of distinct terms."""
+    import bm25s
+
+    vocab: dict[str, int] = {}
+    corpus = [[vocab.setdefault(t, len(vocab)) for t in text_terms(text, bigrams)] for text in texts]
+    if not vocab:  # no chunk has a word: keep one term so the files exist and every score is 0
+        vocab[""] = 0
+    model = bm25s.BM25(k1=k1, b=b, method="lucene")
+    model.index((corpus, {i: i for i in range(len(vocab))}), show_progress=False)
+    model.save(str(folder))
+    hashes = term_hashes(list(vocab))
+    order = np.argsort(hashes, kind="stable")
+    np.save(folder / "term_hash.npy", hashes[order])
+    np.save(folder / "term_col.npy", order.astype(np.int64))
+    return len(vocab)
+
+
+class ShardBM25:
+    """One shard's BM25 arrays, memory-mapped, and the scoring of query terms against them."""
+
+    def __init__(self, folder: Path, num_chunks: int) -> None:
+        self.num_chunks = num_chunks
+        load = functools.partial(np.load, mmap_mode="r")
+        self.data = load(folder / "data.csc.index.npy")
+        self.indices = load(folder / "indices.csc.index.npy")
+        self.indptr = load(folder / "indptr.csc.index.npy")
+        self.hashes = load(folder / "term_hash.npy")
+        self.cols = load(folder / "term_col.npy")
+
+    def lookup(self, hashes: np.ndarray) -> np.ndarray:
+        """int64 [n]: the column of each hashed term in this shard, -1 when absent."""
+        pos = np.searchsorted(self.hashes, hashes)
+        pos = np.minimum(pos, len(self.hashes) - 1)
+        found = self.hashes[pos] == hashes
+        return np.where(found, self.cols[pos], -1)
+
+    def df(self, cols: np.ndarray) -> np.ndarray:
+        """int64 [n]: in how many chunks each column's term occurs (0 for -1)."""
+        safe = np.maximum(cols, 0)
+        return np.where(cols >= 0, self.indptr[safe + 1] - self.indptr[safe], 0).astype(np.int64)
+
+    def scores(self, cols: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """float32 [C]: sum over the present terms of weight * bm25s score (weight rescales the idf)."""
+        rows, vals = [], []
+        for c, w in zip(cols, weights, strict=True):
+            if c >= 0:
+                a, z = int(self.indptr[c]), int(self.indptr[c + 1])
+                rows.append(self.indices[a:z])
+                vals.append(self.data[a:z] * w)
+        if not rows:
+            return np.zeros(self.num_chunks, np.float32)
+        return np.bincount(
+            np.concatenate(rows), weights=np.concatenate(vals), minlength=self.num_chunks
+        ).astype(np.float32)
+
+
+def lucene_idf(df: np.ndarray, n: int | np.ndarray) -> np.ndarray:
+    """The idf bm25s's "lucene" method bakes into its scores."""
+    return np.log1p((n - df + 0.5) / (df + 0.5))
+
+
+def search_shards(
+    shards: list[ShardBM25], query_terms: list[str], k: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per shard (local chunk ids, scores) of its top-k for the query, scored with global idf."""
+    if not query_terms:
+        return []
+    hashes = term_hashes(sorted(set(query_terms)))
+    cols = [sh.lookup(hashes) for sh in shards]
+    dfs = [sh.df(c) for sh, c in zip(shards, cols, strict=True)]
+    n_all = sum(sh.num_chunks for sh in shards)
+    idf_all = lucene_idf(np.sum(dfs, axis=0), n_all)
+    out = []
+    for sh, c, df in zip(shards, cols, dfs, strict=True):
+        weights = np.where(df > 0, idf_all / lucene_idf(np.maximum(df, 1), sh.num_chunks), 0.0)
+        scores = sh.scores(c, weights)
+        kk = min(k, len(scores))
+        top = np.argpartition(-scores, kk - 1)[:kk]
+        top = top[scores[top] > 0]
+        out.append((top, scores[top]))
+    return out
