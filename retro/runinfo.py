@@ -15,19 +15,37 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("retro", "numpy", "jax", "flax", "optax", "faiss-cpu", "sentence-transformers", "torch",
-             "sentencepiece", "bm25s", "model2vec")
+_PACKAGES = (
+    "retro",
+    "numpy",
+    "jax",
+    "flax",
+    "optax",
+    "faiss-cpu",
+    "sentence-transformers",
+    "torch",
+    "sentencepiece",
+    "bm25s",
+    "model2vec",
+)
 
 
 def git_hash(repo: str | os.PathLike | None = None) -> str | None:
     """The current commit of the source checkout (with '-dirty' when it has changes), or None."""
     where = Path(repo) if repo else Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5
+        )
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
