@@ -122,3 +122,24 @@ def test_retrofit_trains_only_encoder_and_cca(tmp_path, store):
         np.asarray(base["blocks"]["0"]["attn"]["wq"]["kernel"]),
     )
     assert "encoder" in fit and "cca" in fit["blocks"]["1"]
+
+
+def test_eval_lm_cli_writes_results(trained, store, tmp_path):
+    from pipelines.cli import build_parser, main
+
+    run_dir, _ = trained
+    out = tmp_path / "eval"
+    rc = main(["eval", "lm", str(run_dir / "run"), "--data", str(store), "--seq-len", "16", "--batch-size", "4",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    modes = {r["retrieval"]: r for r in res["rows"]}
+    assert set(modes) == {"on", "off"} and res["run_info"]["git_hash"]
+    assert all(np.isfinite(r["bpb"]) and np.isfinite(r["bpb_filtered"]) for r in res["rows"])
+    # sister documents make neighbours leak the whole next chunk: the filter keeps few chunks
+    assert res["chunks_filtered"] < res["chunks_scored"]
+    # `eval lm` and `eval niah` share one group
+    parser = build_parser()
+    assert parser.parse_args(["eval", "lm", "r", "--data", "d"]).func.__name__ == "cmd_eval_lm"
+    assert "niah" in parser._subparsers._group_actions[0].choices["eval"]._subparsers._group_actions[0].choices
+    assert main(["train", "steps=abc", "data=x"]) == 2  # bad input: one-line error, exit 2
