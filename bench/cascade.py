@@ -201,6 +201,13 @@ def run_cascade(cascade: Cascade, qs: list[dict], target_key: str, quiet: bool) 
             )
             for k in (10, b.n2, b.n1):
                 row[f"fusion:{method}@{k}"] = hit(ids, t, k)
+        if st["medium"].info.get("mode") == "stored":  # alternative medium scorers over the same N1
+            cids, csc = st["cheap"].ids, st["cheap"].scores
+            cos = np.array([st["medium"].info["dense"][i] for i in cids.tolist()])
+            cn = (csc - csc.min()) / (csc.max() - csc.min() + 1e-9)
+            for w in (0.0, 0.1, 0.2, 0.3, 0.5, 1.0):
+                order = cids[np.argsort(-(cos + w * cn), kind="stable")]
+                row[f"medium:cos+{w}cheap@{b.n2}"] = hit(order, t, b.n2)
         li, dn = st["expensive"].info.get("maxsim", {}), st["expensive"].info.get("dense", {})
         if li:
             ids = np.array(list(li), np.int64)
@@ -248,6 +255,13 @@ def main() -> int:
     ap.add_argument("--subset-chunks", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    ap.add_argument(
+        "--flat-max-chunks",
+        type=int,
+        default=100_000,
+        help="full index: FAISS Flat up to this many chunks, else IVF-PQ fast-scan (Flat costs ~64 ms at 166k)",
+    )
+    ap.add_argument("--build-only", action="store_true", help="build the two indexes and stop")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="CascadeConfig overrides")
     args = ap.parse_args()
@@ -263,7 +277,12 @@ def main() -> int:
     full_path = Path(args.index) if args.index else work / "idx_full"
     if not (full_path / "index.json").exists():
         log(f"building full index {full_path} (no dense tier)")
-        build_index(args.corpus, full_path, BuildConfig(dense="off"), quiet=args.quiet)
+        build_index(
+            args.corpus,
+            full_path,
+            BuildConfig(dense="off", flat_max_chunks=args.flat_max_chunks),
+            quiet=args.quiet,
+        )
     full = Index.open(full_path)
     log(f"load average {os.getloadavg()}")
     log(f"full index: {full.num_docs} docs, {full.num_tokens:,} tokens, {full.num_chunks:,} chunks")
@@ -290,6 +309,8 @@ def main() -> int:
         f"subset index: {sub.num_docs} docs, {sub.num_tokens:,} tokens, {sub.num_chunks:,} chunks, dense={sub.has_dense}"
     )
 
+    if args.build_only:
+        return 0
     qs = make_questions(sub, sub_prov, sub_texts, full_key, corpus_text, args.questions, args.seed)
     with open(work / "questions.jsonl", "w") as f:
         for q in qs:
@@ -421,6 +442,22 @@ def main() -> int:
             print(
                 f"| {corpus} | fusion {m} | {rec(rows, f'fusion:{m}@{b.n2}')} | {rec(rows, f'fusion:{m}@{b.n1}')} |"
             )
+
+    print(
+        "\nmedium-stage scorers with stored vectors (subset): score = cosine + w * minmax(cheap score), R@N2\n"
+    )
+    print(
+        "| w | "
+        + " | ".join(str(w) for w in (0.0, 0.1, 0.2, 0.3, 0.5, 1.0))
+        + " |\n|---" * 1
+        + "|---" * 6
+        + "|"
+    )
+    print(
+        "| R@N2 | "
+        + " | ".join(rec(sub_rows, f"medium:cos+{w}cheap@{bs.n2}") for w in (0.0, 0.1, 0.2, 0.3, 0.5, 1.0))
+        + " |"
+    )
 
     print("\nexpensive-stage scorers over the same N2 candidates (R@1 / R@10)\n")
     print("| scorer | full R@1 | full R@10 | subset R@1 | subset R@10 |\n|---|---|---|---|---|")
