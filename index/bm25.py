@@ -1,6 +1,11 @@
 """The BM25 tier: word terms (stemmed unigrams + bigrams) per chunk, indexed by bm25s, merged across shards.
 
-Terms come from the chunk's exact text: lower-cased `\\w+` words, English stop words dropped, Snowball
+A chunk's BM25 document is its neighbour text, the chunk plus its continuation in the same document:
+what RETRO and the reader are handed for a hit is what gets scored. So a sentence cut by a chunk
+boundary still matches as a whole the chunk it starts in (whose neighbour holds all of it). (The
+static tier keys on the chunk alone, as the paper does.)
+
+Terms come from the exact text: lower-cased `\\w+` words, English stop words dropped, Snowball
 stems (PyStemmer), plus each pair of neighbouring kept words as a bigram ("magic number", "lemon
 parrot"). Bigrams make a multi-word key such as "lemon-parrot" outrank chunks that merely hold
 "lemon" and "parrot" apart, which is what a haystack full of look-alike needles needs; digits stay
@@ -45,13 +50,19 @@ def _stemmer():
     return Stemmer.Stemmer("english")
 
 
+def text_words(text: str) -> list[str]:
+    """Stemmed non-stop words of a text, in order."""
+    return _stemmer().stemWords([w for w in _WORD.findall(text.lower()) if w not in STOPWORDS])
+
+
+def with_bigrams(words: list[str], bigrams: bool = True) -> list[str]:
+    """`words` plus each pair of neighbouring words joined by a space (when `bigrams`)."""
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)] if bigrams else list(words)
+
+
 def text_terms(text: str, bigrams: bool = True) -> list[str]:
     """The BM25 terms of a text: stemmed non-stop words, then bigrams of neighbouring kept words."""
-    words = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
-    words = _stemmer().stemWords(words)
-    if bigrams:
-        words += [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
-    return words
+    return with_bigrams(text_words(text), bigrams)
 
 
 def term_hashes(terms: list[str]) -> np.ndarray:
@@ -62,12 +73,23 @@ def term_hashes(terms: list[str]) -> np.ndarray:
     )
 
 
-def write_bm25(folder: Path, texts: list[str], *, k1: float, b: float, bigrams: bool = True) -> int:
-    """Index `texts` (one per chunk) with bm25s into `folder`; returns the number of distinct terms."""
+def write_bm25(
+    folder: Path, texts: list[str], next_chunk: np.ndarray, *, k1: float, b: float, bigrams: bool = True
+) -> int:
+    """Index chunk `texts` with bm25s into `folder`, each chunk scored by its neighbour text.
+
+    next_chunk: int [C], the row of each chunk's continuation in the same document, or -1.
+    Returns the number of distinct terms.
+    """
     import bm25s
 
+    words = [text_words(text) for text in texts]
     vocab: dict[str, int] = {}
-    corpus = [[vocab.setdefault(t, len(vocab)) for t in text_terms(text, bigrams)] for text in texts]
+    corpus = []
+    for i, own in enumerate(words):
+        nxt = int(next_chunk[i])
+        terms = with_bigrams(own + words[nxt] if nxt >= 0 else own, bigrams)
+        corpus.append([vocab.setdefault(t, len(vocab)) for t in terms])
     if not vocab:  # no chunk has a word: keep one term so the files exist and every score is 0
         vocab[""] = 0
     model = bm25s.BM25(k1=k1, b=b, method="lucene")

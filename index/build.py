@@ -429,6 +429,7 @@ class _Builder:
                 "method": "lucene",
                 "bigrams": self.cfg.bm25_bigrams,
                 "terms": "lower-cased words, stop words dropped, Snowball stems (index/bm25.py)",
+                "unit": "neighbour text (chunk + continuation)",
                 "idf": "global, summed over shards at query time",
             },
             "counts": {

@@ -6,7 +6,7 @@ A shard folder holds plain files (numpy arrays readable with `np.load(mmap_mode=
     chunk_doc.npy    int32 [C]             the chunk's document, as a row of docs.jsonl
     chunk_span.npy   int64 [C, 3]          token_start, char_start, char_end within that document's text
     docs.jsonl       one line per document: doc_id, source, line, char_offset, tokens, chunks, first_chunk
-    bm25/            bm25s index over the chunks' word terms (see index/bm25.py)
+    bm25/            bm25s index over each chunk's neighbour text (chunk + continuation; index/bm25.py)
     static.faiss     FAISS index of the static chunk vectors (cosine = inner product of unit vectors)
     dense.npy        float16 [C, D] dense vectors (only when the index has the dense tier)
     shard.json       counts, the document range it covers, and every file's size and sha256 (written last)
@@ -123,7 +123,7 @@ def write_shard(
     tmp.mkdir(parents=True)
     tokens = np.concatenate(buffer.tokens)
     _save_npy(tmp / "tokens.npy", tokens)
-    _save_npy(tmp / "chunk_doc.npy", np.concatenate(buffer.chunk_doc))
+    _save_npy(tmp / "chunk_doc.npy", np.concatenate(buffer.chunk_doc))  # [C]
     _save_npy(tmp / "chunk_span.npy", np.concatenate(buffer.spans))
     with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
         for d in buffer.docs:
@@ -132,8 +132,10 @@ def write_shard(
         os.fsync(f.fileno())
 
     texts = [tokenizer.decode(row) for row in tokens]  # exact chunk text: decoding is lossless
+    chunk_doc = np.concatenate(buffer.chunk_doc)
+    next_chunk = np.where(np.r_[chunk_doc[1:] == chunk_doc[:-1], False], np.arange(1, len(chunk_doc) + 1), -1)
     (tmp / "bm25").mkdir()
-    write_bm25(tmp / "bm25", texts, **bm25_params)
+    write_bm25(tmp / "bm25", texts, next_chunk, **bm25_params)
 
     vectors = static.embed_tokens(tokens)
     ann = faiss.read_index(str(faiss_template))
