@@ -48,7 +48,9 @@ class CascadeConfig:
     ondemand_budget_ms: float = (
         0.0  # on-demand mode: stop encoding when the next pass would exceed this (0 = no limit)
     )
-    w_medium_cheap: float = 0.0  # medium score = cosine + w * (fused cheap score, min-max normalised)
+    w_medium_cheap: float = (
+        0.5  # medium = cosine + w * minmax(cheap score); dev R@N2 0.94 at w=0, 1.00 at 0.5
+    )
     expensive: str = "late_interaction"  # late_interaction | dense | off
     w_final_li: float = 1.0  # final score weight of the MaxSim score (mean over query tokens, in [-1, 1])
     w_final_dense: float = 0.0  # final weight of the dense cosine (adding it lowered dev R@10 0.96 -> 0.94)
