@@ -338,6 +338,7 @@ def test_bm25_finds_a_sentence_cut_by_a_chunk_boundary(built):
         if idx.chunk_doc([cid])[0] != idx.chunk_doc([cid + 1])[0]:
             continue
         a, b = idx.chunk_text([cid, cid + 1])
-        ids, _ = idx.search_bm25(a[-80:] + b[:80], k=3)  # a span straddling the boundary of cid and cid + 1
-        hits, tried = hits + int(cid in ids), tried + 1
-    assert tried >= 20 and hits >= 0.9 * tried
+        span = a[-80:] + b[:80]  # straddles the boundary of cid and cid + 1
+        ids, _ = idx.search_bm25(span, k=1)
+        hits, tried = hits + int(span in idx.neighbour_text(ids)[0]), tried + 1
+    assert tried >= 20 and hits >= 0.85 * tried  # stdlib docstrings repeat, so a few spans are ambiguous
