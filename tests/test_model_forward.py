@@ -18,6 +18,14 @@ def model():
     return Retro(CFG, rngs=nnx.Rngs(0))
 
 
+_fwd = nnx.jit(lambda m, t, n: m(t, n))
+
+
+def fwd(model, tokens, neighbours=None):
+    """The full forward, jitted (eager op-by-op dispatch is slow on CPU)."""
+    return _fwd(model, tokens, neighbours)
+
+
 def fake_retrieve(tokens, k=2):
     """A deterministic retriever: neighbours [B, C, K, R] computed from each chunk's own tokens only."""
     b, length = tokens.shape
@@ -44,8 +52,8 @@ def test_shapes(model):
         tok = tokens_of(2, length)
         nb = fake_retrieve(tok)
         assert nb.shape == (2, -(-length // M), 2, R)
-        assert model(tok, nb).shape == (2, length, V)
-        assert model(tok).shape == (2, length, V)
+        assert fwd(model, tok, nb).shape == (2, length, V)
+        assert fwd(model, tok).shape == (2, length, V)
     enc, mask = model.encode(fake_retrieve(tokens_of(2, 8)), jnp.zeros((2, 8, CFG.d_model)))
     assert enc.shape == (2, 2, 2, R, CFG.enc_dim) and mask.shape == (2, 2, 2, R)
 
@@ -62,12 +70,12 @@ def test_causality_through_neighbours(model):
     """Changing token t changes no logit before t, with neighbours recomputed from the changed text."""
     length = 16
     tok = tokens_of(1, length, seed=1)
-    base = np.asarray(model(tok, fake_retrieve(tok)))
+    base = np.asarray(fwd(model, tok, fake_retrieve(tok)))
     for t in (0, M - 2, M - 1, M, 2 * M - 1, 2 * M + 1, length - 1):
         tok2 = tok.at[0, t].set((tok[0, t] % (V - 2)) + 1)
         nb2 = fake_retrieve(tok2)
         assert not np.array_equal(np.asarray(nb2), np.asarray(fake_retrieve(tok))) or t % M != M - 1
-        out = np.asarray(model(tok2, nb2))
+        out = np.asarray(fwd(model, tok2, nb2))
         np.testing.assert_allclose(out[0, :t], base[0, :t], atol=1e-5, err_msg=f"t={t}")
         assert np.abs(out[0, t:] - base[0, t:]).max() > 1e-4
 
@@ -103,19 +111,19 @@ def test_retro_off_equals_no_cca_weights(model):
     copy(pure, full)
     nnx.replace_by_pure_dict(shared, pure)
     nnx.update(base, shared)
-    off = np.asarray(model(tok, None))
-    np.testing.assert_allclose(off, np.asarray(base(tok)), atol=1e-6)
+    off = np.asarray(fwd(model, tok, None))
+    np.testing.assert_allclose(off, np.asarray(fwd(base, tok)), atol=1e-6)
     # neighbours that are all padding are RETRO[OFF] too, and real neighbours change the output
     pad = jnp.zeros((2, 3, 2, R), jnp.int32)
-    np.testing.assert_allclose(np.asarray(model(tok, pad)), off, atol=1e-6)
-    assert np.abs(np.asarray(model(tok, fake_retrieve(tok))) - off).max() > 1e-3
+    np.testing.assert_allclose(np.asarray(fwd(model, tok, pad)), off, atol=1e-6)
+    assert np.abs(np.asarray(fwd(model, tok, fake_retrieve(tok))) - off).max() > 1e-3
 
 
 def test_kv_cache_decoding_equals_full_forward(model):
     length = 14
     tok = tokens_of(2, length, seed=6)
     nb = fake_retrieve(tok)
-    full = np.asarray(model(tok, nb))
+    full = np.asarray(fwd(model, tok, nb))
     step = nnx.jit(lambda m, t, p, c: m.decode(t, p, c))
     step_nb = nnx.jit(lambda m, t, p, c, n: m.decode(t, p, c, n))
     cache = model.init_cache(2, length, 2)
@@ -133,7 +141,7 @@ def test_kv_cache_decoding_equals_full_forward(model):
     for p in range(length):
         lg, cache = step(model, tok[:, p : p + 1], p, cache)
         outs.append(np.asarray(lg))
-    np.testing.assert_allclose(np.concatenate(outs, 1), np.asarray(model(tok)), atol=2e-5)
+    np.testing.assert_allclose(np.concatenate(outs, 1), np.asarray(fwd(model, tok)), atol=2e-5)
 
 
 def test_sampler_prefill_and_greedy_generation_match_full_forward(model):
@@ -146,7 +154,7 @@ def test_sampler_prefill_and_greedy_generation_match_full_forward(model):
     sampler = Sampler(model, retrieve, k=2)
     out = sampler.generate(prompt, max_new_tokens=7)
     full_tok = jnp.asarray([prompt + out["tokens"]], jnp.int32)
-    full = np.asarray(model(full_tok, fake_retrieve(full_tok)))[0]
+    full = np.asarray(fwd(model, full_tok, fake_retrieve(full_tok)))[0]
     np.testing.assert_allclose(out["prompt_logits"], full[: len(prompt)], atol=2e-5)
     # greedy: each generated token is the argmax of the full forward at the previous position
     assert out["tokens"] == np.argmax(full[len(prompt) - 1 : -1], axis=-1).tolist()
