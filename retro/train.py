@@ -196,6 +196,11 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
         _, tp, _ = nnx.split(model, trainable_filter, ...)
         start, full, opt_state = ckpt.restore(mngr, full, tx.init(nnx.to_pure_dict(tp)))
         ckpt.merge_params(model, full, strict=True)
+    if start >= cfg.steps:
+        prev = out / "results.json"
+        if not quiet:
+            print(f"{out}: already trained to step {start} (steps={cfg.steps}); nothing to do")
+        return json.loads(prev.read_text()) if prev.is_file() else {"step": start, "start_step": start}
     graphdef, tp, fp = nnx.split(model, trainable_filter, ...)
     trainable, frozen = nnx.to_pure_dict(tp), nnx.to_pure_dict(fp)
     if start == 0:
