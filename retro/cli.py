@@ -47,6 +47,8 @@ def cmd_train(args) -> int:
 
     cfg = config_with_model_overrides(args.config, args.overrides)
     res = train(cfg, quiet=args.quiet)
+    if "final_loss" not in res:
+        return 0
     print(
         f"| step | loss | tokens/s | MFU | params | wall s |\n|---|---|---|---|---|---|\n"
         f"| {res['step']} | {res['final_loss']:.4f} | {res['tokens_per_s']:.0f} | {res['mfu']:.1%} "
