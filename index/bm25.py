@@ -78,18 +78,20 @@ def write_bm25(
 ) -> int:
     """Index chunk `texts` with bm25s into `folder`, each chunk scored by its neighbour text.
 
-    next_chunk: int [C], the row of each chunk's continuation in the same document, or -1.
+    next_chunk: int [C], i + 1 where chunk i's continuation in the same document is the next row, else -1.
     Returns the number of distinct terms.
     """
     import bm25s
 
-    words = [text_words(text) for text in texts]
     vocab: dict[str, int] = {}
     corpus = []
-    for i, own in enumerate(words):
+    own = text_words(texts[0]) if texts else []
+    for i in range(len(texts)):  # one chunk of look-ahead: word lists are not kept for the whole shard
         nxt = int(next_chunk[i])
-        terms = with_bigrams(own + words[nxt] if nxt >= 0 else own, bigrams)
+        following = text_words(texts[i + 1]) if i + 1 < len(texts) else []
+        terms = with_bigrams(own + following if nxt == i + 1 else own, bigrams)
         corpus.append([vocab.setdefault(t, len(vocab)) for t in terms])
+        own = following
     if not vocab:  # no chunk has a word: keep one term so the files exist and every score is 0
         vocab[""] = 0
     model = bm25s.BM25(k1=k1, b=b, method="lucene")

@@ -45,7 +45,7 @@ class BuildConfig:
     chunk_len: int = 64  # M: tokens per chunk
     vocab_size: int = 32000  # tokenizer vocabulary when one is trained (a soft limit on tiny corpora)
     tokenizer: str | None = None  # an existing sentencepiece model to use instead of training one
-    sample_chars: int = 20_000_000  # characters sampled from the corpus start to train the tokenizer
+    sample_chars: int = 10_000_000  # characters sampled from the corpus start (tokenizer, SIF weights, IVF)
     static: str = "pooled"  # static embedder: "pooled" (token vectors over stored ids) or "model2vec"
     static_dim: int = 256  # static embedding dimensions (PCA)
     faiss_factory: str = (
@@ -125,8 +125,8 @@ def _min_train(factory: str) -> int:
     return need
 
 
-def _make_template(path: Path, factory: str, dim: int, train_vectors: np.ndarray) -> None:
-    """Create (and train, when needed) the empty FAISS index every shard starts from."""
+def _make_template(path: Path, factory: str, dim: int, train_tokens: np.ndarray, embed) -> None:
+    """Create (and train on embed(train_tokens), when it needs training) the empty FAISS index shards copy."""
     import faiss
 
     try:
@@ -137,12 +137,12 @@ def _make_template(path: Path, factory: str, dim: int, train_vectors: np.ndarray
         ) from None
     if not ann.is_trained:
         need = _min_train(factory)
-        if len(train_vectors) < need:
+        if len(train_tokens) < need:
             raise ValueError(
                 f"faiss_factory={factory!r} needs at least {need} training vectors, the corpus sample gave "
-                f"{len(train_vectors)}; use faiss_factory=Flat or a smaller IVF"
+                f"{len(train_tokens)}; use faiss_factory=Flat or a smaller IVF"
             )
-        ann.train(train_vectors)
+        ann.train(embed(train_tokens))
     tmp = path.with_name(path.name + ".tmp")
     faiss.write_index(ann, str(tmp))
     os.replace(tmp, path)
@@ -221,15 +221,19 @@ class _Builder:
             self.static = load_static(out / "static", self.tokenizer)
             return
         if "tokenizer_sha256" not in plan:
+            t0 = time.time()
             sample = _sample_docs(self.corpus, cfg.sample_chars, cfg.max_doc_chars)
             if not sample:
                 raise ValueError(f"{self.corpus}: no readable documents")
+            timings = {"sample_s": time.time() - t0}
+            t0 = time.time()
             if cfg.tokenizer:
                 shutil.copyfile(cfg.tokenizer, tok_path.with_suffix(".tmp"))
                 os.replace(tok_path.with_suffix(".tmp"), tok_path)
             else:
                 train_tokenizer(sample, tok_path, vocab_size=cfg.vocab_size, threads=cfg.threads)
             self.tokenizer = Tokenizer(tok_path)
+            timings["tokenizer_s"] = time.time() - t0
             ids = self.tokenizer.encode_batch(sample, threads=cfg.threads)
             counts = np.bincount(
                 np.concatenate([np.asarray(i, np.int64) for i in ids]), minlength=self.tokenizer.vocab_size
@@ -238,20 +242,25 @@ class _Builder:
             est_chunks = int(
                 corpus_bytes(self.corpus) / max(1e-9, sample_bytes / max(1, sample_tokens)) / cfg.chunk_len
             )
+            t0 = time.time()
             self._make_static(counts)
-            train = self._train_vectors(ids)
+            timings["static_s"] = time.time() - t0
+            t0 = time.time()
+            train = self._train_tokens(ids)
             factory = (
                 cfg.faiss_factory
                 if cfg.faiss_factory != "auto"
                 else _auto_factory(est_chunks, len(train), cfg)
             )
-            _make_template(out / "faiss.template", factory, self.static.dim, train)
+            _make_template(out / "faiss.template", factory, self.static.dim, train, self.static.embed_tokens)
+            timings["faiss_template_s"] = time.time() - t0
             dense = cfg.dense == "on" or (cfg.dense == "auto" and est_chunks <= cfg.dense_auto_max_chunks)
             plan.update(
                 tokenizer_sha256=self.tokenizer.sha256,
                 est_chunks=est_chunks,
                 faiss_factory=factory,
                 dense=dense,
+                timings={k: round(v, 3) for k, v in timings.items()},
             )
             atomic_write_json(out / "build.json", plan)
         self.tokenizer = Tokenizer(tok_path)
@@ -287,7 +296,8 @@ class _Builder:
         atomic_write_json(folder / "static.json", meta)
         self.static = static
 
-    def _train_vectors(self, sample_ids: list[list[int]]) -> np.ndarray:
+    def _train_tokens(self, sample_ids: list[list[int]]) -> np.ndarray:
+        """int64 [n, M]: up to faiss_train_size chunks of the sample, to train the coarse quantizer on."""
         m, cap = self.cfg.chunk_len, self.cfg.faiss_train_size
         chunks = [np.asarray(ids[i : i + m]) for ids in sample_ids for i in range(0, len(ids), m)]
         if len(chunks) > cap:
@@ -296,7 +306,7 @@ class _Builder:
         block = np.full((len(chunks), m), self.tokenizer.pad_id, dtype=np.int64)
         for row, c in zip(block, chunks, strict=True):
             row[: len(c)] = c
-        return self.static.embed_tokens(block)
+        return block
 
     # -- streaming the corpus into shards ----------------------------------------------------------
     def run(self, plan: dict) -> dict:
@@ -446,7 +456,8 @@ class _Builder:
             self.out / f"build-log-{len(manifest['corpora']) - 1}.json",
             {
                 "run": run_info(),
-                "seconds": round(seconds, 3),
+                "stream_s": round(seconds, 3),
+                "prepare_s": plan.get("timings"),
                 "corpus": plan["corpus"],
                 "config": config_to_dict(self.cfg),
                 "input": report,

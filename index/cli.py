@@ -90,7 +90,7 @@ def register(subparsers) -> None:
     p = tok.add_parser("train", help="train on a bounded sample of a corpus")
     p.add_argument("corpus", help="file or folder (.txt .md .jsonl .parquet)")
     p.add_argument("--vocab", type=int, default=32000, help="vocabulary size (default 32000)")
-    p.add_argument("--sample-chars", type=int, default=20_000_000, help="characters sampled (default 2e7)")
+    p.add_argument("--sample-chars", type=int, default=10_000_000, help="characters sampled (default 1e7)")
     p.add_argument("--out", required=True, help="output .model file")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train_tokenizer)

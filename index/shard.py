@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,14 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+def _write_static(path: Path, tokens: np.ndarray, static, faiss_template: Path) -> None:
+    import faiss
+
+    ann = faiss.read_index(str(faiss_template))
+    ann.add(static.embed_tokens(tokens))
+    faiss.write_index(ann, str(path))
+
+
 def write_shard(
     folder: Path,
     buffer: ShardBuffer,
@@ -114,8 +123,6 @@ def write_shard(
     quiet: bool = True,
 ) -> dict:
     """Build every tier over `buffer` and write the shard to `folder` (via `folder.tmp`). Returns shard.json."""
-    import faiss
-
     from index.embedders import encode_dense
 
     tmp = folder.with_name(folder.name + ".tmp")
@@ -131,17 +138,17 @@ def write_shard(
         f.flush()
         os.fsync(f.fileno())
 
-    texts = [tokenizer.decode(row) for row in tokens]  # exact chunk text: decoding is lossless
-    chunk_doc = np.concatenate(buffer.chunk_doc)
-    next_chunk = np.where(np.r_[chunk_doc[1:] == chunk_doc[:-1], False], np.arange(1, len(chunk_doc) + 1), -1)
-    (tmp / "bm25").mkdir()
-    write_bm25(tmp / "bm25", texts, next_chunk, **bm25_params)
-
-    vectors = static.embed_tokens(tokens)
-    ann = faiss.read_index(str(faiss_template))
-    ann.add(vectors)
-    faiss.write_index(ann, str(tmp / "static.faiss"))
-    del vectors, ann
+    # the static tier (numpy/FAISS, GIL released) runs beside the BM25 tier (Python) on the second core
+    with ThreadPoolExecutor(1) as pool:
+        static_done = pool.submit(_write_static, tmp / "static.faiss", tokens, static, faiss_template)
+        texts = tokenizer.decode_rows(tokens)  # exact chunk text: decoding is lossless
+        chunk_doc = np.concatenate(buffer.chunk_doc)
+        next_chunk = np.where(
+            np.r_[chunk_doc[1:] == chunk_doc[:-1], False], np.arange(1, len(chunk_doc) + 1), -1
+        )
+        (tmp / "bm25").mkdir()
+        write_bm25(tmp / "bm25", texts, next_chunk, **bm25_params)
+        static_done.result()
 
     if dense_model is not None:
         _save_npy(tmp / "dense.npy", encode_dense(dense_model, texts, quiet=quiet).astype(np.float16))

@@ -268,11 +268,11 @@ class Index:
 
     def chunk_text(self, ids) -> list[str]:
         """Decoded text of each chunk."""
-        return [self.tokenizer.decode(row) for row in self.chunk_tokens(ids)]
+        return self.tokenizer.decode_rows(self.chunk_tokens(ids))
 
     def neighbour_text(self, ids) -> list[str]:
         """Decoded chunk + continuation of each chunk."""
-        return [self.tokenizer.decode(row) for row in self.neighbour_tokens(ids)]
+        return self.tokenizer.decode_rows(self.neighbour_tokens(ids))
 
     def chunk_doc(self, ids) -> np.ndarray:
         """Global document index of each chunk: int64 [n]."""

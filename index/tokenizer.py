@@ -55,8 +55,8 @@ def train_tokenizer(
 ) -> Path:
     """Train a unigram sentencepiece model on a bounded sample of `texts`; write it to `out` atomically.
 
-    The vocabulary has `vocab_size` pieces when the sample supports that many; a sample too small
-    for it gives a smaller vocabulary instead of failing. Returns the path written.
+    `vocab_size` is an upper bound: a small or repetitive sample gives fewer pieces instead of failing
+    (sentencepiece's soft limit); one training pass either way. Returns the path written.
     """
     import sentencepiece as spm
 
@@ -72,13 +72,7 @@ def train_tokenizer(
         )
     model = io.BytesIO()
     try:
-        try:  # the asked size when the sample supports it, else as many pieces as it does
-            _train(spm, lines, model, vocab_size, threads, hard_limit=True)
-        except RuntimeError as e:
-            if "Vocabulary size too high" not in str(e):
-                raise
-            model = io.BytesIO()
-            _train(spm, lines, model, vocab_size, threads, hard_limit=False)
+        _train(spm, lines, model, vocab_size, threads)
     except RuntimeError as e:
         reason = str(e).strip().splitlines()[-1].split("] ")[-1]
         raise ValueError(f"tokenizer training (vocab_size={vocab_size}) failed: {reason}") from None
@@ -87,13 +81,13 @@ def train_tokenizer(
     return out
 
 
-def _train(spm, lines: list[str], model: io.BytesIO, vocab_size: int, threads: int, hard_limit: bool) -> None:
+def _train(spm, lines: list[str], model: io.BytesIO, vocab_size: int, threads: int) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
         vocab_size=vocab_size,
         model_type="unigram",
-        hard_vocab_limit=hard_limit,
+        hard_vocab_limit=False,  # an upper bound: a small or repetitive sample gives fewer pieces
         normalization_rule_name="identity",
         remove_extra_whitespaces=False,
         add_dummy_prefix=False,
@@ -145,7 +139,13 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of token ids; pad ids are dropped."""
-        return self._sp.decode([int(i) for i in ids if int(i) != self.pad_id])
+        ids = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
+        return self._sp.decode(ids[ids != self.pad_id].tolist())
+
+    def decode_rows(self, rows: np.ndarray, threads: int = 2) -> list[str]:
+        """Texts of many rows of token ids [n, L] (pad ids dropped), decoded on `threads` threads."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return self._sp.decode([row[row != self.pad_id].tolist() for row in rows], num_threads=threads)
 
     def piece(self, token_id: int) -> str:
         return self._sp.id_to_piece(int(token_id))
