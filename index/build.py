@@ -88,6 +88,10 @@ class BuildConfig:
                 raise ValueError(f"BuildConfig.{name}={getattr(self, name)!r} is not allowed")
 
 
+# Fields an --append may change; every other field is taken from the index being appended to.
+_PER_RUN_FIELDS = ("shard_chunks", "batch_chars", "max_doc_chars", "threads")
+
+
 def _progress(total: int | None, desc: str, quiet: bool, unit: str = "tok"):
     from tqdm import tqdm
 
@@ -207,7 +211,7 @@ class _Builder:
 
     # -- shared parts: tokenizer, static embedder, FAISS template ---------------------------------
     def prepare(self, plan: dict) -> None:
-        from index.embedders import PooledStatic, load_static
+        from index.embedders import load_static
 
         cfg, out = self.cfg, self.out
         tok_path = out / "tokenizer.model"
@@ -267,7 +271,6 @@ class _Builder:
         if self.tokenizer.sha256 != plan["tokenizer_sha256"]:
             raise ValueError(f"{tok_path}: changed since this build started; delete {out} and build again")
         self.static = load_static(out / "static", self.tokenizer)
-        assert isinstance(self.static, PooledStatic) or cfg.static == "model2vec"
 
     def _make_static(self, counts: np.ndarray) -> None:
         from index.embedders import (
@@ -484,6 +487,11 @@ def build_index(
     cfg.validate()
     if not Path(corpus).exists():
         raise FileNotFoundError(f"{corpus}: no such file or directory")
+    manifest_path = Path(out) / "index.json"
+    if append and manifest_path.is_file():  # chunking, tiers and scoring must match the shards already there
+        built_with = json.loads(manifest_path.read_text())["build_config"]
+        per_run = {k: getattr(cfg, k) for k in _PER_RUN_FIELDS}
+        cfg = dataclasses.replace(BuildConfig(**built_with), **per_run, tokenizer=cfg.tokenizer)
     builder = _Builder(corpus, Path(out), cfg, append, quiet)
     plan = builder.plan()
     builder.prepare(plan)

@@ -165,10 +165,14 @@ def test_append_adds_shards_without_touching_old_ones(tmp_path, real_corpus):
     build_index(a, out, FAST, quiet=True)
     before = Index.open(out)
     old = {k: v for k, v in _tree_digest(out).items() if k.startswith("shards/")}
-    assert main(["index", "build", str(b), "--out", str(out), "--append", "--quiet"]) == 0
+    # an append keeps the index's chunking and tiers whatever the command line says
+    assert (
+        main(["index", "build", str(b), "--out", str(out), "--append", "--quiet", "--chunk-len", "32"]) == 0
+    )
     after = Index.open(out, verify=True)
     assert after.num_docs == len(docs) and after.num_chunks > before.num_chunks
     assert len(after.manifest["shards"]) > len(before.manifest["shards"])
+    assert after.chunk_len == 64 and after.chunk_tokens(np.arange(after.num_chunks)).shape[1] == 64
     assert {k: v for k, v in _tree_digest(out).items() if k in old} == old
     target = docs[55]["text"][:300]
     ids, _ = after.search_bm25(target, k=3)
