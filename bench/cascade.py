@@ -99,7 +99,9 @@ def typo(word: str, rng: random.Random) -> str:
     )
 
 
-def make_questions(sub, sub_prov, sub_texts, full_key, corpus_text: str, n: int, seed: int) -> list[dict]:
+def make_questions(
+    sub, sub_prov, sub_texts, full_key, full_doc, corpus_text: str, n: int, seed: int
+) -> list[dict]:
     """Questions from random subset chunks whose 16-word window is unique in the whole corpus."""
     rng = random.Random(seed)
     order = list(range(sub.num_chunks))
@@ -134,7 +136,20 @@ def make_questions(sub, sub_prov, sub_texts, full_key, corpus_text: str, n: int,
         q = " ".join(q.split())
         if len(q.split()) < 3:
             continue
-        qs.append({"id": len(qs), "kind": kind, "question": q, "sub_chunk": cid, "full_chunk": full_key[key]})
+        fc = full_key[key]
+        full_prev = fc - 1 if fc > 0 and full_doc[fc - 1] == full_doc[fc] else -1
+        sub_prev = cid - 1 if cid > 0 and sub_prov[cid - 1]["doc_id"] == p["doc_id"] else -1
+        qs.append(
+            {
+                "id": len(qs),
+                "kind": kind,
+                "question": q,
+                "sub_chunk": cid,
+                "full_chunk": fc,
+                "sub_prev": sub_prev,
+                "full_prev": full_prev,
+            }
+        )
     return qs
 
 
@@ -160,6 +175,13 @@ def hit(ids, target: int, k: int) -> bool:
     return int(target) in np.asarray(ids)[:k].tolist()
 
 
+def hitn(ids, target: int, prev: int, k: int) -> bool:
+    """Neighbour-level hit: the answer chunk is in a returned neighbour (chunk + continuation), i.e. the
+    answer chunk itself or the chunk before it in the same document was returned."""
+    top = np.asarray(ids)[:k].tolist()
+    return int(target) in top or (prev >= 0 and prev in top)
+
+
 def pct(xs, q) -> float:
     return round(float(np.percentile(xs, q)), 1) if len(xs) else float("nan")
 
@@ -173,6 +195,7 @@ def run_cascade(cascade: Cascade, qs: list[dict], target_key: str, quiet: bool) 
     cascade.search("warm up the models", k=10)
     for q in tqdm(qs, desc="cascade", disable=quiet):
         t = q[target_key]
+        tp = q[target_key.replace("chunk", "prev")]
         res = cascade.search(q["question"], k=10, hops=1)
         hop = res.hops[0]
         st = hop.stages
@@ -182,7 +205,9 @@ def run_cascade(cascade: Cascade, qs: list[dict], target_key: str, quiet: bool) 
         for k in KS + (b.n2, b.n1):
             row[f"idx_bm25@{k}"] = hit(bm_ids, t, k)
             row[f"static@{k}"] = hit(static_ids, t, k)
+        row["idx_bm25@10n"], row["static@10n"] = hitn(bm_ids, t, tp, 10), hitn(static_ids, t, tp, 10)
         for name in ("cheap", "medium", "expensive"):
+            row[f"{name}@10n"] = hitn(st[name].ids, t, tp, 10)
             extra = ((b.n2,) if name != "expensive" else ()) + (
                 (b.n1, 16, 24, 32, 64, 128, 256) if name == "cheap" else ()
             )
@@ -232,6 +257,7 @@ def run_cascade(cascade: Cascade, qs: list[dict], target_key: str, quiet: bool) 
                 order = ids[np.argsort(-sc, kind="stable")]
                 for k in KS:
                     row[f"final:{name}@{k}"] = hit(order, t, k)
+                row[f"final:{name}@10n"] = hitn(order, t, tp, 10)
         lat = dict(res.latency_ms)
         lat["bm25"], lat["static"] = st["cheap"].info["bm25_ms"], st["cheap"].info["static_ms"]
         lat["cheap+medium"] = lat["cheap"] + lat["query_encode"] + lat["medium"]
@@ -311,7 +337,8 @@ def main() -> int:
 
     if args.build_only:
         return 0
-    qs = make_questions(sub, sub_prov, sub_texts, full_key, corpus_text, args.questions, args.seed)
+    full_doc = full.chunk_doc(np.arange(full.num_chunks))
+    qs = make_questions(sub, sub_prov, sub_texts, full_key, full_doc, corpus_text, args.questions, args.seed)
     with open(work / "questions.jsonl", "w") as f:
         for q in qs:
             f.write(json.dumps(q) + "\n")
@@ -339,15 +366,18 @@ def main() -> int:
         r["lat_bm25s_full"] = (time.perf_counter() - t0) * 1e3
         for k in (1, 10, 100):
             r[f"bm25s_full@{k}"] = hit(ids, q["full_chunk"], k)
+        r["bm25s_full@10n"] = hitn(ids, q["full_chunk"], q["full_prev"], 10)
         ids = bm_sub.search(q["question"], 100)
         for k in (1, 10, 100):
             r[f"bm25s_sub@{k}"] = hit(ids, q["sub_chunk"], k)
+        r["bm25s_sub@10n"] = hitn(ids, q["sub_chunk"], q["sub_prev"], 10)
         t0 = time.perf_counter()
         qv = enc.encode_query(q["question"]).vector
         _, I = flat.search(qv[None, :], 100)
         r["lat_dense_sub"] = (time.perf_counter() - t0) * 1e3
         for k in (1, 10, 100):
             r[f"dense_sub@{k}"] = hit(I[0], q["sub_chunk"], k)
+        r["dense_sub@10n"] = hitn(I[0], q["sub_chunk"], q["sub_prev"], 10)
         base_rows.append(r)
 
     log("stored-vector medium at the full index's N1 (gather + cosine), timed on the subset's memmap")
@@ -406,8 +436,8 @@ def main() -> int:
     print(
         f"dense subset: {sub.num_tokens:,} tokens, {sub.num_chunks:,} chunks (stored MiniLM); budgets N1={bs.n1}, N2={bs.n2}\n"
     )
-    print("| corpus | method | R@1 | R@10 | R@10 span | R@10 keywords | R@10 typo |")
-    print("|---|---|---|---|---|---|---|")
+    print("| corpus | method | R@1 | R@10 | R@10 span | R@10 keywords | R@10 typo | R@10 neighbour |")
+    print("|---|---|---|---|---|---|---|---|")
     lines = [
         ("full", "bm25s alone", base_rows, "bm25s_full"),
         ("full", "index BM25 alone", full_rows, "idx_bm25"),
@@ -425,7 +455,7 @@ def main() -> int:
         print(
             f"| {corpus} | {name} | {rec(rows, key + '@1')} | "
             + " | ".join(rec(rows, key + "@10", kd) for kd in kinds)
-            + " |"
+            + f" | {rec(rows, key + '@10n')} |"
         )
 
     print("\nrecall of the candidate sets (does the answer survive each cut?)\n")
@@ -460,7 +490,9 @@ def main() -> int:
     )
 
     print("\nexpensive-stage scorers over the same N2 candidates (R@1 / R@10)\n")
-    print("| scorer | full R@1 | full R@10 | subset R@1 | subset R@10 |\n|---|---|---|---|---|")
+    print(
+        "| scorer | full R@1 | full R@10 | full R@10 nb | subset R@1 | subset R@10 |\n|---|---|---|---|---|---|"
+    )
     for name in (
         "li",
         "dense",
@@ -474,6 +506,7 @@ def main() -> int:
     ):
         print(
             f"| {name} | {rec(full_rows, f'final:{name}@1')} | {rec(full_rows, f'final:{name}@10')} | "
+            f"{rec(full_rows, f'final:{name}@10n')} | "
             f"{rec(sub_rows, f'final:{name}@1')} | {rec(sub_rows, f'final:{name}@10')} |"
         )
 
