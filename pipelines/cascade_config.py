@@ -49,14 +49,12 @@ class CascadeConfig:
         0.0  # on-demand mode: stop encoding when the next pass would exceed this (0 = no limit)
     )
     w_medium_cheap: float = (
-        0.5  # medium = cosine + w * minmax(cheap score); dev R@N2 0.94 at w=0, 1.00 at 0.5
+        0.5  # medium = cosine + w * minmax(cheap score); dev R@N2 0.94 (w=0) -> 1.00 (0.5)
     )
     expensive: str = "late_interaction"  # late_interaction | dense | off
     w_final_li: float = 1.0  # final score weight of the MaxSim score (mean over query tokens, in [-1, 1])
-    w_final_dense: float = 0.0  # final weight of the dense cosine (adding it lowered dev R@10 0.96 -> 0.94)
-    w_final_bm25: float = 0.2  # final weight of BM25 (min-max over the N2); dev R@1 0.74 -> 0.76 (0 -> 0.2), R@10 +0.01
-        0.3  # final weight of BM25 (min-max over the N2); dev set R@1 0.75 -> 0.81 (bench/cascade.py)
-    )
+    w_final_dense: float = 0.0  # final weight of the dense cosine (adding it lowered dev R@10 0.94 -> 0.90)
+    w_final_bm25: float = 0.2  # final weight of min-max BM25 over the N2; dev R@1 0.74 (w=0) -> 0.76 (0.2)
     max_query_tokens: int = 256  # dense-model query limit (MiniLM's max_seq_length); longer is truncated
     max_chunk_tokens: int = 128  # dense-model limit for a 64-token chunk re-tokenised by WordPiece
     encode_batch: int = 32  # chunks per forward pass when encoding on demand
