@@ -152,6 +152,18 @@ def _make_template(path: Path, factory: str, dim: int, train_tokens: np.ndarray,
     os.replace(tmp, path)
 
 
+def _release_memory() -> None:
+    """Give a finished shard's memory back to the OS, so peak memory stays that of one shard."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 class _Builder:
     """One run of `build_index`: plans, prepares the shared parts, then streams shards."""
 
@@ -374,6 +386,12 @@ class _Builder:
             yield batch
 
     def _close(self, buffer: ShardBuffer, shard_no: int, doc_start: int, dense_model) -> dict:
+        try:
+            return self._write(buffer, shard_no, doc_start, dense_model)
+        finally:
+            _release_memory()
+
+    def _write(self, buffer: ShardBuffer, shard_no: int, doc_start: int, dense_model) -> dict:
         name = f"{shard_no:06d}"
         meta = write_shard(
             self.out / "shards" / name,
