@@ -166,9 +166,27 @@ class BM25s:
         self.model.index(toks, show_progress=False)
 
     def search(self, q: str, k: int) -> np.ndarray:
+        return self.search_scored(q, k)[0]
+
+    def search_scored(self, q: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         t = self.bm25s.tokenize([q], stopwords="en", stemmer=self.stem, show_progress=False)
-        ids, _ = self.model.retrieve(t, k=k, show_progress=False)
-        return np.asarray(ids[0], np.int64)
+        ids, scores = self.model.retrieve(t, k=k, show_progress=False)
+        keep = scores[0] > 0
+        return np.asarray(ids[0], np.int64)[keep], np.asarray(scores[0], np.float32)[keep]
+
+
+class WithBM25s:
+    """The index, except that its BM25 list comes from bm25s over chunk texts (a counterfactual:
+    what the cascade reaches with a BM25 of bm25s's quality on these questions)."""
+
+    def __init__(self, index, bm: BM25s):
+        self._index, self._bm = index, bm
+
+    def __getattr__(self, name):
+        return getattr(self._index, name)
+
+    def search_bm25(self, query: str, k: int = 10):
+        return self._bm.search_scored(query, k)
 
 
 def hit(ids, target: int, k: int) -> bool:
@@ -396,6 +414,9 @@ def main() -> int:
     full_rows = run_cascade(cascade_full, qs, "full_chunk", args.quiet)
     log("cascade over the dense subset (medium from stored vectors)")
     sub_rows = run_cascade(Cascade(sub, cfg, encoder=None), qs, "sub_chunk", args.quiet)
+    log("counterfactual: the same cascades with bm25s as the cheap tier's BM25 list")
+    full_cf = run_cascade(Cascade(WithBM25s(full, bm_full), cfg, encoder=None), qs, "full_chunk", args.quiet)
+    sub_cf = run_cascade(Cascade(WithBM25s(sub, bm_sub), cfg, encoder=None), qs, "sub_chunk", args.quiet)
 
     # -- report ----------------------------------------------------------------------------------------
     bs = Cascade(sub, cfg).budgets(10)
@@ -421,6 +442,8 @@ def main() -> int:
         "baselines": base_rows,
         "cascade_full": full_rows,
         "cascade_subset": sub_rows,
+        "cascade_full_bm25s": full_cf,
+        "cascade_subset_bm25s": sub_cf,
     }
     atomic_write_json(work / "cascade_results.json", report)
 
@@ -450,6 +473,9 @@ def main() -> int:
         ("subset", "cheap (fused)", sub_rows, "cheap"),
         ("subset", "cheap+medium (stored)", sub_rows, "medium"),
         ("subset", "**cascade final**", sub_rows, "expensive"),
+        ("full", "counterfactual: cheap+medium, BM25 list from bm25s", full_cf, "medium"),
+        ("full", "counterfactual: cascade final, BM25 list from bm25s", full_cf, "expensive"),
+        ("subset", "counterfactual: cascade final, BM25 list from bm25s", sub_cf, "expensive"),
     ]
     for corpus, name, rows, key in lines:
         print(
