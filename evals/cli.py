@@ -48,8 +48,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (results.json, samples.jsonl, PNGs, cells/)")
     p.add_argument(
         "--retriever",
+        action="append",
         default=None,
-        help="cheap (BM25 + static, default) | bm25 | static | cascade | MODULE:FACTORY",
+        help="cheap | bm25 | static | cascade[,KEY=VALUE...] | MODULE:FACTORY; repeat it (or join with +) "
+        "to ask each retriever over the same index, rows side by side",
+    )
+    p.add_argument(
+        "--max-samples", type=int, default=None, help="ask only the first N questions of each cell (0: all)"
     )
     p.add_argument("--k", type=int, default=None, help="neighbours kept at the final stage (recall@k)")
     p.add_argument(
@@ -110,7 +115,8 @@ def _config(args, **extra):
     from evals.niah import NiahConfig, parse_haystack, parse_list, parse_size
     from retro.configs import resolve_config
 
-    values = {"retriever": args.retriever, "k": args.k, **extra}  # None: keep the config's value
+    retriever = "+".join(args.retriever) if args.retriever else None
+    values = {"retriever": retriever, "k": args.k, "max_samples": args.max_samples, **extra}  # None: keep
     if args.haystack is not None:
         values["haystacks"] = parse_list(args.haystack, "haystack")
         for h in values["haystacks"]:
@@ -155,7 +161,7 @@ def cmd_demo(args) -> int:
     from evals.niah import run_niah
 
     if args.retriever is None:  # the full cascade when it is installed, else the cheap BM25 + static fallback
-        args.retriever = "cascade" if importlib.util.find_spec("pipelines.cascade") else "cheap"
+        args.retriever = ["cascade" if importlib.util.find_spec("pipelines.cascade") else "cheap"]
     cfg = _config(args, tasks=("single",), depths=11, trials=1)
     out = args.out or "runs/demo"
     results = run_niah(cfg, out, resume=args.resume, quiet=args.quiet)

@@ -219,6 +219,15 @@ def distractor_stream(cfg: NeedleConfig, true_keys: frozenset[str], seed: int) -
             yield needle_sentence(key, make_value(rng, cfg.value_type), cfg.value_type)
 
 
+def answer_span(task: str, key: str, value: str) -> str | None:
+    """The part of a key/value needle a reader needs: `{key} is: {value}.` (None for multihop and
+    nonliteral needles, whose whole sentence is the evidence). A straddling needle cut before its
+    key leaves this span whole in the next chunk, which answers the question on its own."""
+    if task in ("single", "multikey", "multivalue", "multiquery", "distractor") and key and value:
+        return f"{key} is: {value}."
+    return None
+
+
 def needle_record(nd: Needle) -> dict:
     """A needle as a plain dict (for needles.jsonl)."""
     return dataclasses.asdict(nd)

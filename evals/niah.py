@@ -26,7 +26,7 @@ from pathlib import Path
 
 from evals import report, scoring
 from evals.haystack import HAYSTACK_KINDS, HaystackConfig, write_haystack
-from evals.needles import TASKS, NeedleConfig, Sample, distractor_stream, make_needles
+from evals.needles import TASKS, NeedleConfig, Sample, answer_span, distractor_stream, make_needles
 from evals.retrievers import check_result, make_retriever
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kKmMbBgG]?)\s*$")
@@ -88,7 +88,8 @@ class NiahConfig:
     seed: int = 0  # everything random derives from it
     k: int = 10  # neighbours kept at the final stage (recall@k)
     stage_depth: int = 100  # candidates each cheap stage keeps
-    retriever: str = "cheap"  # cheap | bm25 | static | cascade | MODULE:FACTORY
+    retriever: str = "cheap"  # cheap | bm25 | static | cascade | MODULE:FACTORY; `a+b` asks each (one index)
+    max_samples: int = 0  # questions asked per cell (the first ones); 0 = all
     chars_per_token: float = (
         0.0  # 0 = calibrate with a tokenizer trained on the haystack (used by the index too)
     )
@@ -109,8 +110,9 @@ class NiahConfig:
             raise ValueError("--tokens: every size must be at least 1K")
         if not self.needles or min(self.needles) < 1:
             raise ValueError("--needles: every count must be >= 1")
-        if self.depths < 1 or self.k < 1 or self.stage_depth < 1 or self.trials < 0:
-            raise ValueError("depths, k and stage_depth must be >= 1, trials >= 0")
+        if self.depths < 1 or self.k < 1 or self.stage_depth < 1 or self.trials < 0 or self.max_samples < 0:
+            raise ValueError("depths, k and stage_depth must be >= 1, trials and max_samples >= 0")
+        self.retrievers()
         NeedleConfig(key_type=self.key_type, value_type=self.value_type).check()
         if self.index and len(self.haystacks) * len(self.tasks) * len(self.tokens) * len(self.needles) != 1:
             raise ValueError(
@@ -119,6 +121,13 @@ class NiahConfig:
         if self.index and not Path(self.index).exists():
             raise ValueError(f"--index {self.index}: no such index folder")
         return self
+
+    def retrievers(self) -> tuple[str, ...]:
+        """The retriever specs of `retriever` ('bm25+cascade' -> ('bm25', 'cascade')), in order."""
+        specs = tuple(x.strip() for x in self.retriever.split("+"))
+        if not all(specs) or len(set(specs)) != len(specs):
+            raise ValueError(f"bad --retriever {self.retriever!r}: empty or repeated item in a '+' list")
+        return specs
 
     def trials_for(self, n: int) -> int:
         """Haystacks generated for a cell with `n` needles."""
@@ -224,6 +233,7 @@ def _score(res: dict, sample: Sample, needles: dict, located: dict, k: int) -> t
     for nid in sample.needle_ids:
         nd, loc = needles[nid], located[nid]
         gold = set(loc["gold_chunks"])
+        whole = set(loc.get("whole_chunks", gold))
         ranks = {s: scoring.first_rank(gold, ids) for s, ids in res["stages"].items()}
         out.append(
             {
@@ -236,8 +246,10 @@ def _score(res: dict, sample: Sample, needles: dict, located: dict, k: int) -> t
                 "straddle_planned": nd["straddle"],
                 "straddles": loc["straddles"],
                 "gold_chunks": loc["gold_chunks"],
+                "whole_chunks": loc.get("whole_chunks", loc["gold_chunks"]),
                 "gold_method": loc["method"],
                 "found": bool(gold & final),
+                "found_whole": bool(whole & final),
                 "final_rank": scoring.first_rank(gold, res["final"]),
                 "found_by_stage": {s: r is not None for s, r in ranks.items()},
                 "stage_ranks": ranks,
@@ -320,6 +332,8 @@ def run_niah(
         samples_path.unlink()
 
     cells_info, wanted_cells = [], set()
+    specs = cfg.retrievers()
+    multi = len(specs) > 1
     t_start = time.perf_counter()
     with open(samples_path, "a", encoding="utf-8") as sink:
         for hay, task in itertools.product(cfg.haystacks, cfg.tasks):
@@ -343,7 +357,8 @@ def run_niah(
                     wanted_cells.add(cname)
                     seed = cfg.seed + 7919 * trial
                     needle_set = make_needles(ncfg, n, seed)
-                    keys = [f"{cname}/{s.sample_id}" for s in needle_set.samples]
+                    asked = needle_set.samples[: cfg.max_samples or None]
+                    keys = [_key(cname, spec, s, multi) for spec in specs for s in asked]
                     if all(key in done for key in keys):
                         continue
                     if not cpt and cfg.index is None:
@@ -356,56 +371,67 @@ def run_niah(
                     info["cell"] = cname
                     cells_info.append(info)
                     idx = backend.open(Path(cfg.index) if cfg.index else cdir / "index")
-                    retriever = make_retriever(cfg.retriever, idx, cfg.stage_depth)
                     locator = scoring.NeedleLocator(idx)
                     needles = {r["needle_id"]: r for r in _read_jsonl(cdir / "needles.jsonl")}
                     located: dict[str, dict] = {}
-                    cell_meta = {
-                        "haystack": hname,
-                        "task": task,
-                        "tokens": tokens,
-                        "needles": n,
-                        "trial": trial,
-                    }
-                    t_q = time.perf_counter()
-                    for s, key in _progress(
-                        list(zip(needle_set.samples, keys, strict=True)), quiet, desc=f"ask {cname}", unit="q"
-                    ):
-                        if key in done:
+                    info["query_seconds"] = {}
+                    for spec in specs:
+                        todo = [
+                            (s, _key(cname, spec, s, multi))
+                            for s in asked
+                            if _key(cname, spec, s, multi) not in done
+                        ]
+                        if not todo:
                             continue
-                        for nid in s.needle_ids:
-                            if nid not in located:
-                                nd = needles[nid]
-                                located[nid] = locator.locate(
-                                    nd["doc_index"], nd["doc_id"], nd["offset"], nd["text"]
-                                )
-                        res, rounds = _ask(retriever, idx, s, cfg.k)
-                        scored, retrieved = _score(res, s, needles, located, cfg.k)
-                        rec = {
-                            "key": key,
-                            "cell": cell_meta,
-                            "sample_id": s.sample_id,
-                            "task": s.task,
-                            "question": s.question,
-                            "answers": list(s.answers),
-                            "k": cfg.k,
-                            "context_tokens": int(idx.num_tokens),
-                            "context_chunks": int(idx.num_chunks),
-                            "needles": scored,
-                            "found": all(nd["found"] for nd in scored),
-                            "n_found": sum(nd["found"] for nd in scored),
-                            "retrieved": retrieved,
-                            "answer": res["answer"],
-                            "answer_recall": scoring.answer_recall(res["answer"], s.answers),
-                            "latency_ms": {st: round(v, 3) for st, v in res["latency_ms"].items()},
-                            "warnings": info["warnings"],
+                        retriever = make_retriever(spec, idx, cfg.stage_depth)
+                        cell_meta = {
+                            "haystack": hname,
+                            "task": task,
+                            "tokens": tokens,
+                            "needles": n,
+                            "trial": trial,
+                            "retriever": spec,
+                            "name": cname,
                         }
-                        if s.task == "multihop":
-                            rec["hop_answer"] = res.get("hop_answer")
-                            rec["hop_queries"] = [r["query"] for r in rounds]
-                        sink.write(json.dumps(rec) + "\n")
-                        sink.flush()
-                    info["query_seconds"] = round(time.perf_counter() - t_q, 3)
+                        t_q = time.perf_counter()
+                        for s, key in _progress(todo, quiet, desc=f"ask {cname} {spec}", unit="q"):
+                            for nid in s.needle_ids:
+                                if nid not in located:
+                                    nd = needles[nid]
+                                    located[nid] = locator.locate(
+                                        nd["doc_index"],
+                                        nd["doc_id"],
+                                        nd["offset"],
+                                        nd["text"],
+                                        answer_span(nd["task"], nd["key"], nd["value"]),
+                                    )
+                            res, rounds = _ask(retriever, idx, s, cfg.k)
+                            scored, retrieved = _score(res, s, needles, located, cfg.k)
+                            rec = {
+                                "key": key,
+                                "cell": cell_meta,
+                                "sample_id": s.sample_id,
+                                "task": s.task,
+                                "question": s.question,
+                                "answers": list(s.answers),
+                                "k": cfg.k,
+                                "context_tokens": int(idx.num_tokens),
+                                "context_chunks": int(idx.num_chunks),
+                                "needles": scored,
+                                "found": all(nd["found"] for nd in scored),
+                                "n_found": sum(nd["found"] for nd in scored),
+                                "retrieved": retrieved,
+                                "answer": res["answer"],
+                                "answer_recall": scoring.answer_recall(res["answer"], s.answers),
+                                "latency_ms": {st: round(v, 3) for st, v in res["latency_ms"].items()},
+                                "warnings": info["warnings"],
+                            }
+                            if s.task == "multihop":
+                                rec["hop_answer"] = res.get("hop_answer")
+                                rec["hop_queries"] = [r["query"] for r in rounds]
+                            sink.write(json.dumps(rec) + "\n")
+                            sink.flush()
+                        info["query_seconds"][spec] = round(time.perf_counter() - t_q, 3)
 
     records = [r for r in _read_jsonl(samples_path) if _cell_name(r) in wanted_cells]
     rows = scoring.summarize(records)
@@ -438,8 +464,13 @@ def _valid(line: str) -> bool:
         return False
 
 
+def _key(cname: str, spec: str, sample: Sample, multi: bool) -> str:
+    """A sample's resume key: `cell/sample` (one retriever) or `cell/retriever/sample` (several)."""
+    return f"{cname}/{spec}/{sample.sample_id}" if multi else f"{cname}/{sample.sample_id}"
+
+
 def _cell_name(rec: dict) -> str:
-    return rec["key"].rsplit("/", 1)[0]
+    return rec["cell"].get("name") or rec["key"].split("/", 1)[0]
 
 
 def _read_jsonl(path: Path) -> list[dict]:

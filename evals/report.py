@@ -30,14 +30,17 @@ def markdown_table(rows: list[dict]) -> str:
         for st in r["recall_by_stage"]:
             if st not in stages:
                 stages.append(st)
+    multi = len({r.get("retriever") for r in rows}) > 1
     head = [
         "haystack",
         "task",
+        *(["retriever"] if multi else []),
         "tokens",
         "context tokens",
         "needles",
         "k",
         "recall@k",
+        "whole-sentence recall@k",
         *[f"{s} recall" for s in stages],
         "all found",
         "sample all found",
@@ -49,11 +52,13 @@ def markdown_table(rows: list[dict]) -> str:
         cells = [
             r["haystack"],
             r["task"],
+            *([str(r.get("retriever"))] if multi else []),
             fmt_tokens(r["tokens"]),
             f"{r['context_tokens']:,}",
             str(r["needles"]),
             str(r.get("k")),
             _pct(r["retrieval_recall"]),
+            _pct(r.get("retrieval_recall_whole")),
             *[_pct(r["recall_by_stage"].get(s)) for s in stages],
             _pct(r["all_found_rate"]),
             _pct(r["sample_all_found_rate"]),
@@ -83,10 +88,11 @@ def heatmaps(rows: list[dict], out_dir: str | os.PathLike, depths: int) -> list[
 
     plt = _plt()
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    multi = len({r.get("retriever") for r in rows}) > 1
     for r in rows:
-        groups[(r["haystack"], r["task"], r["needles"])].append(r)
+        groups[(r["haystack"], r["task"], r["needles"], r.get("retriever") or "")].append(r)
     paths = []
-    for (hay, task, n), rs in sorted(groups.items()):
+    for (hay, task, n, ret), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["tokens"])
         grid = np.full((depths, len(rs)), np.nan)
         for j, r in enumerate(rs):
@@ -103,10 +109,10 @@ def heatmaps(rows: list[dict], out_dir: str | os.PathLike, depths: int) -> list[
         ax.set_yticks(range(depths), labels)
         ax.set_xlabel("haystack tokens")
         ax.set_ylabel("needle depth")
-        ax.set_title(f"{hay} / {task} / {n} needles: recall@k", fontsize=9)
+        ax.set_title(f"{hay} / {task} / {n} needles{f' / {ret}' if multi else ''}: recall@k", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.05)
         fig.tight_layout()
-        path = Path(out_dir) / _safe(f"heatmap_{hay}_{task}_n{n}.png")
+        path = Path(out_dir) / _safe(f"heatmap_{hay}_{task}_n{n}{f'_{ret}' if multi else ''}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
@@ -118,10 +124,12 @@ def recall_vs_tokens(rows: list[dict], out_dir: str | os.PathLike) -> Path:
     plt = _plt()
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["haystack"], r["task"], r["needles"])].append(r)
+        groups[(r["haystack"], r["task"], r["needles"], r.get("retriever") or "")].append(r)
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (hay, task, n), rs in sorted(groups.items()):
+    for (hay, task, n, ret), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["tokens"])
+        if ret and len({g[3] for g in groups}) > 1:
+            task = f"{task}/{ret}"
         xs = [r["context_tokens"] or r["tokens"] for r in rs]
         line = ax.plot(xs, [r["retrieval_recall"] for r in rs], marker="o", label=f"{hay}/{task}/{n} final")[
             0

@@ -1,10 +1,13 @@
 """Scoring: where each needle lives in the index, whether a retrieval found it, and cell summaries.
 
-A needle counts as retrieved when its whole sentence (whitespace-normalised) lies inside one
-retrieved neighbour text (chunk + its continuation, as RETRO reads it). `NeedleLocator` finds, once
-per needle, the chunks of its document whose neighbour text holds it (the *gold* chunks); a
-retrieval finds the needle iff one of its chunk ids is gold, which is the same test as reading
-every retrieved neighbour but costs a set lookup per stage.
+A needle counts as retrieved when one retrieved neighbour text (chunk + its continuation, as RETRO
+reads it) holds, whitespace-normalised, its whole sentence or its *answer span* (`{key} is: {value}.`
+for key/value needles, see `evals.needles.answer_span`): a needle cut by a chunk boundary before its
+key leaves the span whole in the next chunk, and that neighbour answers the question on its own.
+The strict test (whole sentence only) is kept beside it as `found_whole` / `retrieval_recall_whole`.
+`NeedleLocator` finds, once per needle, the chunks of its document whose neighbour text passes (the
+*gold* chunks); a retrieval finds the needle iff one of its chunk ids is gold, which is the same test
+as reading every retrieved neighbour but costs a set lookup per stage.
 Answers are scored with RULER's metric: the fraction of expected strings present in the answer,
 case-insensitive; None when there is no answer.
 """
@@ -82,21 +85,34 @@ class NeedleLocator:
             self._by_id = {p["doc_id"]: int(p["doc_index"]) for p in prov}
         return self._by_id.get(doc_id)
 
-    def locate(self, doc_index: int, doc_id: str, offset: int, sentence: str) -> dict:
-        """Gold chunk ids of one needle, the chunks its characters fall in, and whether it straddles
-        a chunk boundary in the real tokenisation. `method` is 'exact' or 'loose' (case and
-        whitespace ignored, used only when the exact test finds nothing) or 'missing'."""
+    def locate(
+        self, doc_index: int, doc_id: str, offset: int, sentence: str, span: str | None = None
+    ) -> dict:
+        """Gold chunk ids of one needle (neighbour text holds the sentence or the answer `span`),
+        `whole_chunks` (it holds the whole sentence), the chunks its characters fall in, and whether
+        it straddles a chunk boundary in the real tokenisation. `method` is 'exact' or 'loose' (case
+        and whitespace ignored, used only when the exact test finds nothing) or 'missing'."""
         di = self._doc_index(doc_index, doc_id)
         if di is None:
-            return {"gold_chunks": [], "method": "missing", "needle_chunks": [], "straddles": None}
+            return {
+                "gold_chunks": [],
+                "whole_chunks": [],
+                "method": "missing",
+                "needle_chunks": [],
+                "straddles": None,
+            }
         ids = self.doc_chunks(di)
         texts = self.index.neighbour_text(ids)
-        gold = [int(i) for i, t in zip(ids, texts, strict=True) if needle_in_text(sentence, t)]
+        whole = [int(i) for i, t in zip(ids, texts, strict=True) if needle_in_text(sentence, t)]
         method = "exact"
-        if not gold:
+        if not whole:
             ls = _loose(sentence)
-            gold = [int(i) for i, t in zip(ids, texts, strict=True) if ls in _loose(t)]
-            method = "loose" if gold else "missing"
+            whole = [int(i) for i, t in zip(ids, texts, strict=True) if ls in _loose(t)]
+            method = "loose" if whole else "missing"
+        gold = list(whole)
+        if span:
+            test = needle_in_text if method != "loose" else (lambda s, t: _loose(s) in _loose(t))
+            gold = sorted(set(whole) | {int(i) for i, t in zip(ids, texts, strict=True) if test(span, t)})
         prov = self.index.provenance(ids)
         end = offset + len(sentence)
         spans = [
@@ -104,6 +120,7 @@ class NeedleLocator:
         ]
         return {
             "gold_chunks": gold,
+            "whole_chunks": whole,
             "method": method,
             "needle_chunks": spans,
             "straddles": len(spans) > 1 if spans else None,
@@ -117,12 +134,15 @@ def _p50(xs: list[float]) -> float | None:
 def summarize(samples: list[dict], stages_order: Sequence[str] | None = None) -> list[dict]:
     """Rows, one per (haystack, task, tokens, needles) cell, from samples.jsonl records."""
     cells: dict[tuple, list[dict]] = defaultdict(list)
+    order: dict[str, int] = {}  # retrievers in the order they first appear (the order asked)
     for s in samples:
         c = s["cell"]
-        cells[(c["haystack"], c["task"], c["tokens"], c["needles"])].append(s)
+        ret = c.get("retriever") or ""
+        order.setdefault(ret, len(order))
+        cells[(c["haystack"], c["task"], c["tokens"], c["needles"], ret)].append(s)
     rows = []
-    for (hay, task, tokens, n), ss in sorted(
-        cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])
+    for (hay, task, tokens, n, ret), ss in sorted(
+        cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3], order[kv[0][4]])
     ):
         needles = [nd for s in ss for nd in s["needles"]]
         stages = list(stages_order or [])
@@ -144,6 +164,7 @@ def summarize(samples: list[dict], stages_order: Sequence[str] | None = None) ->
             {
                 "haystack": hay,
                 "task": task,
+                "retriever": ret or None,
                 "tokens": tokens,
                 "needles": n,
                 "context_tokens": int(statistics.mean(s["context_tokens"] for s in ss)),
@@ -152,6 +173,9 @@ def summarize(samples: list[dict], stages_order: Sequence[str] | None = None) ->
                 "needles_total": len(needles),
                 "k": ss[0].get("k"),
                 "retrieval_recall": round(sum(nd["found"] for nd in needles) / tot, 6),
+                "retrieval_recall_whole": round(
+                    sum(nd.get("found_whole", nd["found"]) for nd in needles) / tot, 6
+                ),
                 "recall_by_stage": {
                     st: round(sum(bool(nd["found_by_stage"].get(st)) for nd in needles) / tot, 6)
                     for st in stages

@@ -85,6 +85,11 @@ def test_scoring_on_constructed_cases():
     assert not loc["straddles"]
     across = scoring.NeedleLocator(idx).locate(0, "a", 270, "x " * 15 + needle)
     assert across["straddles"] and across["gold_chunks"] == [2]
+    # cut before its key: the next chunk's neighbour holds the answer span `calm-otter is: 1234567.`
+    for pad, gold in ((290, [2, 3]), (262, [2])):  # key after / across the boundary at 300
+        at = FakeIndex([("a", "x" * pad + needle + " y" * 300)], m=100)
+        loc = scoring.NeedleLocator(at).locate(0, "a", pad, needle, "calm-otter is: 1234567.")
+        assert loc["straddles"] and loc["whole_chunks"] == [2] and loc["gold_chunks"] == gold
     assert scoring.needle_in_text("a  b\nc", "xx a b c yy")
     assert not scoring.needle_in_text("a b c d", "a b c")
     assert scoring.answer_recall(None, ["x"]) is None
@@ -194,6 +199,42 @@ def test_runner_writes_everything_and_resumes(tmp_path, capsys):
         run_niah(NiahConfig(**{**cfg.__dict__, "k": 3}), out, resume=True, quiet=True, backend=FakeBackend())
 
 
+def test_several_retrievers_share_one_index(tmp_path, capsys):
+    cfg = NiahConfig(
+        haystacks=("needles",),
+        tokens=(20_000,),
+        needles=(6,),
+        depths=3,
+        trials=1,
+        chars_per_token=4.0,
+        k=5,
+        retriever="bm25+cheap",
+        max_samples=4,
+    )
+    builds = []
+
+    class Counting(FakeBackend):
+        def build(self, *a):
+            builds.append(a)
+            super().build(*a)
+
+    out = tmp_path / "two"
+    res = run_niah(cfg, out, quiet=True, backend=Counting())
+    assert len(builds) == 1  # one index, asked by both retrievers
+    assert [r["retriever"] for r in res["rows"]] == ["bm25", "cheap"]
+    assert all(r["samples"] == 4 for r in res["rows"])  # max_samples: the first 4 questions
+    assert set(res["rows"][0]["recall_by_stage"]) == {"bm25"}
+    assert set(res["rows"][1]["recall_by_stage"]) == {"bm25", "static"}
+    keys = [json.loads(x)["key"] for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 8
+    assert (out / "heatmap_needles_single_n6_bm25.png").read_bytes()[:8] == PNG
+    assert "| needles | single | bm25 | 20K |" in capsys.readouterr().out
+    res2 = run_niah(cfg, out, resume=True, quiet=True, backend=Counting())
+    assert len(builds) == 1 and _no_latency(res2["rows"]) == _no_latency(res["rows"])
+    with pytest.raises(ValueError, match="repeated"):
+        NiahConfig(retriever="bm25+bm25").check()
+
+
 def test_retriever_protocol_and_factory():
     idx = FakeIndex([("a", "hello world " * 100)])
     r = make_retriever("cheap", idx, depth=5)
@@ -279,3 +320,17 @@ def test_eval_group_is_shared_with_other_registrars(monkeypatch):
     assert parser.parse_args(["eval", "lm"]).func(None) == 0
     assert parser.parse_args(["eval", "niah"]).func is evals_cli.cmd_niah
     assert parser.parse_args(["demo"]).func is evals_cli.cmd_demo
+
+
+def test_cli_repeated_retriever_and_max_samples():
+    import argparse
+
+    from evals import cli as evals_cli
+
+    parser = argparse.ArgumentParser()
+    evals_cli.register(parser.add_subparsers(dest="command"))
+    argv = ["eval", "niah", "--retriever", "bm25", "--retriever", "cascade,n2=16", "--max-samples", "5"]
+    cfg = evals_cli._config(parser.parse_args(argv))
+    assert cfg.retriever == "bm25+cascade,n2=16" and cfg.retrievers() == ("bm25", "cascade,n2=16")
+    assert cfg.max_samples == 5
+    assert evals_cli._config(parser.parse_args(["eval", "niah"])).retriever == "cheap"
