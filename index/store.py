@@ -236,24 +236,29 @@ class Index:
         return I_out, D_out
 
     # -- reading chunks ------------------------------------------------------------------------------
+    def _gather(self, ids: np.ndarray, field: str, width: tuple[int, ...], dtype) -> np.ndarray:
+        """Rows of a per-shard array (`tokens`, `chunk_doc`, `dense`) for global ids, one read per shard."""
+        shard, local = self._locate(ids)
+        out = np.empty((len(ids), *width), dtype)
+        for s in np.unique(shard):
+            at = np.flatnonzero(shard == s)
+            out[at] = getattr(self._shards[s], field)[local[at]]
+        return out
+
     def chunk_tokens(self, ids) -> np.ndarray:
         """Tokens of chunks: [n, M] in the index's dtype (pad where the document ended)."""
         ids = self._check_ids(ids)
-        shard, local = self._locate(ids)
-        out = np.empty((len(ids), self.chunk_len), self.tokenizer.dtype)
-        for i, (s, j) in enumerate(zip(shard, local, strict=True)):
-            out[i] = self._shards[s].tokens[j]
-        return out
+        return self._gather(ids, "tokens", (self.chunk_len,), self.tokenizer.dtype)
 
     def _next_in_doc(self, ids: np.ndarray) -> np.ndarray:
         """The id of each chunk's continuation in the same document, or -1."""
         shard, local = self._locate(ids)
-        nxt = np.full(len(ids), -1, np.int64)
-        for i, (s, j) in enumerate(zip(shard, local, strict=True)):
-            sh = self._shards[s]
-            if j + 1 < len(sh.chunk_doc) and sh.chunk_doc[j + 1] == sh.chunk_doc[j]:
-                nxt[i] = ids[i] + 1
-        return nxt
+        last = (
+            local + 1 >= np.array([len(self._shards[s].chunk_doc) for s in range(len(self._shards))])[shard]
+        )
+        nxt = np.where(last, ids, ids + 1)  # a shard's last chunk ends its document
+        same = (self.chunk_doc(nxt) == self.chunk_doc(ids)) & ~last
+        return np.where(same, ids + 1, -1)
 
     def neighbour_tokens(self, ids) -> np.ndarray:
         """Chunk + continuation, as RETRO reads a neighbour: [n, 2M] (pad when the document ended)."""
@@ -277,14 +282,9 @@ class Index:
     def chunk_doc(self, ids) -> np.ndarray:
         """Global document index of each chunk: int64 [n]."""
         ids = self._check_ids(ids)
-        shard, local = self._locate(ids)
-        return np.array(
-            [
-                self._shards[s].doc_base + int(self._shards[s].chunk_doc[j])
-                for s, j in zip(shard, local, strict=True)
-            ],
-            np.int64,
-        )
+        shard, _ = self._locate(ids)
+        doc_base = np.array([sh.doc_base for sh in self._shards], np.int64)
+        return self._gather(ids, "chunk_doc", (), np.int64) + doc_base[shard]
 
     def provenance(self, ids) -> list[dict]:
         """Where each chunk comes from: doc_id, source, line, doc_index, token_start, char_start, char_end.
@@ -319,14 +319,7 @@ class Index:
         if not self.has_dense:
             raise ValueError(f"{self.path}: built without the dense tier (rebuild with --dense)")
         ids = self._check_ids(ids)
-        shard, local = self._locate(ids)
-        return (
-            np.stack(
-                [np.asarray(self._shards[s].dense[j], np.float32) for s, j in zip(shard, local, strict=True)]
-            )
-            if len(ids)
-            else np.zeros((0, self.manifest["dense"]["dim"]), np.float32)
-        )
+        return self._gather(ids, "dense", (self.manifest["dense"]["dim"],), np.float32)
 
     def dense_encoder(self):
         """The SentenceTransformer this index was built with (loaded offline, once per process)."""
