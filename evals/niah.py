@@ -88,7 +88,9 @@ class NiahConfig:
     seed: int = 0  # everything random derives from it
     k: int = 10  # neighbours kept at the final stage (recall@k)
     stage_depth: int = 100  # candidates each cheap stage keeps
-    retriever: str = "cheap"  # cheap | bm25 | static | cascade | MODULE:FACTORY; `a+b` asks each (one index)
+    retriever: str = (
+        "cheap"  # cheap | bm25 | static | dense | cascade | MODULE:FACTORY; `a+b` asks each (one index)
+    )
     max_samples: int = 0  # questions asked per cell (the first ones); 0 = all
     chars_per_token: float = (
         0.0  # 0 = calibrate with a tokenizer trained on the haystack (used by the index too)
@@ -184,7 +186,7 @@ def _ask(retriever, idx, sample: Sample, k: int) -> tuple[dict, list[dict]]:
     """Ask one sample; multihop follows `VAR X = VAR Y` through retrieved text (a rule-based stand-in
     for the reader's hop loop). Returns the merged result and the per-round queries."""
     res = check_result(retriever.retrieve(sample.question, k), k)
-    rounds = [{"query": sample.question, "final": res["final"]}]
+    rounds = [{"query": sample.question, "final": res["final"], "stages": res["stages"]}]
     if sample.task != "multihop":
         return res, rounds
     final, stages, lat = (
@@ -210,7 +212,7 @@ def _ask(retriever, idx, sample: Sample, k: int) -> tuple[dict, list[dict]]:
         var = step.group(2)
         q = f"What is the value of VAR {var}?"
         r = check_result(retriever.retrieve(q, k), k)
-        rounds.append({"query": q, "final": r["final"]})
+        rounds.append({"query": q, "final": r["final"], "stages": r["stages"]})
         final += [i for i in r["final"] if i not in final]
         for s, ids in r["stages"].items():
             stages.setdefault(s, []).extend(i for i in ids if i not in stages[s])
@@ -226,7 +228,17 @@ def _ask(retriever, idx, sample: Sample, k: int) -> tuple[dict, list[dict]]:
     return res, rounds
 
 
-def _score(res: dict, sample: Sample, needles: dict, located: dict, k: int) -> tuple[list[dict], list[dict]]:
+def _best_rank(gold: set[int], rounds: list[dict], stage: str) -> int | None:
+    """The needle's best rank in `stage` over the rounds (each hop's own list, not their concatenation)."""
+    ranks = [scoring.first_rank(gold, r["stages"].get(stage, [])) for r in rounds]
+    return min((x for x in ranks if x is not None), default=None)
+
+
+def _score(
+    res: dict, sample: Sample, needles: dict, located: dict, k: int, rounds: list[dict] | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Per-needle found flags and stage ranks; with several `rounds` (multihop), a stage rank is the
+    best over the rounds' own lists."""
     stage_rank = {s: {i: r for r, i in enumerate(ids)} for s, ids in res["stages"].items()}
     final = set(res["final"])
     out = []
@@ -234,7 +246,10 @@ def _score(res: dict, sample: Sample, needles: dict, located: dict, k: int) -> t
         nd, loc = needles[nid], located[nid]
         gold = set(loc["gold_chunks"])
         whole = set(loc.get("whole_chunks", gold))
-        ranks = {s: scoring.first_rank(gold, ids) for s, ids in res["stages"].items()}
+        if rounds and len(rounds) > 1:
+            ranks = {s: _best_rank(gold, rounds, s) for s in res["stages"]}
+        else:
+            ranks = {s: scoring.first_rank(gold, ids) for s, ids in res["stages"].items()}
         out.append(
             {
                 "needle_id": nid,
@@ -406,7 +421,7 @@ def run_niah(
                                         answer_span(nd["task"], nd["key"], nd["value"]),
                                     )
                             res, rounds = _ask(retriever, idx, s, cfg.k)
-                            scored, retrieved = _score(res, s, needles, located, cfg.k)
+                            scored, retrieved = _score(res, s, needles, located, cfg.k, rounds)
                             rec = {
                                 "key": key,
                                 "cell": cell_meta,

