@@ -425,6 +425,7 @@ def main() -> int:
         "run": run_info(),
         "args": vars(args),
         "full": {
+            "faiss": full.manifest["faiss"]["factory"],
             "docs": full.num_docs,
             "tokens": full.num_tokens,
             "chunks": full.num_chunks,
