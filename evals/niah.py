@@ -283,8 +283,8 @@ def _progress(iterable, quiet: bool, **kw):
     return tqdm(iterable, disable=quiet, dynamic_ncols=True, file=sys.stderr, **kw)
 
 
-def _calibrate(cfg: NiahConfig, hcfg: HaystackConfig, ncfg: NeedleConfig, backend, out: Path, name: str):
-    """Train a tokenizer on the haystack's filler (+ needle-form sentences) and measure chars/token."""
+def _filler_sample(hcfg: HaystackConfig) -> list[str]:
+    """The first ~4M characters of the haystack's filler documents (the calibration sample)."""
     from evals.haystack import _docs
 
     docs, _ = _docs(hcfg)
@@ -294,6 +294,20 @@ def _calibrate(cfg: NiahConfig, hcfg: HaystackConfig, ncfg: NeedleConfig, backen
         total += len(text)
         if total >= 4_000_000:
             break
+    return texts
+
+
+def _index_chars_per_token(cfg: NiahConfig, hcfg: HaystackConfig, backend) -> float:
+    """Chars/token for a reused `--index`: measured with its tokenizer.model on the same filler sample
+    `_calibrate` measures, so the regenerated haystack is the one that index was built over (a
+    haystack made at another rate would not match it); 0 (= 4.0) when the index has no tokenizer file."""
+    tok = Path(cfg.index) / "tokenizer.model"
+    return backend.chars_per_token(tok, _filler_sample(hcfg)[:50]) if tok.exists() else 0.0
+
+
+def _calibrate(cfg: NiahConfig, hcfg: HaystackConfig, ncfg: NeedleConfig, backend, out: Path, name: str):
+    """Train a tokenizer on the haystack's filler (+ needle-form sentences) and measure chars/token."""
+    texts = _filler_sample(hcfg)
     ns = make_needles(ncfg, max(cfg.needles), cfg.seed)
     forms = [nd.text for nd in ns.needles] + list(
         itertools.islice(distractor_stream(ncfg, ns.true_keys, cfg.seed), 2000)
@@ -378,6 +392,8 @@ def run_niah(
                         continue
                     if not cpt and cfg.index is None:
                         tok_path, cpt = _calibrate(cfg, base, ncfg, backend, out, f"{hname}-{task}")
+                    elif not cpt:  # reused index: its own tokenizer gives the sizes it was built with
+                        cpt = _index_chars_per_token(cfg, base, backend)
                     hcfg = dataclasses.replace(
                         base, tokens=tokens, trial=trial, seed=seed, chars_per_token=cpt or 4.0
                     )

@@ -377,3 +377,30 @@ def test_multihop_stage_ranks_are_per_round():
     scored, _ = _score(res, sample, needles, located, 2, rounds)
     assert [nd["stage_ranks"]["bm25"] for nd in scored] == [0, 0]  # round 2's own rank, not 3
     assert all(nd["found"] for nd in scored)
+
+
+def test_reused_index_gets_the_haystack_it_was_built_over(tmp_path):
+    """--index: chars/token comes from the index's tokenizer.model, so the regenerated haystack matches."""
+
+    class Calibrating(FakeBackend):
+        def tokenizer(self, texts, path):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text("fake model")
+            return Path(path)
+
+        def chars_per_token(self, tokenizer, texts):
+            assert Path(tokenizer).read_text() == "fake model"
+            return 3.3
+
+        def build(self, corpus, out, overrides, tokenizer, quiet):
+            super().build(corpus, out, overrides, tokenizer, quiet)
+            (Path(out) / "tokenizer.model").write_text(Path(tokenizer).read_text())
+
+    cfg = NiahConfig(haystacks=("noise",), tokens=(20_000,), needles=(3,), depths=3, trials=1, k=5)
+    first = run_niah(cfg, tmp_path / "a", quiet=True, backend=Calibrating())
+    index = tmp_path / "a" / "cells" / first["cells"][0]["cell"] / "index"
+    again = run_niah(
+        NiahConfig(**{**cfg.__dict__, "index": str(index)}), tmp_path / "b", quiet=True, backend=Calibrating()
+    )
+    assert again["cells"][0]["sha256"] == first["cells"][0]["sha256"]
+    assert _no_latency(again["rows"]) == _no_latency(first["rows"])
