@@ -1,9 +1,11 @@
 """The BM25 tier: word terms (stemmed unigrams + bigrams) per chunk, indexed by bm25s, merged across shards.
 
-A chunk's BM25 document is its neighbour text, the chunk plus its continuation in the same document:
-what RETRO and the reader are handed for a hit is what gets scored. So a sentence cut by a chunk
-boundary still matches as a whole the chunk it starts in (whose neighbour holds all of it). (The
-static tier keys on the chunk alone, as the paper does.)
+A chunk's BM25 document is its neighbour text, the chunk plus its continuation in the same document
+(what RETRO and the reader are handed for a hit), with the chunk's own words counted twice. So a
+sentence cut by a chunk boundary still matches as a whole the chunk it starts in (whose neighbour
+holds all of it), while a text inside one chunk ranks that chunk above the one before it. (The
+static tier keys on the chunk alone, as the paper does.) Query bigrams weigh `bigram_weight` (0.5)
+against a word's 1. Measured in BENCHMARKS.md (index section).
 
 Terms come from the exact text: lower-cased `\\w+` words, English stop words dropped, Snowball
 stems (PyStemmer), plus each pair of neighbouring kept words as a bigram ("magic number", "lemon
@@ -89,7 +91,9 @@ def write_bm25(
     for i in range(len(texts)):  # one chunk of look-ahead: word lists are not kept for the whole shard
         nxt = int(next_chunk[i])
         following = text_words(texts[i + 1]) if i + 1 < len(texts) else []
-        terms = with_bigrams(own + following if nxt == i + 1 else own, bigrams)
+        # the chunk's own words count twice, its continuation's once: the chunk that holds a text
+        # outranks the one before it, and a text cut by the boundary still matches as a whole
+        terms = with_bigrams(own + following if nxt == i + 1 else own, bigrams) + own
         corpus.append([vocab.setdefault(t, len(vocab)) for t in terms])
         own = following
     if not vocab:  # no chunk has a word: keep one term so the files exist and every score is 0
@@ -149,19 +153,24 @@ def lucene_idf(df: np.ndarray, n: int | np.ndarray) -> np.ndarray:
 
 
 def search_shards(
-    shards: list[ShardBM25], query_terms: list[str], k: int
+    shards: list[ShardBM25], query_terms: list[str], k: int, bigram_weight: float = 1.0
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per shard (local chunk ids, scores) of its top-k for the query, scored with global idf."""
+    """Per shard (local chunk ids, scores) of its top-k for the query, scored with global idf.
+
+    bigram_weight scales the bigram terms' contribution (unigrams count 1).
+    """
     if not query_terms:
         return []
-    hashes = term_hashes(sorted(set(query_terms)))
+    terms = sorted(set(query_terms))
+    hashes = term_hashes(terms)
+    term_weight = np.array([bigram_weight if " " in t else 1.0 for t in terms])
     cols = [sh.lookup(hashes) for sh in shards]
     dfs = [sh.df(c) for sh, c in zip(shards, cols, strict=True)]
     n_all = sum(sh.num_chunks for sh in shards)
     idf_all = lucene_idf(np.sum(dfs, axis=0), n_all)
     out = []
     for sh, c, df in zip(shards, cols, dfs, strict=True):
-        weights = np.where(df > 0, idf_all / lucene_idf(np.maximum(df, 1), sh.num_chunks), 0.0)
+        weights = term_weight * np.where(df > 0, idf_all / lucene_idf(np.maximum(df, 1), sh.num_chunks), 0.0)
         scores = sh.scores(c, weights)
         kk = min(k, len(scores))
         top = np.argpartition(-scores, kk - 1)[:kk]

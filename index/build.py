@@ -63,6 +63,7 @@ class BuildConfig:
     bm25_k1: float = 1.5  # BM25 term-frequency saturation
     bm25_b: float = 0.75  # BM25 length normalisation
     bm25_bigrams: bool = True  # also index pairs of neighbouring words as terms (multi-word keys)
+    bm25_bigram_weight: float = 0.5  # a query bigram's weight against a word's 1 (measured: BENCHMARKS.md)
     threads: int = 2  # tokenizer threads
 
     def __post_init__(self) -> None:
@@ -459,8 +460,9 @@ class _Builder:
                 "b": self.cfg.bm25_b,
                 "method": "lucene",
                 "bigrams": self.cfg.bm25_bigrams,
+                "bigram_weight": self.cfg.bm25_bigram_weight,
                 "terms": "lower-cased words, stop words dropped, Snowball stems (index/bm25.py)",
-                "unit": "neighbour text (chunk + continuation)",
+                "unit": "neighbour text: the chunk's words twice, its continuation's once",
                 "idf": "global, summed over shards at query time",
             },
             "counts": {

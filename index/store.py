@@ -192,8 +192,9 @@ class Index:
     def _bm25_text(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         from index.bm25 import search_shards, text_terms
 
-        bigrams = self.manifest["bm25"].get("bigrams", True)
-        parts = search_shards([sh.bm25 for sh in self._shards], text_terms(text, bigrams), k)
+        cfg = self.manifest["bm25"]
+        terms = text_terms(text, cfg["bigrams"])
+        parts = search_shards([sh.bm25 for sh in self._shards], terms, k, cfg.get("bigram_weight", 1.0))
         return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
 
     def search_static(
