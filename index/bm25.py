@@ -87,15 +87,13 @@ def write_bm25(
 
     vocab: dict[str, int] = {}
     corpus = []
-    own = text_words(texts[0]) if texts else []
-    for i in range(len(texts)):  # one chunk of look-ahead: word lists are not kept for the whole shard
-        nxt = int(next_chunk[i])
-        following = text_words(texts[i + 1]) if i + 1 < len(texts) else []
-        # the chunk's own words count twice, its continuation's once: the chunk that holds a text
-        # outranks the one before it, and a text cut by the boundary still matches as a whole
-        terms = with_bigrams(own + following if nxt == i + 1 else own, bigrams) + own
+    for i, text in enumerate(texts):
+        # the neighbour's words come from the joined text, so a word cut by the chunk boundary
+        # ("magic nu|mbers") is one word; the chunk's own words count once more, so the chunk that
+        # holds a text outranks the one before it, whose continuation holds it
+        neighbour = text + texts[i + 1] if int(next_chunk[i]) == i + 1 else text
+        terms = with_bigrams(text_words(neighbour), bigrams) + text_words(text)
         corpus.append([vocab.setdefault(t, len(vocab)) for t in terms])
-        own = following
     if not vocab:  # no chunk has a word: keep one term so the files exist and every score is 0
         vocab[""] = 0
     model = bm25s.BM25(k1=k1, b=b, method="lucene")

@@ -51,7 +51,9 @@ class BuildConfig:
     faiss_factory: str = (
         "auto"  # FAISS factory string, or "auto": Flat below flat_max_chunks, else IVF-PQ fast-scan
     )
-    flat_max_chunks: int = 100_000  # above this estimated chunk count "auto" picks IVF-PQ (Flat: ~64 ms a query at 166k)
+    flat_max_chunks: int = (
+        100_000  # above this estimated chunk count "auto" picks IVF-PQ (Flat: ~64 ms a query at 166k)
+    )
     faiss_train_size: int = 200_000  # at most this many sampled chunk vectors train the coarse quantizer
     nprobe: int = 32  # IVF lists searched per query (ignored by Flat)
     dense: str | bool = "auto"  # dense MiniLM tier: "on", "off" or "auto" (on up to dense_auto_max_chunks)

@@ -346,3 +346,28 @@ def test_bm25_finds_a_sentence_cut_by_a_chunk_boundary(built):
         ids, _ = idx.search_bm25(span, k=1)
         hits, tried = hits + int(span in idx.neighbour_text(ids)[0]), tried + 1
     assert tried >= 20 and hits >= 0.85 * tried  # stdlib docstrings repeat, so a few spans are ambiguous
+
+
+def test_bm25_joins_a_word_cut_by_the_chunk_boundary(built):
+    """A word split across two chunks is one BM25 term of the first chunk (its neighbour text)."""
+    from index.bm25 import term_hashes, text_words
+
+    idx = Index.open(built)
+    shard = idx._shards[0]
+    checked = 0
+    for cid in range(len(shard.chunk_doc) - 1):
+        if checked == 10 or shard.chunk_doc[cid] != shard.chunk_doc[cid + 1]:
+            continue
+        a, b = idx.chunk_text([cid, cid + 1])
+        if not (a[-1:].isalpha() and b[:1].isalpha()):
+            continue
+        word = a.split()[-1] + b.split()[0]  # cut by the boundary: neither chunk holds it whole
+        terms = text_words(word)
+        if len(terms) != 1 or not word.isalpha():
+            continue
+        (col,) = shard.bm25.lookup(term_hashes(terms))
+        assert col >= 0, word
+        postings = shard.bm25.indices[shard.bm25.indptr[col] : shard.bm25.indptr[col + 1]]
+        assert cid in postings, word
+        checked += 1
+    assert checked >= 5
