@@ -26,10 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from index import Index  # noqa: E402
 from index.bm25 import text_words, with_bigrams  # noqa: E402
 
+# own: the chunk's words; joined: the words of chunk text + continuation text (one word across the cut)
 DESIGNS = {
-    "chunk": lambda own, nxt: with_bigrams(own),
-    "neighbour": lambda own, nxt: with_bigrams(own + nxt),
-    "own x2 + cont": lambda own, nxt: with_bigrams(own + nxt) + own,
+    "chunk": lambda own, joined: with_bigrams(own),
+    "neighbour": lambda own, joined: with_bigrams(joined),
+    "own x2 + cont": lambda own, joined: with_bigrams(joined) + own,
 }
 WEIGHTS = (1.0, 0.5, 0.25, 0.0)
 
@@ -39,15 +40,13 @@ def _evaluate(idx: Index, questions: list[tuple[str, object]], hit) -> dict[str,
 
     ids = np.arange(idx.num_chunks)
     words = [text_words(t) for t in idx.chunk_text(ids)]
+    joined = [text_words(t) for t in idx.neighbour_text(ids)]
     doc = idx.chunk_doc(ids)
     same_next = np.r_[doc[1:] == doc[:-1], False]
     out: dict[str, dict[float, float]] = {}
     for name, make in DESIGNS.items():
         vocab: dict[str, int] = {}
-        corpus = [
-            [vocab.setdefault(t, len(vocab)) for t in make(w, words[i + 1] if same_next[i] else [])]
-            for i, w in enumerate(words)
-        ]
+        corpus = [[vocab.setdefault(t, len(vocab)) for t in make(w, joined[i])] for i, w in enumerate(words)]
         model = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
         model.index((corpus, {i: i for i in range(len(vocab))}), show_progress=False)
         out[name] = {}
