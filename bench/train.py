@@ -33,13 +33,16 @@ def analytic_flops(cfg, params_matmul: int, b: int, length: int, k: int) -> floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--no-retrieval", action="store_true", help="RETRO[OFF] step (no encoder/CCA work)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
     args = ap.parse_args()
-    cfg = model_config(args.preset)
+    from retro.configs import parse_overrides
+
+    cfg = model_config(args.preset, parse_overrides(args.set))
     model = Retro(cfg, rngs=nnx.Rngs(0))
     graphdef, tp, fp = nnx.split(model, nnx.Param, ...)
     trainable, frozen = nnx.to_pure_dict(tp), nnx.to_pure_dict(fp)
