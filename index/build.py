@@ -49,11 +49,12 @@ class BuildConfig:
     static: str = "pooled"  # static embedder: "pooled" (token vectors over stored ids) or "model2vec"
     static_dim: int = 256  # static embedding dimensions (PCA)
     faiss_factory: str = (
-        "auto"  # FAISS factory string, or "auto": Flat below flat_max_chunks, else IVF-PQ fast-scan
+        "auto"  # a FAISS factory string, or "auto": chosen by estimated size (see _auto_factory)
     )
     flat_max_chunks: int = (
-        100_000  # above this estimated chunk count "auto" picks IVF-PQ (Flat: ~64 ms a query at 166k)
+        100_000  # up to this estimated chunk count "auto" picks Flat (~64 ms a query at 166k)
     )
+    sq8_max_chunks: int = 1_000_000  # then IVF,SQ8 up to here (256 B a chunk), then IVF-PQ fast-scan (32 B)
     faiss_train_size: int = 200_000  # at most this many sampled chunk vectors train the coarse quantizer
     nprobe: int = 32  # IVF lists searched per query (ignored by Flat)
     dense: str | bool = "auto"  # dense MiniLM tier: "on", "off" or "auto" (on up to dense_auto_max_chunks)
@@ -113,10 +114,14 @@ def _sample_docs(corpus: str | os.PathLike, sample_chars: int, max_doc_chars: in
 
 
 def _auto_factory(est_chunks: int, train_n: int, cfg: BuildConfig) -> str:
+    """Flat for small indexes, IVF + 8-bit scalar codes (4x smaller, ~0.93 recall@10 of Flat) up to
+    sq8_max_chunks, IVF + 4-bit PQ fast-scan (32 bytes a vector) beyond: measured in BENCHMARKS.md."""
     if est_chunks <= cfg.flat_max_chunks:
         return "Flat"
     nlist = 2 ** round(math.log2(4 * math.sqrt(est_chunks)))
     nlist = max(64, min(nlist, 65536, 2 ** int(math.log2(max(64, train_n // 39)))))
+    if est_chunks <= cfg.sq8_max_chunks:
+        return f"IVF{nlist},SQ8"
     return f"IVF{nlist},PQ{cfg.static_dim // 8}x4fs"
 
 

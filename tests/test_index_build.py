@@ -371,3 +371,12 @@ def test_bm25_joins_a_word_cut_by_the_chunk_boundary(built):
         assert cid in postings, word
         checked += 1
     assert checked >= 5
+
+
+def test_auto_factory_by_estimated_size():
+    from index.build import _auto_factory
+
+    cfg = BuildConfig()
+    assert _auto_factory(50_000, 10_000, cfg) == "Flat"
+    assert _auto_factory(500_000, 200_000, cfg).endswith(",SQ8")
+    assert _auto_factory(15_000_000, 200_000, cfg) == "IVF4096,PQ32x4fs"  # nlist capped by training vectors / 39
