@@ -52,3 +52,44 @@ def test_index_retriever_shapes(built):
     retrieve = index_retriever(idx, k=3, r=128, exclude_docs={int(idx.chunk_doc(np.array([5]))[0])}, log=log)
     retrieve(idx.chunk_tokens(np.array([5]))[0])
     assert 5 not in log[-1]
+
+
+def test_generate_cli_end_to_end(built, tmp_path):
+    """precompute -> train 2 steps -> `retro generate` retrieving from the index at chunk boundaries."""
+    import json
+
+    from pipelines.cli import main
+
+    precompute_neighbours(built, tmp_path / "nb", k=2, quiet=True)
+    rc = main(
+        [
+            "train",
+            f"data={tmp_path / 'nb'}",
+            f"out={tmp_path / 'run'}",
+            "preset=tiny",
+            "seq_len=128",
+            "batch_size=2",
+            "steps=2",
+            "warmup_steps=1",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    rc = main(
+        [
+            "generate",
+            str(tmp_path / "run"),
+            "--prompt",
+            "The module provides functions " * 4,
+            "--index",
+            str(built),
+            "--max-new-tokens",
+            "72",
+            "--out",
+            str(tmp_path / "gen"),
+        ]
+    )
+    assert rc == 0
+    gen = json.loads((tmp_path / "gen" / "generation.json").read_text())
+    assert len(gen["tokens"]) == 72
+    assert len(gen["retrieved"]) >= 1 and len(gen["evidence"]) == len(gen["retrieved"])
