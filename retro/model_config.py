@@ -33,6 +33,8 @@ def cca_layer_positions(n_layers: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """Every size and choice of the RETRO model; presets in PRESETS, overrides via `model_config`."""
+
     vocab_size: int = 8192  # V: tokenizer vocabulary size (the index's tokenizer)
     d_model: int = 256  # D: decoder width
     n_layers: int = 6  # decoder layers

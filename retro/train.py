@@ -40,6 +40,8 @@ from retro.runinfo import atomic_write_json, atomic_write_text, run_info
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A training run: data, model preset + overrides, optimiser, schedule, logging and checkpoints."""
+
     data: str = ""  # neighbour store folder written by `retro neighbours` (retro/data.py)
     out: str = "runs/retro"  # run folder: configs, checkpoints, metrics.jsonl, results.json
     preset: str = "small"  # model preset: tiny | small | paper-172m
