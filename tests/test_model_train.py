@@ -129,8 +129,22 @@ def test_eval_lm_cli_writes_results(trained, store, tmp_path):
 
     run_dir, _ = trained
     out = tmp_path / "eval"
-    rc = main(["eval", "lm", str(run_dir / "run"), "--data", str(store), "--seq-len", "16", "--batch-size", "4",
-               "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "eval",
+            "lm",
+            str(run_dir / "run"),
+            "--data",
+            str(store),
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "4",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     modes = {r["retrieval"]: r for r in res["rows"]}
@@ -141,5 +155,7 @@ def test_eval_lm_cli_writes_results(trained, store, tmp_path):
     # `eval lm` and `eval niah` share one group
     parser = build_parser()
     assert parser.parse_args(["eval", "lm", "r", "--data", "d"]).func.__name__ == "cmd_eval_lm"
-    assert "niah" in parser._subparsers._group_actions[0].choices["eval"]._subparsers._group_actions[0].choices
+    assert (
+        "niah" in parser._subparsers._group_actions[0].choices["eval"]._subparsers._group_actions[0].choices
+    )
     assert main(["train", "steps=abc", "data=x"]) == 2  # bad input: one-line error, exit 2
