@@ -35,7 +35,7 @@ from index.tokenizer import Tokenizer, sha256_file, train_tokenizer
 from retro.configs import config_to_dict
 from retro.runinfo import atomic_write_json, run_info
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: word-level BM25 with term hashes (bm25/term_hash.npy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +189,11 @@ class _Builder:
         manifest_path, plan_path = out / "index.json", out / "build.json"
         if manifest_path.is_file():
             self.manifest = json.loads(manifest_path.read_text())
+            if self.manifest.get("format_version") != FORMAT_VERSION:
+                raise ValueError(
+                    f"{manifest_path}: index format v{self.manifest.get('format_version')}, this code "
+                    f"writes v{FORMAT_VERSION}; rebuild the index to append to it"
+                )
             if not self.append:
                 raise FileExistsError(
                     f"{out}: already holds an index; use --append to add documents or choose another --out"

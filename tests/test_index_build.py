@@ -146,6 +146,10 @@ def test_damaged_index_does_not_open(tmp_path, built):
     (copy / "tokenizer.model").write_bytes(b"x")
     with pytest.raises(ValueError, match="tokenizer file was replaced"):
         Index.open(copy)
+    manifest = json.loads((copy / "index.json").read_text())
+    (copy / "index.json").write_text(json.dumps(dict(manifest, format_version=1)))
+    with pytest.raises(ValueError, match="v1, this code reads retro-index v2"):
+        Index.open(copy)
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
@@ -379,4 +383,6 @@ def test_auto_factory_by_estimated_size():
     cfg = BuildConfig()
     assert _auto_factory(50_000, 10_000, cfg) == "Flat"
     assert _auto_factory(500_000, 200_000, cfg).endswith(",SQ8")
-    assert _auto_factory(15_000_000, 200_000, cfg) == "IVF4096,PQ32x4fs"  # nlist capped by training vectors / 39
+    assert (
+        _auto_factory(15_000_000, 200_000, cfg) == "IVF4096,PQ32x4fs"
+    )  # nlist capped by training vectors / 39
