@@ -147,9 +147,6 @@ class Tokenizer:
         rows = np.asarray(rows, dtype=np.int64)
         return self._sp.decode([row[row != self.pad_id].tolist() for row in rows], num_threads=threads)
 
-    def piece(self, token_id: int) -> str:
-        return self._sp.id_to_piece(int(token_id))
-
     @cached_property
     def byte_lengths(self) -> np.ndarray:
         """int64 [V]: how many bytes of the original UTF-8 text each token stands for."""
