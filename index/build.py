@@ -292,6 +292,8 @@ class _Builder:
                 timings={k: round(v, 3) for k, v in timings.items()},
             )
             atomic_write_json(out / "build.json", plan)
+            return
+        # resuming: the shared parts were made by the interrupted run
         self.tokenizer = Tokenizer(tok_path)
         if self.tokenizer.sha256 != plan["tokenizer_sha256"]:
             raise ValueError(f"{tok_path}: changed since this build started; delete {out} and build again")

@@ -18,7 +18,6 @@ A shard is built in `NAME.tmp/` and renamed into place when complete, so a folde
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ import numpy as np
 
 from index.bm25 import write_bm25
 from index.corpus import Document
+from index.tokenizer import sha256_file
 from retro.runinfo import atomic_write_json, fsync_dir
 
 SHARD_FORMAT = 1
@@ -87,14 +87,6 @@ def _char_offsets(text: str, ids: np.ndarray, byte_lengths: np.ndarray, m: int) 
     return lead[np.minimum(bounds, len(raw))]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, arr)
@@ -130,7 +122,8 @@ def write_shard(
     tmp.mkdir(parents=True)
     tokens = np.concatenate(buffer.tokens)
     _save_npy(tmp / "tokens.npy", tokens)
-    _save_npy(tmp / "chunk_doc.npy", np.concatenate(buffer.chunk_doc))  # [C]
+    chunk_doc = np.concatenate(buffer.chunk_doc)  # [C]
+    _save_npy(tmp / "chunk_doc.npy", chunk_doc)
     _save_npy(tmp / "chunk_span.npy", np.concatenate(buffer.spans))
     with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
         for d in buffer.docs:
@@ -142,7 +135,6 @@ def write_shard(
     with ThreadPoolExecutor(1) as pool:
         static_done = pool.submit(_write_static, tmp / "static.faiss", tokens, static, faiss_template)
         texts = tokenizer.decode_rows(tokens)  # exact chunk text: decoding is lossless
-        chunk_doc = np.concatenate(buffer.chunk_doc)
         next_chunk = np.where(
             np.r_[chunk_doc[1:] == chunk_doc[:-1], False], np.arange(1, len(chunk_doc) + 1), -1
         )
@@ -156,7 +148,7 @@ def write_shard(
     files = {}
     for p in sorted(tmp.rglob("*")):
         if p.is_file():
-            files[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            files[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
     meta = {
         "format": SHARD_FORMAT,
         "docs": len(buffer.docs),
@@ -195,6 +187,6 @@ def check_shard_files(folder: Path, meta: dict, *, hashes: bool = False) -> str 
             return f"{path}: missing"
         if path.stat().st_size != want["bytes"]:
             return f"{path}: size {path.stat().st_size} != recorded {want['bytes']}"
-        if hashes and _sha256(path) != want["sha256"]:
+        if hashes and sha256_file(path) != want["sha256"]:
             return f"{path}: sha256 differs from shard.json"
     return None
