@@ -159,13 +159,9 @@ class IndexBackend:
         from index.build import BuildConfig, build_index
         from retro.configs import resolve_config
 
-        fields = {f.name: f for f in dataclasses.fields(BuildConfig)}
-        base: dict = {}
-        if (
-            "dense" in fields
-        ):  # the dense tier is far too slow for eval haystacks on CPU: off unless overridden
-            base["dense"] = "off" if "str" in str(fields["dense"].type) else False
-        if tokenizer is not None and "tokenizer" in fields:
+        # the dense tier is far too slow for eval haystacks on CPU: off unless overridden
+        base: dict = {"dense": "off"}
+        if tokenizer is not None:
             base["tokenizer"] = str(tokenizer)
         cfg = resolve_config(
             BuildConfig, overrides=list(overrides), base=dataclasses.replace(BuildConfig(), **base)
