@@ -57,36 +57,97 @@ def cmd_train(args) -> int:
     return 0
 
 
+RETRIEVERS = ("cascade", "bm25", "static")
+
+
+def _retriever_choice(args, idx) -> tuple:
+    """Validate generate's retrieval flags -> (name: cascade | bm25 | static, CascadeConfig or None).
+
+    Bad values raise a one-line ValueError naming the flag, before any model is loaded.
+    --method is the deprecated alias of --retriever; --set / --cascade-config only apply to cascade.
+    """
+    for flag, value in (("--retriever", args.retriever), ("--method", args.method)):
+        if value is not None and value not in RETRIEVERS:
+            raise ValueError(f"generate: {flag} {value!r}: expected one of {', '.join(RETRIEVERS)}")
+    if args.retriever and args.method and args.retriever != args.method:
+        raise ValueError(f"generate: --method {args.method} contradicts --retriever {args.retriever}")
+    name = args.retriever or args.method or "cascade"
+    if name != "cascade" and (args.set or args.cascade_config):
+        raise ValueError(f"generate: --set/--cascade-config apply to --retriever cascade, not {name}")
+    if args.k <= 0:
+        raise ValueError(f"generate: --k must be > 0, got {args.k}")
+    if idx is not None and args.k > idx.num_chunks:
+        raise ValueError(f"generate: --k {args.k} is larger than the index ({idx.num_chunks} chunks)")
+    if name != "cascade" or args.no_retrieval:
+        return name, None
+    from pipelines.cascade_config import CascadeConfig
+    from retro.configs import resolve_config
+
+    return name, resolve_config(CascadeConfig, args.cascade_config, list(args.set or []))
+
+
+def _make_retriever(args, name: str, cfg, idx, r: int, log: list):
+    """The retriever generate decodes with (None for --no-retrieval); cascade models load here, once."""
+    if args.no_retrieval:
+        return None
+    from retro.sampling import cascade_retriever, index_retriever
+
+    if name == "cascade":
+        return cascade_retriever(idx, args.k, r, config=cfg, log=log)
+    return index_retriever(idx, args.k, r, name, log=log)
+
+
 def cmd_generate(args) -> int:
-    """Generate a continuation of a prompt with retrieval at chunk boundaries."""
+    """Generate a continuation of a prompt, retrieving at each chunk boundary (cascade by default).
+
+    --out DIR writes DIR/generation.json: prompt, completion, tokens, step, retriever, k, cascade_config
+    (null unless cascade), retrieved (chunk ids per retrieval, in order), evidence (their provenance),
+    retrieval (per retrieval: chunks, and for cascade the query text, per-stage latency_ms and each
+    chunk's stage scores/ranks), run.
+    """
+    import sys
+
     from retro.checkpoint import load_model
-    from retro.sampling import Sampler, index_retriever
+    from retro.sampling import Sampler
 
     if args.index is None and not args.no_retrieval:
         raise ValueError("generate: --index IDX is required (or --no-retrieval)")
-    model, step = load_model(args.run)
+    if args.max_new_tokens <= 0:
+        raise ValueError(f"generate: --max-new-tokens must be > 0, got {args.max_new_tokens}")
+    if not args.prompt.strip():
+        raise ValueError("generate: --prompt is empty")
     from index import Index
 
     idx = Index.open(args.index) if args.index else None
     if idx is None and args.tokenizer_index is None:
         raise ValueError("generate: --no-retrieval needs --tokenizer-index IDX to encode the prompt")
     tok_idx = idx if idx is not None else Index.open(args.tokenizer_index)
+    name, cascade_cfg = _retriever_choice(args, idx)
+    model, step = load_model(args.run)
+    tok = tok_idx.tokenizer
+    if (model.cfg.vocab_size, model.cfg.pad_id) != (tok.vocab_size, tok.pad_id):
+        raise ValueError(
+            f"generate: {args.run} was trained with vocab {model.cfg.vocab_size} (pad {model.cfg.pad_id}), "
+            f"the index's tokenizer has {tok.vocab_size} (pad {tok.pad_id}): use the run's own index"
+        )
     log: list = []
-    retriever = (
-        None
-        if args.no_retrieval
-        else index_retriever(idx, args.k, model.cfg.retrieved_len, args.method, log=log)
-    )
-    prompt = tok_idx.tokenizer.encode(args.prompt)
+    retriever = _make_retriever(args, name, cascade_cfg, idx, model.cfg.retrieved_len, log)
+    prompt = tok.encode(args.prompt)
     out = Sampler(model, retriever, args.k).generate(
         prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed
     )
-    text = tok_idx.tokenizer.decode(out["tokens"])
+    text = tok.decode(out["tokens"])
     print(text)
+    calls = [e if isinstance(e, dict) else {"chunks": e} for e in log]
+    if calls and name == "cascade":
+        totals = [c["latency_ms"].get("total", 0.0) for c in calls if c["latency_ms"]]
+        mean = sum(totals) / max(len(totals), 1)
+        print(f"retrieved at {len(calls)} chunk boundaries (cascade, {mean:.0f} ms each)", file=sys.stderr)
     if args.out:
+        from retro.configs import config_to_dict
         from retro.runinfo import atomic_write_json, run_info
 
-        evidence = [idx.provenance(ids) if ids else [] for ids in log] if idx is not None else []
+        retrieved = [c["chunks"] for c in calls]
         atomic_write_json(
             Path(args.out) / "generation.json",
             {
@@ -94,8 +155,12 @@ def cmd_generate(args) -> int:
                 "completion": text,
                 "tokens": out["tokens"],
                 "step": step,
-                "retrieved": log,
-                "evidence": evidence,
+                "retriever": None if retriever is None else name,
+                "k": args.k,
+                "cascade_config": None if cascade_cfg is None else config_to_dict(cascade_cfg),
+                "retrieved": retrieved,
+                "evidence": [idx.provenance(ids) if ids else [] for ids in retrieved],
+                "retrieval": calls,
                 "run": run_info(),
             },
         )
@@ -154,14 +219,26 @@ def register(subparsers) -> None:
         "--tokenizer-index", default=None, help="with --no-retrieval: index whose tokenizer to use"
     )
     p.add_argument("--no-retrieval", action="store_true", help="decode RETRO[OFF]")
-    p.add_argument("--k", type=int, default=2, help="neighbours per chunk")
-    p.add_argument("--method", default="bm25", choices=["bm25", "static"], help="retriever")
+    p.add_argument("--k", type=int, default=2, help="neighbours per chunk (default 2)")
+    p.add_argument(
+        "--retriever",
+        default=None,
+        metavar="NAME",
+        help="cascade (default: the ranker cascade over the chunk's text) | bm25 | static (chunk token ids)",
+    )
+    p.add_argument("--method", default=None, help=argparse.SUPPRESS)  # deprecated alias of --retriever
+    p.add_argument(
+        "--set", action="append", metavar="key=value", help="CascadeConfig override (repeatable), e.g. n2=16"
+    )
+    p.add_argument("--cascade-config", default=None, metavar="FILE", help="YAML file of CascadeConfig fields")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--out", default=None, help="folder for generation.json (text, retrieved chunks, evidence)"
+        "--out",
+        default=None,
+        help="folder for generation.json (text, retrieved chunks, evidence, per-stage latency)",
     )
     p.set_defaults(func=cmd_generate)
 

@@ -7,8 +7,11 @@ neighbours are encoded once (against the cached decoder states of chunk u) and t
 are cached for the next M positions. The prompt is fed in such segments too (prefill), then one
 token at a time.
 
-Any callable works as a retriever (the ranker cascade, a test double); `index_retriever` searches an
-index (docs/INDEX_API.md) with BM25 or static embeddings over the chunk's token ids.
+Any callable works as a retriever. `cascade_retriever` (what `retro generate` uses by default) decodes
+the chunk to text with the index's tokenizer and runs the ranker cascade (pipelines/cascade.py:
+cheap -> medium -> expensive) with it as the query; `index_retriever` searches an index
+(docs/INDEX_API.md) with BM25 or static embeddings over the chunk's token ids. Both return each
+neighbour as the index's chunk + continuation cut (or pad-filled) to R tokens.
 
 Shapes: B batch (1 here), M chunk length, K neighbours, R retrieved length, V vocab, S cache length.
 """
@@ -39,14 +42,10 @@ def index_retriever(
 ) -> Retriever:
     """A retriever over an index (path or open `index.Index`): top-k chunks for the chunk's tokens,
     as chunk + continuation [K, R] (pad where fewer were found). Found chunk ids are appended to `log`."""
-    if isinstance(index, (str, os.PathLike)):
-        from index import Index
-
-        index = Index.open(index)
+    index = _open_index(index)
     search = {"bm25": index.search_bm25_tokens, "static": index.search_static_tokens}.get(method)
     if search is None:
         raise ValueError(f"retrieval method {method!r}: expected bm25 or static")
-    pad = int(index.tokenizer.pad_id)
     extra = 8 if exclude_docs else 0
 
     def retrieve(chunk: np.ndarray) -> np.ndarray:
@@ -56,14 +55,91 @@ def index_retriever(
         if exclude_docs and len(ids):
             ids = ids[~np.isin(index.chunk_doc(ids), list(exclude_docs))]
         ids = ids[:k]
-        out = np.full((k, r), pad, np.int32)
-        if len(ids):
-            toks = np.asarray(index.neighbour_tokens(ids))[:, :r]
-            out[: len(ids), : toks.shape[1]] = toks
         if log is not None:
             log.append(ids.tolist())
-        return out
+        return neighbour_block(index, ids, k, r)
 
+    return retrieve
+
+
+def _open_index(index: Any) -> Any:
+    """An open `index.Index` for a path (or the object itself)."""
+    if isinstance(index, (str, os.PathLike)):
+        from index import Index
+
+        return Index.open(index)
+    return index
+
+
+def neighbour_block(index: Any, ids: np.ndarray, k: int, r: int) -> np.ndarray:
+    """Chunk ids [n <= K] -> neighbour tokens [K, R] int32: chunk + continuation, pad where fewer."""
+    out = np.full((k, r), int(index.tokenizer.pad_id), np.int32)
+    if len(ids):
+        toks = np.asarray(index.neighbour_tokens(np.asarray(ids, np.int64)))[:, :r]
+        out[: len(ids), : toks.shape[1]] = toks
+    return out
+
+
+def cascade_retriever(
+    index: Any,
+    k: int,
+    r: int,
+    config: Any = None,
+    exclude_docs: set[int] | None = None,
+    log: list | None = None,
+    encoder: Any = None,
+) -> Retriever:
+    """A retriever through the ranker cascade: chunk tokens [M] -> top-k neighbours [K, R].
+
+    The chunk is decoded to text with the index's tokenizer (pad and out-of-vocabulary ids dropped) and
+    searched with `pipelines.cascade.Cascade` (`config`: a CascadeConfig, None = defaults; its `k` is
+    replaced by this `k`). The cascade, its BM25/FAISS tiers and MiniLM are loaded once, here, and
+    reused by every call. `exclude_docs` (global document indexes) are filtered out of a deeper list
+    (k + 8, doubled while they leave fewer than k and the cascade still returns more; with
+    medium=ondemand it returns at most `medium_ondemand_max`, so fewer may remain).
+    Each call appends {"query", "chunks", "latency_ms" (per stage as Cascade.search, summed over the
+    deeper searches), "stages" (per kept chunk: each stage's score and rank)} to `log`. A chunk that
+    decodes to blank text retrieves nothing (all pad). `encoder` (a pipelines.dense.DenseEncoder) shares a loaded model.
+    Raises ValueError for k <= 0, k larger than the index or r <= 0.
+    """
+    from pipelines.cascade import Cascade
+
+    index = _open_index(index)
+    if r <= 0:
+        raise ValueError(f"cascade retriever: r must be > 0, got {r}")
+    cascade = Cascade(index, config, encoder=encoder)
+    cascade.budgets(k)  # one-line ValueError for k <= 0 or k > num_chunks, before any model loads
+    cascade.warm()
+    tok = index.tokenizer
+    n_chunks = int(index.num_chunks)
+    deep = min(k + (8 if exclude_docs else 0), n_chunks)
+    excluded = {int(d) for d in exclude_docs or ()}
+
+    def retrieve(chunk: np.ndarray) -> np.ndarray:
+        ids = np.asarray(chunk, np.int64).reshape(-1)
+        query = tok.decode(ids[(ids >= 0) & (ids < tok.vocab_size)])
+        entry: dict = {"query": query, "chunks": [], "latency_ms": {}, "stages": []}
+        if query.strip():
+            depth, got, latency = deep, -1, {}
+            while True:  # excluded documents may fill the list: search deeper until k remain
+                res = cascade.search(query, k=depth)
+                for name, ms in res.latency_ms.items():
+                    latency[name] = round(latency.get(name, 0.0) + ms, 3)
+                found = [n for n in res.neighbours if n["doc_index"] not in excluded][:k]
+                n_got = len(res.neighbours)
+                if not excluded or len(found) == k or depth >= n_chunks or n_got <= got:
+                    break
+                depth, got = min(2 * depth, n_chunks), n_got
+            entry.update(
+                chunks=[n["chunk"] for n in found],
+                latency_ms=latency,
+                stages=[n["stages"] for n in found],
+            )
+        if log is not None:
+            log.append(entry)
+        return neighbour_block(index, entry["chunks"], k, r)
+
+    retrieve.cascade = cascade  # type: ignore[attr-defined]  # for callers that report its config
     return retrieve
 
 
