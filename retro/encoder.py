@@ -44,7 +44,7 @@ class EncoderLayer(nnx.Module):
         r, m = x.shape[-2], ctx.shape[-2]
         pos_r = jnp.arange(r)
         h = self.norm_self(x)
-        x = x + self.self_attn(h, h, mask[..., None, None, :], pos_r, pos_r)
+        x = x + self.self_attn.self_attend(h, mask[..., None, None, :], pos_r)
         # query conditioning: every neighbour of chunk u attends to the same H_u (broadcast over K)
         x = x + self.cross_attn(self.norm_cross(x), ctx[..., None, :, :], None, pos_r, jnp.arange(m))
         return x + self.ffw(self.norm_ff(x))

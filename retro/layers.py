@@ -32,6 +32,21 @@ def rope(x: jax.Array, pos: jax.Array, base: float = 10000.0) -> jax.Array:
     return out.astype(x.dtype)
 
 
+def dense(x: jax.Array, kernel: jax.Array, n_in: int = 1) -> jax.Array:
+    """x [..., *in] @ kernel [*in, *out] -> [..., *out] as one 2-D matmul [N, in] @ [in, out].
+
+    `n_in` trailing dims of x are contracted with the leading dims of the kernel. Flattening the batch
+    dims first keeps every dot (and its gradients, which contract over N) a plain 2-D matmul: XLA:CPU
+    otherwise canonicalises a dot contracting several batch dims by copying a transposed activation.
+    """
+    lead, fin = x.shape[: x.ndim - n_in], kernel.shape[:n_in]
+    size_in = 1
+    for s in fin:
+        size_in *= s
+    y = x.reshape(-1, size_in) @ kernel.reshape(size_in, -1)
+    return y.reshape(*lead, *kernel.shape[n_in:])
+
+
 def dot_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
     """Softmax attention with a boolean mask; a query whose keys are all masked outputs exactly zero.
 
@@ -52,6 +67,8 @@ class Attention(nnx.Module):
 
     Used as causal self-attention in the decoder, bidirectional self-attention and query-conditioning
     cross-attention in the encoder, and chunked cross-attention in the decoder (retro/cca.py).
+    The projections are `nnx.Einsum` parameters applied as 2-D matmuls (`dense`); self-attention
+    (`self_attend`, `qkv`) concatenates the q, k, v kernels into one [q_dim, 3*H*Dh] matmul.
     """
 
     def __init__(
@@ -77,15 +94,29 @@ class Attention(nnx.Module):
 
     def query(self, x: jax.Array, pos: jax.Array) -> jax.Array:
         """x: [..., L, q_dim], pos: [..., L] -> rotated queries [..., L, H, Dh]."""
-        return rope(self.wq(x), pos, self.rope_base)
+        return rope(dense(x, self.wq.kernel[...]), pos, self.rope_base)
 
     def keys_values(self, ctx: jax.Array, pos: jax.Array) -> tuple[jax.Array, jax.Array]:
         """ctx: [..., S, kv_dim], pos: [..., S] -> rotated keys and values, each [..., S, H, Dh]."""
-        return rope(self.wk(ctx), pos, self.rope_base), self.wv(ctx)
+        kv = dense(ctx, jnp.stack([self.wk.kernel[...], self.wv.kernel[...]], axis=1))  # [..., S, 2, H, Dh]
+        return rope(kv[..., 0, :, :], pos, self.rope_base), kv[..., 1, :, :]
+
+    def qkv(self, x: jax.Array, pos: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Self-attention projections in one matmul: x [..., L, D], pos [..., L] -> rotated q, k and v,
+        each [..., L, H, Dh] (requires q_dim == kv_dim)."""
+        w = jnp.stack([self.wq.kernel[...], self.wk.kernel[...], self.wv.kernel[...]], axis=1)
+        qkv = dense(x, w)  # [..., L, 3, H, Dh]
+        q = rope(qkv[..., 0, :, :], pos, self.rope_base)
+        return q, rope(qkv[..., 1, :, :], pos, self.rope_base), qkv[..., 2, :, :]
 
     def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
         """Attention from projected q [..., L, H, Dh] to k, v [..., S, H, Dh] -> [..., L, out_dim]."""
-        return self.wo(dot_attention(q, k, v, mask))
+        return dense(dot_attention(q, k, v, mask), self.wo.kernel[...], n_in=2)
+
+    def self_attend(self, x: jax.Array, mask: jax.Array | None, pos: jax.Array) -> jax.Array:
+        """Self-attention: x [..., L, D], mask broadcastable to [..., H, L, L], pos [..., L] -> [..., L, out_dim]."""
+        q, k, v = self.qkv(x, pos)
+        return self.attend(q, k, v, mask)
 
     def __call__(
         self, x: jax.Array, ctx: jax.Array, mask: jax.Array | None, q_pos: jax.Array, k_pos: jax.Array
@@ -96,7 +127,7 @@ class Attention(nnx.Module):
 
 
 class FeedForward(nnx.Module):
-    """Position-wise GELU MLP: [..., D] -> [..., d_ff] -> [..., D] (the paper's FFW)."""
+    """Position-wise GELU MLP: [..., D] -> [..., d_ff] -> [..., D] (the paper's FFW), as 2-D matmuls."""
 
     def __init__(self, d_model: int, d_ff: int, *, rngs: nnx.Rngs):
         """Two bias-free projections D -> d_ff -> D."""
@@ -105,7 +136,7 @@ class FeedForward(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: [..., D] -> [..., D]."""
-        return self.down(jax.nn.gelu(self.up(x)))
+        return dense(jax.nn.gelu(dense(x, self.up.kernel[...])), self.down.kernel[...])
 
 
 def causal_mask(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:

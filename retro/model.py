@@ -26,7 +26,7 @@ from flax import nnx
 
 from retro.cca import ChunkedCrossAttention
 from retro.encoder import NeighbourEncoder
-from retro.layers import Attention, FeedForward, causal_mask
+from retro.layers import Attention, FeedForward, causal_mask, dense
 from retro.model_config import ModelConfig
 
 
@@ -78,7 +78,8 @@ class Retro(nnx.Module):
     def logits(self, x: jax.Array) -> jax.Array:
         """Final norm and readout: [..., D] -> [..., V]."""
         x = self.final_norm(x)
-        return self.embed.attend(x) if self.readout is None else self.readout(x)
+        w = self.embed.embedding[...].T if self.readout is None else self.readout.kernel[...]
+        return dense(x, w)
 
     def encode(self, neighbours: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
         """neighbours: [B, C, K, R] token ids; h: residual stream [B, L, D] at the first CCA layer.
@@ -103,7 +104,7 @@ class Retro(nnx.Module):
         enc = enc_mask = None
         for blk in self.blocks:
             h = blk.norm_attn(x)
-            x = x + blk.attn(h, h, mask, pos, pos)
+            x = x + blk.attn.self_attend(h, mask, pos)
             if blk.cca is not None and use:
                 if enc is None:
                     enc, enc_mask = self.encode(neighbours, x)
@@ -153,10 +154,10 @@ class Retro(nnx.Module):
         i_cca = 0
         for i, blk in enumerate(self.blocks):
             h = blk.norm_attn(x)
-            k, v = blk.attn.keys_values(h, pos)
+            q, k, v = blk.attn.qkv(h, pos)
             cache["k"][i] = jax.lax.dynamic_update_slice(cache["k"][i], k, (0, start, 0, 0))
             cache["v"][i] = jax.lax.dynamic_update_slice(cache["v"][i], v, (0, start, 0, 0))
-            x = x + blk.attn.attend(blk.attn.query(h, pos), cache["k"][i], cache["v"][i], mask)
+            x = x + blk.attn.attend(q, cache["k"][i], cache["v"][i], mask)
             if blk.cca is not None:
                 if i_cca == 0:
                     cache["h"] = jax.lax.dynamic_update_slice(cache["h"], x, (0, start, 0))
