@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from retro.layers import Attention
@@ -71,8 +72,7 @@ class ChunkedCrossAttention(nnx.Module):
         Computed once per chunk when decoding with a cache (retro/sampling.py).
         """
         *lead, kk, r, _ = enc.shape
-        pos = jnp.broadcast_to(jnp.arange(r), (*lead, kk, r))
-        k, v = self.attn.keys_values(enc, pos)
+        k, v = self.attn.keys_values(enc, np.arange(r))
         flat = (*lead, kk * r, *k.shape[-2:])
         return k.reshape(flat), v.reshape(flat), enc_mask.reshape(*lead, kk * r)
 
@@ -81,7 +81,7 @@ class ChunkedCrossAttention(nnx.Module):
         b, length, _ = h.shape
         m, c = self.chunk_len, enc.shape[1]
         att = attending_chunks(h, m, c)  # [B, C, M, D]
-        q = self.attn.query(att, jnp.arange(m) + (m - 1))  # [B, C, M, H, Dh]
+        q = self.attn.query(att, np.arange(m) + (m - 1))  # [B, C, M, H, Dh]
         k, v, mask = self.keys_values(enc, enc_mask)  # [B, C, K*R, H, Dh]
         out = self.attn.attend(q, k, v, mask[:, :, None, None, :])  # [B, C, M, D]
         return unchunk(out, length)

@@ -14,7 +14,7 @@ retrieved it.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from retro.layers import Attention, FeedForward
@@ -42,11 +42,11 @@ class EncoderLayer(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array, ctx: jax.Array) -> jax.Array:
         """x: [..., K, R, De]; mask: bool [..., K, R]; ctx: normalised chunk activations [..., M, D]."""
         r, m = x.shape[-2], ctx.shape[-2]
-        pos_r = jnp.arange(r)
+        pos_r = np.arange(r)
         h = self.norm_self(x)
         x = x + self.self_attn.self_attend(h, mask[..., None, None, :], pos_r)
         # query conditioning: every neighbour of chunk u attends to the same H_u (broadcast over K)
-        x = x + self.cross_attn(self.norm_cross(x), ctx[..., None, :, :], None, pos_r, jnp.arange(m))
+        x = x + self.cross_attn(self.norm_cross(x), ctx[..., None, :, :], None, pos_r, np.arange(m))
         return x + self.ffw(self.norm_ff(x))
 
 

@@ -13,20 +13,38 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 NEG_INF = -1e30
 
 
-def rope(x: jax.Array, pos: jax.Array, base: float = 10000.0) -> jax.Array:
-    """Rotate query/key pairs by their positions.
+def rope_tables(pos: jax.Array | np.ndarray, half: int, base: float) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of the rotation angles, each [..., L, 1, Dh/2] for positions pos [..., L].
 
-    x: [..., L, H, Dh]; pos: integer positions broadcastable to [..., L]. Returns x's shape and dtype.
+    Static positions (a numpy array: training, the encoder, CCA queries) give tables that are
+    constants of the compiled program; traced positions (decoding at a cache offset) are computed in
+    the program. Both in f32 with the same formula. (A table computed in the program from an iota is
+    fused by XLA into every rotation, which then evaluates cos and sin again for each batch element
+    and head: 8% of a training step.)
     """
-    half = x.shape[-1] // 2
+    if isinstance(pos, np.ndarray):
+        freq = np.float32(base) ** (-np.arange(half, dtype=np.float32) / np.float32(half))
+        angle = pos.astype(np.float32)[..., None, None] * freq
+        return jnp.asarray(np.cos(angle)), jnp.asarray(np.sin(angle))
     freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [Dh/2]
     angle = jnp.asarray(pos, jnp.float32)[..., None, None] * freq  # [..., L, 1, Dh/2]
-    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    return jnp.cos(angle), jnp.sin(angle)
+
+
+def rope(x: jax.Array, pos: jax.Array | np.ndarray, base: float = 10000.0) -> jax.Array:
+    """Rotate query/key pairs by their positions.
+
+    x: [..., L, H, Dh]; pos: integer positions broadcastable to [..., L] (numpy for static positions,
+    see `rope_tables`). Returns x's shape and dtype.
+    """
+    half = x.shape[-1] // 2
+    cos, sin = rope_tables(pos, half, base)
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
     return out.astype(x.dtype)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from retro.cca import ChunkedCrossAttention
@@ -99,7 +100,7 @@ class Retro(nnx.Module):
         b, length = tokens.shape
         use = neighbours is not None and neighbours.shape[2] > 0 and self.encoder is not None
         x = self.embed(tokens)
-        pos = jnp.arange(length)
+        pos = np.arange(length)  # static: RoPE tables and the mask are constants of the program
         mask = causal_mask(pos, pos)
         enc = enc_mask = None
         for blk in self.blocks:
