@@ -52,7 +52,7 @@ def analytic_flops(cfg: ModelConfig, b: int, length: int, k: int) -> dict[str, f
     n_cca = len(cfg.cca_set())
     if k and n_cca:
         m, r, de = cfg.chunk_len, cfg.retrieved_len, cfg.enc_dim
-        c = -(-length // m)
+        c = length // m  # chunks some position reads (the model drops the rest, retro/model.py)
         nq, ne = b * c * m, b * c * k * r
         fwd["cca"] = n_cca * (2 * nq * d * hd * 2 + 2 * ne * de * hd * 2 + 2 * 2 * nq * k * r * hd)
         enc = 2 * ne * d * de if de != d else 0

@@ -6,7 +6,8 @@ it attends, with one softmax over all K*R keys, to the encoded neighbours E[u] [
 chunk u. The result is shifted back into place, so
 - positions 0..M-2 (the first M-1 tokens, "chunk 1" in the paper) get zero: they pass through unchanged;
 - position i >= M-1 reads E[(i - (M-1)) // M], whose retrieval used only tokens <= i (causal);
-- the last attending chunk is padded with M-1 zeros that are dropped again.
+- the last attending chunk is zero-padded past L (padding dropped again); chunks no position reads
+  (u >= L // M) need not be given: the model drops them (retro/model.py).
 
 Relative positions (see retro/layers.py for RoPE): a neighbour is [retrieved chunk (M) | continuation],
 and the retrieved chunk lines up with chunk u, so query i of attending chunk u (absolute position
@@ -29,15 +30,14 @@ from retro.layers import Attention
 
 
 def attending_chunks(h: jax.Array, chunk_len: int, n_chunks: int) -> jax.Array:
-    """h: [B, L, D] with L <= C*M -> [B, C, M, D]: attending chunk u = h[u*M + M-1 : u*M + 2M-1] (zero-padded)."""
+    """h: [B, L, D] with L <= C*M + M-1 -> [B, C, M, D]: attending chunk u = h[u*M + M-1 : u*M + 2M-1]
+    (zero-padded past L)."""
     b, length, d = h.shape
     m = chunk_len
-    if length > n_chunks * m:
-        raise ValueError(
-            f"sequence of {length} tokens needs >= {-(-length // m)} neighbour chunks, got {n_chunks}"
-        )
-    h = jnp.pad(h, ((0, 0), (0, n_chunks * m - length), (0, 0)))[:, m - 1 :]
-    h = jnp.pad(h, ((0, 0), (0, m - 1), (0, 0)))
+    if length > n_chunks * m + m - 1:
+        need = -(-(length - (m - 1)) // m)
+        raise ValueError(f"sequence of {length} tokens needs >= {need} neighbour chunks, got {n_chunks}")
+    h = jnp.pad(h, ((0, 0), (0, n_chunks * m + m - 1 - length), (0, 0)))[:, m - 1 :]
     return h.reshape(b, n_chunks, m, d)
 
 

@@ -11,6 +11,8 @@ Shapes: B batch, L length (queries), S keys, H heads, D model dim; leading dims 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,6 +157,63 @@ class FeedForward(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: [..., D] -> [..., D]."""
         return dense(jax.nn.gelu(dense(x, self.up.kernel[...])), self.down.kernel[...])
+
+
+def _xent_blocks(x, w, targets, weights, block):
+    """Loss and its gradients (dx [N, D], dw [D, V]) in row blocks of `block` (see readout_xent)."""
+    n, d = x.shape
+    nb = -(-n // block)
+    pad = nb * block - n
+    xb = jnp.pad(x, ((0, pad), (0, 0))).reshape(nb, block, d)
+    tb = jnp.pad(targets, (0, pad)).reshape(nb, block)
+    wb = jnp.pad(weights.astype(jnp.float32), (0, pad)).reshape(nb, block)
+
+    def body(dw, inp):
+        xi, ti, wi = inp
+        logits = xi @ w  # [block, V], f32
+        top = jnp.max(logits, axis=-1, keepdims=True)
+        e = jnp.exp(logits - top)
+        s = jnp.sum(e, axis=-1, keepdims=True)
+        nll = top[:, 0] + jnp.log(s[:, 0]) - jnp.take_along_axis(logits, ti[:, None], axis=-1)[:, 0]
+        g = (e / s - jax.nn.one_hot(ti, w.shape[1], dtype=e.dtype)) * wi[:, None]  # d loss / d logits
+        return dw + xi.T @ g, (jnp.sum(nll * wi), g @ w.T)
+
+    # unrolled: straight-line code that XLA's cost analysis counts in full (it counts a loop body once)
+    dw, (loss, dx) = jax.lax.scan(body, jnp.zeros_like(w), (xb, tb, wb), unroll=True)
+    return jnp.sum(loss), dx.reshape(nb * block, d)[:n], dw
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def readout_xent(x: jax.Array, w: jax.Array, targets: jax.Array, weights: jax.Array, block: int = 1024):
+    """sum_i weights[i] * NLL of targets[i] under softmax(x[i] @ w), fused with its gradient.
+
+    x: [N, D] final states; w: [D, V] readout; targets: int [N]; weights: [N] (e.g. mask / count; no
+    gradient flows to targets or weights). Returns a scalar. The [N, V] logits never exist at once:
+    rows go through in blocks of ~`block`, and each block's gradient (softmax - one-hot) is turned into
+    dx and dw right away, while its logits are still in cache; the backward pass only scales them by
+    the incoming cotangent. The same matmuls as readout + softmax cross-entropy + their backward
+    (no recomputation), in f32.
+    """
+    return _xent_blocks(x, w, targets, weights, _block_rows(x.shape[0], block))[0]
+
+
+def _block_rows(n: int, block: int) -> int:
+    """Rows per block: ~`block`, split evenly so padding is at most a few rows."""
+    nb = max(1, round(n / block))
+    return -(-n // nb)
+
+
+def _readout_xent_fwd(x, w, targets, weights, block):
+    loss, dx, dw = _xent_blocks(x, w, targets, weights, _block_rows(x.shape[0], block))
+    return loss, (dx, dw)
+
+
+def _readout_xent_bwd(block, res, ct):
+    dx, dw = res
+    return ct * dx, ct * dw, None, None
+
+
+readout_xent.defvjp(_readout_xent_fwd, _readout_xent_bwd)
 
 
 def causal_mask(q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:

@@ -76,11 +76,13 @@ class Retro(nnx.Module):
         )
 
     # ---------------------------------------------------------------- full forward
+    def readout_kernel(self) -> jax.Array:
+        """The readout matrix [D, V] (the embedding's transpose when tied)."""
+        return self.embed.embedding[...].T if self.readout is None else self.readout.kernel[...]
+
     def logits(self, x: jax.Array) -> jax.Array:
         """Final norm and readout: [..., D] -> [..., V]."""
-        x = self.final_norm(x)
-        w = self.embed.embedding[...].T if self.readout is None else self.readout.kernel[...]
-        return dense(x, w)
+        return dense(self.final_norm(x), self.readout_kernel())
 
     def encode(self, neighbours: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
         """neighbours: [B, C, K, R] token ids; h: residual stream [B, L, D] at the first CCA layer.
@@ -92,13 +94,26 @@ class Retro(nnx.Module):
         return self.encoder(self.embed(neighbours), mask, ctx), mask
 
     def __call__(self, tokens: jax.Array, neighbours: jax.Array | None = None) -> jax.Array:
-        """tokens: [B, L]; neighbours: [B, C, K, R] with C >= ceil(L / M), or None (RETRO[OFF]).
+        """tokens: [B, L]; neighbours: [B, C, K, R] with C >= L // M, or None (RETRO[OFF]).
 
         neighbours[:, u] are those retrieved with chunk u = tokens[:, u*M:(u+1)*M]; they are read by
-        positions u*M + M-1 ... u*M + 2M-2. Returns logits [B, L, V] (f32).
+        positions u*M + M-1 ... u*M + 2M-2. Chunks u >= L // M are read by no position and are dropped
+        before encoding (a training sequence of L = 255 tokens reads 3 of its 4 chunks' neighbours).
+        Returns logits [B, L, V] (f32).
         """
+        return self.logits(self.hidden(tokens, neighbours)).astype(jnp.float32)
+
+    def hidden(self, tokens: jax.Array, neighbours: jax.Array | None = None) -> jax.Array:
+        """The residual stream after the last block, before the final norm: [B, L, D] (see __call__)."""
         b, length = tokens.shape
-        use = neighbours is not None and neighbours.shape[2] > 0 and self.encoder is not None
+        if neighbours is not None:
+            neighbours = neighbours[:, : length // self.cfg.chunk_len]
+        use = (
+            neighbours is not None
+            and neighbours.shape[1] > 0
+            and neighbours.shape[2] > 0
+            and self.encoder is not None
+        )
         x = self.embed(tokens)
         pos = np.arange(length)  # static: RoPE tables and the mask are constants of the program
         mask = causal_mask(pos, pos)
@@ -111,7 +126,7 @@ class Retro(nnx.Module):
                     enc, enc_mask = self.encode(neighbours, x)
                 x = x + blk.cca(blk.norm_cca(x), enc, enc_mask)
             x = x + blk.ffw(blk.norm_ff(x))
-        return self.logits(x).astype(jnp.float32)
+        return x
 
     # ---------------------------------------------------------------- incremental decoding
     def init_cache(self, batch: int, max_len: int, k: int) -> dict:

@@ -33,6 +33,7 @@ from flax import nnx
 from retro import checkpoint as ckpt
 from retro.configs import config_to_dict, write_resolved_config
 from retro.data import NeighbourStore
+from retro.layers import readout_xent
 from retro.model import Retro, count_params
 from retro.model_config import ModelConfig, model_config
 from retro.runinfo import atomic_write_json, atomic_write_text, run_info
@@ -143,9 +144,12 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation, pad_id: int
 
     def loss_fn(trainable, frozen, tokens, neighbours):
         model = nnx.merge(graphdef, trainable, frozen)
-        logits = model(tokens[:, :-1], neighbours if use_neighbours else None)
-        total, count = lm_loss(logits, tokens[:, 1:], pad_id)
-        return total / jnp.maximum(count, 1)
+        h = model.final_norm(model.hidden(tokens[:, :-1], neighbours if use_neighbours else None))
+        targets = tokens[:, 1:].reshape(-1)
+        mask = targets != pad_id
+        weights = mask / jnp.maximum(jnp.sum(mask), 1)
+        # = lm_loss(model(...)) / count, without materialising the [B*L, V] logits (retro/layers.py)
+        return readout_xent(h.reshape(-1, h.shape[-1]), model.readout_kernel(), targets, weights)
 
     def step(trainable, opt_state, frozen, tokens, neighbours):
         loss, grads = jax.value_and_grad(loss_fn)(trainable, frozen, tokens, neighbours)

@@ -160,3 +160,17 @@ def test_sampler_prefill_and_greedy_generation_match_full_forward(model):
     assert out["tokens"] == np.argmax(full[len(prompt) - 1 : -1], axis=-1).tolist()
     # retrieval happened once per completed chunk (positions 3, 7, 11, 15 of 17 fed), never more
     assert sampler.calls["retrieve"] == 4
+
+
+def test_unread_neighbour_chunks_change_nothing(model):
+    """Chunks u >= L // M are read by no position: the model drops them, and the output is the same
+    with or without them (L = 11, M = 4: chunks 0 and 1 are read, chunk 2 would start at position 11)."""
+    tok = tokens_of(2, 11, seed=8)
+    nb = fake_retrieve(tok)  # [2, 3, 2, R]
+    full = np.asarray(fwd(model, tok, nb))
+    np.testing.assert_allclose(np.asarray(fwd(model, tok, nb[:, :2])), full, atol=1e-6)
+    other = nb.at[:, 2].set((nb[:, 2] % (V - 2)) + 1)
+    np.testing.assert_array_equal(np.asarray(fwd(model, tok, other)), full)
+    # fewer tokens than M: no position reads any chunk, so it is RETRO[OFF]
+    short = tok[:, : M - 1]
+    np.testing.assert_array_equal(np.asarray(fwd(model, short, nb[:, :1])), np.asarray(fwd(model, short)))
