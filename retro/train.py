@@ -8,8 +8,12 @@ writes config.yaml and model.yaml into `out`, and trains on a neighbour store (r
 - RETROfit (`retrofit_from=RUN`): the decoder weights of a trained run are loaded (keys it lacks, the
   encoder and CCA, stay freshly initialised); only encoder + CCA parameters are trainable (an nnx
   filter on the paths), the decoder is passed to the step as a constant.
+- The loss is the fused blocked readout + cross-entropy (`retro.layers.readout_xent`): the [B*L, V]
+  logits are never materialised and their gradient is formed in the forward pass.
 - MFU = FLOPs of one compiled step (XLA's cost analysis) / step time / peak, where the peak is measured
-  once by timing a jitted f32 matmul on this machine (`measure_peak_flops`).
+  once by timing a jitted f32 matmul on this machine (`measure_peak_flops`). The cost analysis counts a
+  loop body once, so the step has no loops (the loss's blocks are unrolled); it agrees with an analytic
+  matmul count to ~1% (bench/train.py prints both).
 
 Shapes: B batch, L length, C chunks, K neighbours, R retrieved length, V vocab.
 """
