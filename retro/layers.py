@@ -73,11 +73,13 @@ def dot_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | No
     q: [..., L, H, Dh]; k, v: [..., S, H, Dh]; mask: bool broadcastable to [..., H, L, S] (True = attend).
     Returns [..., L, H, Dh]. Leading dims broadcast (the encoder attends K neighbours to one chunk).
     """
-    logits = jnp.einsum("...qhd,...shd->...hqs", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+    q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)  # scale the [L, Dh] queries, not the [L, S] scores
+    logits = jnp.einsum("...qhd,...shd->...hqs", q, k)
     if mask is not None:
         logits = jnp.where(mask, logits, NEG_INF)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    if mask is not None:
+    # a static mask (the causal one) in which every query sees a key needs no zeroing pass
+    if mask is not None and not (isinstance(mask, np.ndarray) and mask.any(axis=-1).all()):
         weights = jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)
     return jnp.einsum("...hqs,...shd->...qhd", weights.astype(v.dtype), v)
 
