@@ -136,12 +136,14 @@ class CascadeRetriever:
         stages = {
             "bm25": _ids(cheap.info.get("bm25", ([], []))[0]),
             "static": _ids(cheap.info.get("static", ([], []))[0]),
+            "expanded": _ids(cheap.info.get("expanded", ([], []))[0]),
             "cheap": _ids(cheap.ids),
             "medium": _ids(hop.stages["medium"].ids),
             "expensive": _ids(hop.stages["expensive"].ids),
         }
         lat = dict(res.latency_ms)
         lat["bm25"], lat["static"] = cheap.info.get("bm25_ms", 0.0), cheap.info.get("static_ms", 0.0)
+        lat["expanded"] = cheap.info.get("expand_ms", 0.0)
         return {
             "final": [int(n["chunk"]) for n in res.neighbours][:k],
             "stages": stages,

@@ -157,11 +157,19 @@ def search_shards(
 
     bigram_weight scales the bigram terms' contribution (unigrams count 1).
     """
-    if not query_terms:
-        return []
     terms = sorted(set(query_terms))
+    return search_weighted(shards, {t: bigram_weight if " " in t else 1.0 for t in terms}, k)
+
+
+def search_weighted(
+    shards: list[ShardBM25], term_weights: dict[str, float], k: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per shard (local chunk ids, scores) of its top-k: sum over terms of weight * BM25 (global idf)."""
+    if not term_weights:
+        return []
+    terms = sorted(term_weights)
     hashes = term_hashes(terms)
-    term_weight = np.array([bigram_weight if " " in t else 1.0 for t in terms])
+    term_weight = np.array([float(term_weights[t]) for t in terms])
     cols = [sh.lookup(hashes) for sh in shards]
     dfs = [sh.df(c) for sh, c in zip(shards, cols, strict=True)]
     n_all = sum(sh.num_chunks for sh in shards)
@@ -175,3 +183,16 @@ def search_shards(
         top = top[scores[top] > 0]
         out.append((top, scores[top]))
     return out
+
+
+def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float]) -> float:
+    """sum of weight * global idf over the terms (absent words at df = 0, absent bigrams 0): about the BM25 score of a
+    chunk holding each term once, so score / idf_mass says how much of the query a chunk covers."""
+    if not term_weights:
+        return 0.0
+    terms = sorted(term_weights)
+    hashes = term_hashes(terms)
+    df = np.sum([sh.df(sh.lookup(hashes)) for sh in shards], axis=0)
+    idf = lucene_idf(df, sum(sh.num_chunks for sh in shards))  # absent words count as the rarest,
+    idf[(df == 0) & np.array([" " in t for t in terms])] = 0.0  # absent bigrams as nothing
+    return float(np.dot([float(term_weights[t]) for t in terms], idf))

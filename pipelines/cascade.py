@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from index.embedders import DEFAULT_DENSE
 from pipelines.cascade_config import Budgets, CascadeConfig, resolve_budgets
 from pipelines.dense import DenseEncoder, QueryEncoding
+from pipelines.expansion import QueryExpander
 from pipelines.fusion import ranks_of
 from pipelines.stages import StageResult, cheap_stage, expensive_stage, medium_mode, medium_stage
 
-STAGE_NAMES = ("bm25", "static", "cheap", "medium", "expensive")
+STAGE_NAMES = ("bm25", "static", "expanded", "cheap", "medium", "expensive")
 
 
 @dataclass
@@ -61,12 +63,13 @@ class Cascade:
         self.index = index
         self.cfg = config or CascadeConfig()
         self._encoder = encoder
+        self._expander: QueryExpander | None = None
         self.medium_mode = medium_mode(index, self.cfg)
 
     @property
     def needs_dense_model(self) -> bool:
         """Whether any stage runs the dense model at query time."""
-        return self.medium_mode != "off" or self.cfg.expensive != "off"
+        return self.medium_mode != "off" or self.cfg.expensive != "off" or self.cfg.expand
 
     @property
     def encoder(self) -> DenseEncoder:
@@ -79,7 +82,7 @@ class Cascade:
             self._encoder = DenseEncoder(
                 model,
                 max_query_tokens=c.max_query_tokens,
-                max_chunk_tokens=c.max_chunk_tokens,
+                max_chunk_tokens=c.max_chunk_tokens * (2 if c.score_text == "neighbour" else 1),
                 batch_size=c.encode_batch,
                 cache_chunks=c.cache_chunks,
                 torch_threads=c.torch_threads,
@@ -87,12 +90,26 @@ class Cascade:
             self._encoder.encode_query("warm up")  # first pass allocates; keep it out of query latency
         return self._encoder
 
+    @property
+    def expander(self) -> QueryExpander | None:
+        """The query expander (cfg.expand) over the encoder's model; None when expansion is off."""
+        if self.cfg.expand and self._expander is None:
+            model_id = self.index.dense_model_id if getattr(self.index, "has_dense", False) else DEFAULT_DENSE
+            self._expander = QueryExpander(
+                self.encoder.model,
+                model_id=model_id,
+                top=self.cfg.expand_top,
+                min_sim=self.cfg.expand_min_sim,
+            )
+        return self._expander
+
     def warm(self) -> None:
         """Load what the index and the dense model load lazily, so that later latencies are steady-state."""
         self.index.search_bm25("warm up", k=1)
         self.index.search_static("warm up", k=1)
         if self.needs_dense_model:
             _ = self.encoder
+        _ = self.expander
 
     def budgets(self, k: int | None = None) -> Budgets:
         """Stage sizes for this index (ValueError for k <= 0 or k > num_chunks)."""
@@ -100,7 +117,8 @@ class Cascade:
 
     def run_hop(self, query: str, budgets: Budgets, exclude: set[int] | None = None) -> HopResult:
         """One pass of cheap -> medium -> expensive for `query`, never returning ids in `exclude`."""
-        cheap = cheap_stage(self.index, query, budgets, self.cfg, exclude=exclude)
+        expander = self.expander  # loads the vocabulary on first use (cached on disk), outside the timing
+        cheap = cheap_stage(self.index, query, budgets, self.cfg, exclude=exclude, expander=expander)
         q: QueryEncoding | None = None
         enc_ms = 0.0
         if self.needs_dense_model:
@@ -214,6 +232,7 @@ def stage_evidence(hop: HopResult, cid: int) -> dict:
     lists = {
         "bm25": st["cheap"].info.get("bm25"),
         "static": st["cheap"].info.get("static"),
+        "expanded": st["cheap"].info.get("expanded"),
         "cheap": (st["cheap"].ids, st["cheap"].scores),
         "medium": (st["medium"].ids, st["medium"].scores),
         "expensive": (st["expensive"].ids, st["expensive"].scores),

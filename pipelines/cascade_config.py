@@ -40,6 +40,18 @@ class CascadeConfig:
     bm25_share: float = (
         0.5  # quota fusion: fraction of N1 taken from BM25's list before static fills the rest
     )
+    expand: bool = True  # cheap stage: add a BM25 list of the question expanded through dense word neighbours
+    expand_top: int = 50  # expansion: nearest vocabulary words kept per query word / word pair
+    expand_min_sim: float = 0.4  # expansion: cosine a vocabulary word needs (weight = cosine)
+    literal_coverage: tuple[float, float] = (
+        0.08,
+        0.16,
+    )  # best plain-BM25 hit's query coverage (score / idf mass) mapped to
+    # literalness 0..1 between these: 100 literal needles at 1M cover 0.18 (p10), the best hit for 100
+    # paraphrased questions 0.06 (p90 0.09). Literal questions weight BM25, paraphrases the expanded list.
+    expand_share: float = 0.5  # quota of N1 taken from the expanded list (the rest: BM25 + static, fused)
+    w_expand: float = 2.0  # RRF weight of the expanded list in the cheap order (the fused list has 1), times
+    # (1 - literalness): a paraphrase's semantic hits lead the order the on-demand medium stage encodes
     medium: str = (
         "auto"  # auto (stored if the index has dense vectors, else ondemand) | stored | ondemand | off
     )
@@ -54,7 +66,9 @@ class CascadeConfig:
     expensive: str = "late_interaction"  # late_interaction | dense | off
     w_final_li: float = 1.0  # final score weight of the MaxSim score (mean over query tokens, in [-1, 1])
     w_final_dense: float = 0.0  # final weight of the dense cosine (adding it lowered dev R@10 0.94 -> 0.90)
-    w_final_bm25: float = 0.2  # final weight of min-max BM25 over the N2; dev R@1 0.74 (w=0) -> 0.76 (0.2)
+    w_final_bm25: float = 1.0  # final weight of min-max BM25 over the N2, times the question's literalness
+    w_final_expand: float = 1.0  # final weight of min-max expanded-BM25 over the N2, times (1 - literalness)
+    score_text: str = "neighbour"  # what medium (on demand) / expensive encode: chunk (64 tokens) | neighbour (+ continuation)
     max_query_tokens: int = 256  # dense-model query limit (MiniLM's max_seq_length); longer is truncated
     max_chunk_tokens: int = 128  # dense-model limit for a 64-token chunk re-tokenised by WordPiece
     encode_batch: int = 32  # chunks per forward pass when encoding on demand
@@ -87,6 +101,17 @@ class CascadeConfig:
                 raise ValueError(f"CascadeConfig.{name}: must be > 0, got {getattr(self, name)}")
         if self.n1 < 0 or self.depth < 0:
             raise ValueError("CascadeConfig.n1 / depth: must be >= 0 (0 = scale with the corpus)")
+        if self.score_text not in ("chunk", "neighbour"):
+            raise ValueError(f"CascadeConfig.score_text: {self.score_text!r} is not one of chunk, neighbour")
+        lo, hi = (tuple(self.literal_coverage) + (None, None))[:2]
+        if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 <= lo < hi):
+            raise ValueError(
+                f"CascadeConfig.literal_coverage: expected [lo, hi] with 0 <= lo < hi, got {self.literal_coverage}"
+            )
+        if self.expand_top <= 0:
+            raise ValueError(f"CascadeConfig.expand_top: must be > 0, got {self.expand_top}")
+        if not 0.0 <= self.expand_share <= 1.0:
+            raise ValueError(f"CascadeConfig.expand_share: must be in [0, 1], got {self.expand_share}")
         if not 0.0 <= self.bm25_share <= 1.0:
             raise ValueError(f"CascadeConfig.bm25_share: must be in [0, 1], got {self.bm25_share}")
 

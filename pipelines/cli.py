@@ -14,7 +14,7 @@ import sys
 
 # Subcommand groups, in the order `retro --help` lists them.
 COMMAND_MODULES = [
-    "index.cli",        # retro tokenizer train | retro index build/info
+    "index.cli",  # retro tokenizer train | retro index build/info
     "pipelines.search_cli",  # retro search | retro ask
     "evals.cli",  # retro eval niah | retro demo
     "retro.cli",  # retro neighbours | train | generate | eval lm
@@ -33,8 +33,12 @@ class UserError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full `retro` parser with every registered subcommand group."""
-    parser = argparse.ArgumentParser(prog="retro", description=__doc__.splitlines()[0], epilog=QUICKSTART,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="retro",
+        description=__doc__.splitlines()[0],
+        epilog=QUICKSTART,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -5,7 +5,7 @@ A stage reads the corpus through an object with the Index API (docs/INDEX_API.md
 is hidden in between, so a caller (bench/cascade.py, `retro search --json`) can report recall and
 latency after every stage.
 
-    cheap_stage      BM25 top-depth + static ANN top-depth, fused                -> N1
+    cheap_stage      BM25 top-depth + static ANN top-depth, fused, + expanded BM25 -> N1
     medium_stage     cosine of stored dense vectors (or encoded on demand)        -> N2
     expensive_stage  MaxSim late interaction over MiniLM token embeddings (+mix)  -> k
 
@@ -21,7 +21,8 @@ import numpy as np
 
 from pipelines.cascade_config import Budgets, CascadeConfig
 from pipelines.dense import DenseEncoder, QueryEncoding, maxsim
-from pipelines.fusion import fuse
+from pipelines.expansion import QueryExpander
+from pipelines.fusion import fuse, quota
 
 
 @dataclass
@@ -44,16 +45,50 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return (np.ones_like(x) if hi - lo < 1e-12 else (x - lo) / (hi - lo)).astype(np.float32)
 
 
+def _list_scores(ranked, ids: np.ndarray) -> np.ndarray:
+    """float32 [n]: each id's score in a cheap-stage list (ids, scores), 0 where absent or no list."""
+    if ranked is None:
+        return np.zeros(len(ids), np.float32)
+    found = dict(zip(np.asarray(ranked[0]).tolist(), np.asarray(ranked[1], np.float32).tolist(), strict=True))
+    return np.array([found.get(int(i), 0.0) for i in ids.tolist()], np.float32)
+
+
 def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Best n by score (stable on ties: earlier input first)."""
     order = np.argsort(-scores, kind="stable")[:n]
     return ids[order], scores[order].astype(np.float32)
 
 
+def _score_texts(index, ids: np.ndarray, cfg: CascadeConfig) -> tuple[np.ndarray, list[str]]:
+    """(encoder cache keys [n], texts) of what the dense stages score: the chunk, or chunk + continuation."""
+    if cfg.score_text == "neighbour":
+        return -1 - np.asarray(ids, np.int64), index.neighbour_text(ids)  # keys apart from chunk ids
+    return np.asarray(ids, np.int64), index.chunk_text(ids)
+
+
+def literalness(index, query: str, bm25_scores: np.ndarray, cfg: CascadeConfig) -> float:
+    """How literally the corpus answers the question, in [0, 1]: the best BM25 hit's coverage of the
+    query (score / `index.bm25_idf_mass`, absent words counted) between cfg.literal_coverage's bounds.
+    1 when the index cannot say (no idf mass) so plain BM25 keeps its full say."""
+    mass = index.bm25_idf_mass(query) if hasattr(index, "bm25_idf_mass") else 0.0
+    if mass <= 0:
+        return 1.0
+    lo, hi = cfg.literal_coverage
+    top = float(np.max(bm25_scores)) if len(bm25_scores) else 0.0
+    return float(np.clip((top / mass - lo) / (hi - lo), 0.0, 1.0))
+
+
 def cheap_stage(
-    index, query: str, budgets: Budgets, cfg: CascadeConfig, exclude: set[int] | None = None
+    index,
+    query: str,
+    budgets: Budgets,
+    cfg: CascadeConfig,
+    exclude: set[int] | None = None,
+    expander: QueryExpander | None = None,
 ) -> StageResult:
-    """BM25 and static ANN over every chunk, fused to N1 (cfg.fusion), minus `exclude`. info keeps both raw lists."""
+    """BM25 and static ANN over every chunk, fused (cfg.fusion); with an `expander`, a third list (BM25
+    of the expanded question) takes cfg.expand_share of N1 by quota. Minus `exclude`, cut to N1.
+    info keeps the raw lists ("bm25", "static", "expanded") and the expansion."""
     t0 = time.perf_counter()
     b_ids, b_sc = (
         index.search_bm25(query, k=min(budgets.depth + (len(exclude) if exclude else 0), index.num_chunks))
@@ -80,21 +115,42 @@ def cheap_stage(
         w_static=cfg.w_static,
         bm25_share=cfg.bm25_share,
     )
+    t3 = time.perf_counter()
+    expanded, expansion = (np.zeros(0, np.int64), np.zeros(0, np.float32)), None
+    literal = literalness(index, query, bm25[1], cfg)
+    if expander is not None and cfg.fusion not in ("bm25", "static"):
+        expansion = expander.expand(query)
+        e_ids, e_sc = index.search_bm25_weighted(
+            expansion.terms, k=min(budgets.depth + extra, index.num_chunks)
+        )
+        expanded = (np.asarray(e_ids, np.int64), np.asarray(e_sc, np.float32))
+        ids, scores = quota(
+            [(ids, scores), expanded],
+            shares=[1.0 - cfg.expand_share, cfg.expand_share],
+            limit=budgets.n1 + extra,
+            rrf_k=cfg.rrf_k,
+            weights=[1.0, cfg.w_expand * (1.0 - literal)],
+        )
+    t4 = time.perf_counter()
     if extra:  # later hops: chunks that built the query would only find themselves again
         keep = ~np.isin(ids, np.fromiter(exclude, np.int64, len(exclude)))
         ids, scores = ids[keep][: budgets.n1], scores[keep][: budgets.n1]
-    t3 = time.perf_counter()
+    t5 = time.perf_counter()
     return StageResult(
         "cheap",
         ids,
         scores,
-        (t3 - t0) * 1e3,
+        (t5 - t0) * 1e3,
         info={
             "bm25": bm25,
             "static": static,
+            "expanded": expanded,
+            "expansion": expansion,
+            "literalness": literal,
             "bm25_ms": (t1 - t0) * 1e3,
             "static_ms": (t2 - t1) * 1e3,
-            "fusion_ms": (t3 - t2) * 1e3,
+            "expand_ms": (t4 - t3) * 1e3,
+            "fusion_ms": (t3 - t2 + t5 - t4) * 1e3,
             "fusion": cfg.fusion,
         },
     )
@@ -144,8 +200,7 @@ def medium_stage(
             if cfg.ondemand_budget_ms and s >= budgets.k and spent + last_ms > cfg.ondemand_budget_ms:
                 break  # the next batch would overrun the budget: score what is encoded
             tb = time.perf_counter()
-            part = ids[s : s + cfg.ondemand_batch]
-            encs += encoder.encode_chunks(part, index.chunk_text(part))
+            encs += encoder.encode_chunks(*_score_texts(index, ids[s : s + cfg.ondemand_batch], cfg))
             last_ms = (time.perf_counter() - tb) * 1e3
         ids, cheap_sc = ids[: len(encs)], cheap_sc[: len(encs)]
         vecs = np.stack([v for _, v in encs]) if encs else np.zeros((0, encoder.dim), np.float32)
@@ -195,13 +250,14 @@ def expensive_stage(
         return StageResult(
             "expensive", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, info={"mode": "dense"}
         )
-    encs = encoder.encode_chunks(ids, index.chunk_text(ids))
+    encs = encoder.encode_chunks(*_score_texts(index, ids, cfg))
     li = maxsim(q.tokens, [t for t, _ in encs])  # [n2]
     cos = np.array([float(v @ q.vector) for _, v in encs], np.float32)
-    b_ids, b_sc = cheap.info.get("bm25", (np.zeros(0, np.int64), np.zeros(0, np.float32)))
-    b_map = dict(zip(np.asarray(b_ids).tolist(), np.asarray(b_sc, np.float32).tolist(), strict=True))
-    bm = np.array([b_map.get(int(i), 0.0) for i in ids.tolist()], np.float32)
-    final = cfg.w_final_li * li + cfg.w_final_dense * cos + cfg.w_final_bm25 * _minmax(bm)
+    bm, ex = (_list_scores(cheap.info.get(name), ids) for name in ("bm25", "expanded"))
+    literal = cheap.info.get("literalness", 1.0)
+    final = cfg.w_final_li * li + cfg.w_final_dense * cos + cfg.w_final_bm25 * literal * _minmax(bm)
+    if ex.any():
+        final = final + cfg.w_final_expand * (1.0 - literal) * _minmax(ex)
     top_ids, top_sc = _top(ids, final, budgets.k)
     return StageResult(
         "expensive",

@@ -1,0 +1,152 @@
+"""Semantic query expansion for BM25: the words of the question, plus the vocabulary words the dense
+model places near each of its words and word pairs.
+
+Why: BM25 finds nothing when the question paraphrases the passage ("the cabbie" / "the taxi driver",
+"the recently adopted dog" / "the new puppy"), and MiniLM over whole 64-token chunks is diluted by
+the rest of the chunk (exhaustive MiniLM found 36% of non-literal needles at 128K). Expansion moves
+the semantic match into the inverted index, so it costs one small MiniLM pass per query and scales
+with the index like BM25 does.
+
+How:
+- a vocabulary of plain English words (the dense model's own WordPiece whole words: alphabetic,
+  >= 3 letters, not stop words; ~21k for MiniLM) is embedded once per dense model, one word at a
+  time, and cached under $RETRO_CACHE/expansion/<model sha256>/ (atomic writes, reused by every
+  index and process);
+- a query's units are its content words and adjacent content-word pairs ("rocky height");
+  each unit takes its `top` nearest vocabulary words with cosine >= `min_sim`;
+- an expansion term (the BM25 stem of the vocabulary word) gets weight `weight * cosine` (the best
+  over units); the query's own terms keep weight 1. Unit weights sim, sim^2, sim^3 were measured on
+  100 non-literal needles at 1M tokens (data flow in BENCHMARKS.md "Evals"): R@10 0.79 / 0.64 / 0.52.
+
+Expansion swamps literal questions when it replaces BM25 (100 literal needles at 1M: R@10 1.00 ->
+0.31), so the cascade runs it as its own cheap-stage list beside plain BM25 (`pipelines.stages`).
+
+Legend: V vocabulary words, D dense dim, u query units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_WORD = re.compile(r"[a-z]+")
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """One query's BM25 terms with weights, and what each expansion came from."""
+
+    terms: dict[str, float]  # BM25 term -> weight (the query's own terms 1.0)
+    added: dict[str, tuple[str, str, float]]  # expansion term -> (vocabulary word, query unit, cosine)
+
+
+def vocabulary_words(tokenizer) -> list[str]:
+    """Plain words of a WordPiece vocabulary: alphabetic, >= 3 letters, not stop words, sorted."""
+    from index.bm25 import STOPWORDS
+
+    vocab = getattr(tokenizer, "vocab", None) or tokenizer.get_vocab()
+    return sorted({w for w in vocab if w.isalpha() and w.islower() and len(w) >= 3 and w not in STOPWORDS})
+
+
+def _atomic_save(path: Path, write) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        write(fh)
+    os.replace(tmp, path)
+
+
+def load_vocabulary(
+    model, model_id: str = "all-MiniLM-L6-v2", batch_size: int = 256
+) -> tuple[list[str], np.ndarray]:
+    """(words [V], vectors float16 [V, D] L2-normalised) for `model`, from the cache or embedded now.
+
+    The cache key is the model's sha256 (index.embedders.dense_model_sha), so two ids of one model
+    share it. Embedding MiniLM's ~21k words takes ~1-2 min on 2 cores, once per machine.
+    """
+    from index.embedders import cache_dir, dense_model_sha
+
+    folder = cache_dir() / "expansion" / dense_model_sha(model_id)[:16]
+    words_path, vec_path = folder / "words.json", folder / "vectors.npy"
+    if words_path.exists() and vec_path.exists():
+        words = json.loads(words_path.read_text())
+        vecs = np.load(vec_path, mmap_mode="r")
+        if len(words) == len(vecs):
+            return words, vecs
+    words = vocabulary_words(model.tokenizer)
+    if not words:
+        raise ValueError(f"dense model {model_id!r}: its tokenizer has no plain words to expand into")
+    vecs = model.encode(words, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+    vecs = np.asarray(vecs, np.float16)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_save(vec_path, lambda fh: np.save(fh, vecs))
+    _atomic_save(words_path, lambda fh: fh.write(json.dumps(words).encode()))  # last: marks it complete
+    return words, vecs
+
+
+class QueryExpander:
+    """Expands a question into weighted BM25 terms through the dense model's word neighbourhoods."""
+
+    def __init__(
+        self,
+        model,
+        *,
+        model_id: str = "all-MiniLM-L6-v2",
+        top: int = 50,
+        min_sim: float = 0.4,
+        weight: float = 1.0,
+        pairs: bool = True,
+    ):
+        """`model`: a sentence-transformers model (MiniLM by default in the cascade); `top` nearest
+        words per unit with cosine >= `min_sim`; expansion weight = `weight` * cosine."""
+        if top <= 0:
+            raise ValueError(f"expansion top must be > 0, got {top}")
+        if not -1.0 <= min_sim <= 1.0:
+            raise ValueError(f"expansion min_sim must be in [-1, 1], got {min_sim}")
+        if weight <= 0:
+            raise ValueError(f"expansion weight must be > 0, got {weight}")
+        from index.bm25 import text_words
+
+        self.model, self.top, self.min_sim, self.weight, self.pairs = model, top, min_sim, weight, pairs
+        self.words, vecs = load_vocabulary(model, model_id)
+        self.vectors = np.asarray(vecs, np.float32)  # [V, D]
+        self.stems = [text_words(w) for w in self.words]
+        self._text_words = text_words
+
+    def units(self, query: str) -> list[str]:
+        """The query's content words, then (with pairs) each adjacent pair of them."""
+        from index.bm25 import STOPWORDS
+
+        words = [w for w in _WORD.findall(query.lower()) if w not in STOPWORDS and len(w) > 1]
+        pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)] if self.pairs else []
+        return list(dict.fromkeys(words + pairs))
+
+    def expand(self, query: str) -> Expansion:
+        """The query's own BM25 terms (weight 1) plus weighted expansion terms (see the module doc)."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query is empty")
+        own = set(self._text_words(query))
+        terms = dict.fromkeys(own, 1.0)
+        added: dict[str, tuple[str, str, float]] = {}
+        units = self.units(query)
+        if not units:
+            return Expansion(terms, added)
+        u_vecs = self.model.encode(units, convert_to_numpy=True, normalize_embeddings=True)  # [u, D]
+        sims = np.asarray(u_vecs, np.float32) @ self.vectors.T  # [u, V]
+        top = min(self.top, sims.shape[1])
+        best = np.argpartition(-sims, top - 1, axis=1)[:, :top]  # [u, top]
+        for u, unit in enumerate(units):
+            for j in best[u]:
+                sim = float(sims[u, j])
+                if sim < self.min_sim:
+                    continue
+                w = self.weight * sim
+                for stem in self.stems[j]:
+                    if stem not in own and terms.get(stem, 0.0) < w:
+                        terms[stem] = w
+                        added[stem] = (self.words[j], unit, round(sim, 4))
+        return Expansion(terms, added)
