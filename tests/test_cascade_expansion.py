@@ -1,0 +1,109 @@
+"""Semantic query expansion and literalness gating, over a real tiny index and real MiniLM."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from index import Index
+from index.bm25 import text_terms
+from index.build import BuildConfig, build_index
+from pipelines.cascade import Cascade
+from pipelines.cascade_config import CascadeConfig
+from pipelines.dense import DenseEncoder, load_default_model
+from pipelines.expansion import QueryExpander, load_vocabulary
+from pipelines.stages import literalness
+from tests.conftest import stdlib_docs
+
+FACT = "The taxi driver named the new puppy Biscuitfox."
+PARAPHRASE = "What did the cabbie call the recently adopted dog?"  # shares no content word with FACT
+LITERAL = "What did the taxi driver name the new puppy?"
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    docs = [{"id": d["id"], "text": d["text"][:2500]} for d in stdlib_docs(limit=12)]
+    docs.insert(5, {"id": "fact", "text": docs[5]["text"][:700] + " " + FACT + " " + docs[6]["text"][:300]})
+    folder = tmp_path_factory.mktemp("expansion")
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    build_index(folder / "corpus.jsonl", folder / "idx", BuildConfig(vocab_size=800, dense="off"), quiet=True)
+    return Index.open(folder / "idx")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_default_model()
+
+
+@pytest.fixture(scope="module")
+def expander(model):
+    return QueryExpander(model)
+
+
+def _fact_chunks(idx: Index) -> set[int]:
+    ids = np.arange(idx.num_chunks)
+    return {int(i) for i, t in zip(ids, idx.neighbour_text(ids), strict=True) if "Biscuitfox" in t}
+
+
+def test_weighted_bm25_matches_plain_bm25_and_weights_count(index):
+    query = "named the new puppy"
+    weights = {t: (0.5 if " " in t else 1.0) for t in text_terms(query)}  # the index's bigram weight
+    ids_w, sc_w = index.search_bm25_weighted(weights, k=5)
+    ids_p, sc_p = index.search_bm25(query, k=5)
+    assert ids_w.tolist() == ids_p.tolist()
+    np.testing.assert_allclose(sc_w, sc_p, rtol=1e-5)
+    doubled = index.search_bm25_weighted({t: 2 * w for t, w in weights.items()}, k=5)[1]
+    np.testing.assert_allclose(doubled, 2 * sc_w, rtol=1e-5)
+    for bad in ({}, {"puppi": -1.0}, {"puppi": float("nan")}, ["puppi"]):
+        with pytest.raises(ValueError, match="term_weights"):
+            index.search_bm25_weighted(bad, k=5)
+
+
+def test_idf_mass_counts_absent_words_and_literalness_orders_questions(index):
+    assert index.bm25_idf_mass("taxi driver puppy") > 0
+    more = index.bm25_idf_mass("taxi driver puppy zzyzxqua")  # a word the index lacks counts as the rarest
+    assert more > index.bm25_idf_mass("taxi driver puppy")
+    cfg = CascadeConfig()
+    lit = literalness(index, LITERAL, index.search_bm25(LITERAL, k=5)[1], cfg)
+    para = literalness(index, PARAPHRASE, index.search_bm25(PARAPHRASE, k=5)[1], cfg)
+    assert 0.0 <= para < lit <= 1.0
+    assert lit == 1.0 and para < 0.5
+
+
+def test_expander_adds_weighted_neighbours_and_caches_the_vocabulary(expander, model, tmp_path):
+    e = expander.expand(PARAPHRASE)
+    assert e.terms["cabbi"] == 1.0 and e.terms["dog"] == 1.0  # the question's own stems, weight 1
+    assert {"puppi", "taxi"} <= set(e.added)  # dog -> puppy, cabbie -> taxi, through MiniLM word vectors
+    assert all(expander.min_sim <= w < 1.0 for t, w in e.terms.items() if t in e.added)
+    assert not set(e.added) & {"cabbi", "dog", "call"}
+    word, unit, sim = e.added["puppi"]
+    assert word == "puppy" and unit in expander.units(PARAPHRASE) and sim >= expander.min_sim
+    words, vecs = load_vocabulary(model)  # second load: from the cache, the same table
+    assert words == expander.words and np.allclose(np.asarray(vecs, np.float32), expander.vectors)
+    assert "the cabbie" not in expander.units(PARAPHRASE) and "adopted dog" in expander.units(PARAPHRASE)
+    with pytest.raises(ValueError, match="query is empty"):
+        expander.expand("  ")
+    for bad in ({"top": 0}, {"min_sim": 2.0}, {"weight": 0.0}):
+        with pytest.raises(ValueError, match="expansion"):
+            QueryExpander(model, **bad)
+
+
+def test_cascade_finds_a_paraphrased_fact_that_bm25_misses(index, model):
+    gold = _fact_chunks(index)
+    bm25_top = index.search_bm25(PARAPHRASE, k=3)[0].tolist()
+    assert not gold & set(bm25_top)
+    cascade = Cascade(index, CascadeConfig(), encoder=DenseEncoder(model))
+    res = cascade.search(PARAPHRASE, k=3)
+    cheap = res.hops[0].stages["cheap"]
+    assert int(cheap.info["expanded"][0][0]) in gold  # the expanded list ranks the fact first
+    assert gold & {n["chunk"] for n in res.neighbours}
+    assert cheap.info["literalness"] < 0.5
+    top = next(n for n in res.neighbours if n["chunk"] in gold)
+    assert top["stages"]["expanded"]["rank"] == 1
+    off = Cascade(index, CascadeConfig(expand=False), encoder=DenseEncoder(model)).search(PARAPHRASE, k=3)
+    assert off.hops[0].stages["cheap"].info["expansion"] is None
+    literal = cascade.search(LITERAL, k=3)
+    assert literal.neighbours[0]["chunk"] in gold
+    assert literal.hops[0].stages["cheap"].info["literalness"] == 1.0
