@@ -86,8 +86,9 @@ PRESETS: dict[str, ModelConfig] = {
         retrieved_len=8,
         cca_layers=(2, 4),
     ),
-    # For this 2-core machine: ~4.7M non-embedding decoder parameters; a narrower encoder (128) measured
-    # 35% vs 30% MFU for the 256-wide one (bench/train.py), the encoder seeing 4x the decoder tokens.
+    # For this 2-core machine: ~4.7M non-embedding decoder parameters; the encoder sees K*R = 4x the
+    # decoder's tokens, and a 256-wide one trained 1/3 fewer tokens/s at the same MFU (BENCHMARKS.md);
+    # wider decoders (d 384-512 x 4 layers) reach higher MFU but fewer tokens/s.
     "small": ModelConfig(enc_dim=128, enc_heads=2),
     # The paper's 172M model (Table 9 of Borgeaud et al.): 12 layers, d 896, 16 heads, 128k vocab.
     "paper-172m": ModelConfig(
