@@ -164,6 +164,12 @@ class Cascade:
                 seen.setdefault(i, None)
             nxt = hop.new_ids[0]  # the best new find leads the next hop
             expanded.add(nxt)
+            if (
+                self.cfg.score_text == "neighbour" and nxt > 0
+            ):  # chunk nxt-1 scored with nxt as its continuation
+                before, this = self.index.chunk_doc(np.array([nxt - 1, nxt]))
+                if before == this:
+                    expanded.add(nxt - 1)
             text = self.index.chunk_text([nxt])[0][: self.cfg.hop_query_chars]
             hop_query = f"{query} {text}"
         total = (time.perf_counter() - t_start) * 1e3

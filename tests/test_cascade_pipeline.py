@@ -144,7 +144,7 @@ def test_cli_search_and_ask(dense_index, tmp_path, capsys):
     assert main(["search", idx, "Blue Falcon project leader", "-k", "2", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["neighbours"][0]["doc_id"] == "falcon" and len(rec["neighbours"]) == 2
-    assert set(rec["neighbours"][0]["stages"]) == {"bm25", "static", "cheap", "medium", "expensive"}
+    assert set(rec["neighbours"][0]["stages"]) == {"bm25", "static", "expanded", "cheap", "medium", "expensive"}
     assert main(["search", idx, "Blue Falcon project leader", "-k", "2", "--set", "n2=8"]) == 0
     out = capsys.readouterr().out
     assert "| 1 |" in out and "latency ms" in out
