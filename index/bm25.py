@@ -185,7 +185,7 @@ def search_weighted(
     return out
 
 
-def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float]) -> float:
+def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float], known: set[str] | None = None) -> float:
     """sum of weight * global idf over the terms (absent words at df = 0, absent bigrams 0): about the BM25 score of a
     chunk holding each term once, so score / idf_mass says how much of the query a chunk covers."""
     if not term_weights:
@@ -195,4 +195,6 @@ def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float]) -> float:
     df = np.sum([sh.df(sh.lookup(hashes)) for sh in shards], axis=0)
     idf = lucene_idf(df, sum(sh.num_chunks for sh in shards))  # absent words count as the rarest,
     idf[(df == 0) & np.array([" " in t for t in terms])] = 0.0  # absent bigrams as nothing
+    if known is not None:  # absent words outside a known vocabulary (typos, codes) as nothing too
+        idf[(df == 0) & np.array([t not in known for t in terms])] = 0.0
     return float(np.dot([float(term_weights[t]) for t in terms], idf))

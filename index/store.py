@@ -205,15 +205,16 @@ class Index:
         parts = search_weighted([sh.bm25 for sh in self._shards], term_weights, k)
         return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
 
-    def bm25_idf_mass(self, query: str) -> float:
+    def bm25_idf_mass(self, query: str, known: set[str] | None = None) -> float:
         """About the BM25 score a chunk of average length holding each query term once would get
-        (sum of global idf over the query's terms): search_bm25 score / this = query coverage."""
+        (sum of global idf over the query's terms): search_bm25 score / this = query coverage.
+        `known`: BM25 terms of real words; an absent term outside it (a typo) then counts 0."""
         from index.bm25 import idf_mass, text_terms
 
         cfg = self.manifest["bm25"]
         bw = cfg.get("bigram_weight", 1.0)
         weights = {t: bw if " " in t else 1.0 for t in text_terms(query, cfg["bigrams"])}
-        return idf_mass([sh.bm25 for sh in self._shards], weights)
+        return idf_mass([sh.bm25 for sh in self._shards], weights, known)
 
     def _bm25_text(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         from index.bm25 import search_shards, text_terms

@@ -115,6 +115,7 @@ class QueryExpander:
         self.words, vecs = load_vocabulary(model, model_id)
         self.vectors = np.asarray(vecs, np.float32)  # [V, D]
         self.stems = [text_words(w) for w in self.words]
+        self.known_terms = {st for stems in self.stems for st in stems}  # BM25 terms of real words
         self._text_words = text_words
 
     def units(self, query: str) -> list[str]:

@@ -66,11 +66,14 @@ def _score_texts(index, ids: np.ndarray, cfg: CascadeConfig) -> tuple[np.ndarray
     return np.asarray(ids, np.int64), index.chunk_text(ids)
 
 
-def literalness(index, query: str, bm25_scores: np.ndarray, cfg: CascadeConfig) -> float:
+def literalness(
+    index, query: str, bm25_scores: np.ndarray, cfg: CascadeConfig, known: set[str] | None = None
+) -> float:
     """How literally the corpus answers the question, in [0, 1]: the best BM25 hit's coverage of the
     query (score / `index.bm25_idf_mass`, absent words counted) between cfg.literal_coverage's bounds.
-    1 when the index cannot say (no idf mass) so plain BM25 keeps its full say."""
-    mass = index.bm25_idf_mass(query) if hasattr(index, "bm25_idf_mass") else 0.0
+    1 when the index cannot say (no idf mass) so plain BM25 keeps its full say. `known` (the
+    expander's word terms) keeps typos out of the mass: a misspelt word is not a paraphrase."""
+    mass = index.bm25_idf_mass(query, known) if hasattr(index, "bm25_idf_mass") else 0.0
     if mass <= 0:
         return 1.0
     lo, hi = cfg.literal_coverage
@@ -117,7 +120,7 @@ def cheap_stage(
     )
     t3 = time.perf_counter()
     expanded, expansion = (np.zeros(0, np.int64), np.zeros(0, np.float32)), None
-    literal = literalness(index, query, bm25[1], cfg)
+    literal = literalness(index, query, bm25[1], cfg, expander.known_terms if expander else None)
     if expander is not None and cfg.fusion not in ("bm25", "static"):
         expansion = expander.expand(query)
         e_ids, e_sc = index.search_bm25_weighted(

@@ -65,6 +65,14 @@ def test_idf_mass_counts_absent_words_and_literalness_orders_questions(index):
     assert index.bm25_idf_mass("taxi driver puppy") > 0
     more = index.bm25_idf_mass("taxi driver puppy zzyzxqua")  # a word the index lacks counts as the rarest
     assert more > index.bm25_idf_mass("taxi driver puppy")
+    known = {
+        "taxi",
+        "driver",
+        "puppi",
+    }  # with a vocabulary of real words, an unknown absent word (a typo) counts 0
+    assert index.bm25_idf_mass("taxi driver puppy zzyzxqua", known) == pytest.approx(
+        index.bm25_idf_mass("taxi driver puppy")
+    )
     cfg = CascadeConfig()
     lit = literalness(index, LITERAL, index.search_bm25(LITERAL, k=5)[1], cfg)
     para = literalness(index, PARAPHRASE, index.search_bm25(PARAPHRASE, k=5)[1], cfg)
