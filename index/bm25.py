@@ -150,30 +150,29 @@ def lucene_idf(df: np.ndarray, n: int | np.ndarray) -> np.ndarray:
     return np.log1p((n - df + 0.5) / (df + 0.5))
 
 
-def search_shards(
-    shards: list[ShardBM25], query_terms: list[str], k: int, bigram_weight: float = 1.0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per shard (local chunk ids, scores) of its top-k for the query, scored with global idf.
+def query_term_weights(text: str, bigrams: bool, bigram_weight: float) -> dict[str, float]:
+    """A query's BM25 terms with their weights: words 1, bigrams `bigram_weight`."""
+    return {t: bigram_weight if " " in t else 1.0 for t in text_terms(text, bigrams)}
 
-    bigram_weight scales the bigram terms' contribution (unigrams count 1).
-    """
-    terms = sorted(set(query_terms))
-    return search_weighted(shards, {t: bigram_weight if " " in t else 1.0 for t in terms}, k)
+
+def _global_idf(shards: list[ShardBM25], terms: list[str]) -> tuple[list, list, np.ndarray]:
+    """Per shard the terms' columns and document frequencies, and each term's idf over all shards."""
+    hashes = term_hashes(terms)
+    cols = [sh.lookup(hashes) for sh in shards]
+    dfs = [sh.df(c) for sh, c in zip(shards, cols, strict=True)]
+    return cols, dfs, lucene_idf(np.sum(dfs, axis=0), sum(sh.num_chunks for sh in shards))
 
 
 def search_weighted(
     shards: list[ShardBM25], term_weights: dict[str, float], k: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per shard (local chunk ids, scores) of its top-k: sum over terms of weight * BM25 (global idf)."""
+    """Per shard (local chunk ids, scores) of its top-k: sum over terms of weight * BM25, scored with
+    global idf (each shard's postings rescaled by global idf / shard idf)."""
     if not term_weights:
         return []
     terms = sorted(term_weights)
-    hashes = term_hashes(terms)
     term_weight = np.array([float(term_weights[t]) for t in terms])
-    cols = [sh.lookup(hashes) for sh in shards]
-    dfs = [sh.df(c) for sh, c in zip(shards, cols, strict=True)]
-    n_all = sum(sh.num_chunks for sh in shards)
-    idf_all = lucene_idf(np.sum(dfs, axis=0), n_all)
+    cols, dfs, idf_all = _global_idf(shards, terms)
     out = []
     for sh, c, df in zip(shards, cols, dfs, strict=True):
         weights = term_weight * np.where(df > 0, idf_all / lucene_idf(np.maximum(df, 1), sh.num_chunks), 0.0)
@@ -186,15 +185,13 @@ def search_weighted(
 
 
 def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float], known: set[str] | None = None) -> float:
-    """sum of weight * global idf over the terms (absent words at df = 0, absent bigrams 0): about the BM25 score of a
-    chunk holding each term once, so score / idf_mass says how much of the query a chunk covers."""
+    """sum of weight * global idf over the terms (absent words at df = 0, absent bigrams 0): about the
+    BM25 score of a chunk holding each term once, so score / idf_mass says how much of the query a
+    chunk covers. `known`: when given, an absent term outside it (a typo, a code) counts 0 too."""
     if not term_weights:
         return 0.0
     terms = sorted(term_weights)
-    hashes = term_hashes(terms)
-    df = np.sum([sh.df(sh.lookup(hashes)) for sh in shards], axis=0)
-    idf = lucene_idf(df, sum(sh.num_chunks for sh in shards))  # absent words count as the rarest,
-    idf[(df == 0) & np.array([" " in t for t in terms])] = 0.0  # absent bigrams as nothing
-    if known is not None:  # absent words outside a known vocabulary (typos, codes) as nothing too
-        idf[(df == 0) & np.array([t not in known for t in terms])] = 0.0
+    _, dfs, idf = _global_idf(shards, terms)  # absent words get the rarest word's idf
+    absent = np.sum(dfs, axis=0) == 0
+    idf[absent & np.array([" " in t or (known is not None and t not in known) for t in terms])] = 0.0
     return float(np.dot([float(term_weights[t]) for t in terms], idf))

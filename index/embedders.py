@@ -125,7 +125,7 @@ class PooledStatic:
     def save(self, folder: Path) -> dict:
         from retro.runinfo import atomic_write_bytes
 
-        buf = _npy_bytes(self.table)
+        buf = npy_bytes(self.table)
         atomic_write_bytes(folder / "table.npy", buf)
         return {"kind": self.kind, "dim": self.dim, "sha256": hashlib.sha256(buf).hexdigest()}
 
@@ -168,7 +168,8 @@ class Model2VecStatic:
         return cls(StaticModel.from_pretrained(str(folder / "model2vec")), tokenizer)
 
 
-def _npy_bytes(arr: np.ndarray) -> bytes:
+def npy_bytes(arr: np.ndarray) -> bytes:
+    """`arr` as the bytes of a .npy file (for atomic_write_bytes)."""
     import io
 
     buf = io.BytesIO()
@@ -211,7 +212,7 @@ def build_pooled_table(
     table[live] = reduced * weights[live, None]
     from retro.runinfo import atomic_write_bytes
 
-    atomic_write_bytes(cached, _npy_bytes(table))
+    atomic_write_bytes(cached, npy_bytes(table))
     return table
 
 

@@ -194,34 +194,36 @@ class Index:
     ) -> tuple[np.ndarray, np.ndarray]:
         """BM25 with a weight per term (terms as `index.bm25.text_terms` makes them: stemmed words,
         "a b" bigrams): score = sum of weight * term score. (ids int64 [k'], scores float32 [k'])."""
-        from index.bm25 import search_weighted
-
         k = self._check_k(k)
         if not isinstance(term_weights, dict) or not term_weights:
             raise ValueError("term_weights: expected a non-empty dict of BM25 term -> weight")
         bad = [t for t, w in term_weights.items() if not isinstance(t, str) or not np.isfinite(w) or w < 0]
         if bad:
             raise ValueError(f"term_weights: terms must be strings with finite weights >= 0 (bad: {bad[:3]})")
-        parts = search_weighted([sh.bm25 for sh in self._shards], term_weights, k)
-        return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
+        return self._bm25_weighted(term_weights, k)
 
     def bm25_idf_mass(self, query: str, known: set[str] | None = None) -> float:
         """About the BM25 score a chunk of average length holding each query term once would get
         (sum of global idf over the query's terms): search_bm25 score / this = query coverage.
         `known`: BM25 terms of real words; an absent term outside it (a typo) then counts 0."""
-        from index.bm25 import idf_mass, text_terms
+        from index.bm25 import idf_mass
+
+        return idf_mass([sh.bm25 for sh in self._shards], self._query_weights(query), known)
+
+    def _query_weights(self, text: str) -> dict[str, float]:
+        from index.bm25 import query_term_weights
 
         cfg = self.manifest["bm25"]
-        bw = cfg.get("bigram_weight", 1.0)
-        weights = {t: bw if " " in t else 1.0 for t in text_terms(query, cfg["bigrams"])}
-        return idf_mass([sh.bm25 for sh in self._shards], weights, known)
+        return query_term_weights(text, cfg["bigrams"], cfg.get("bigram_weight", 1.0))
 
     def _bm25_text(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from index.bm25 import search_shards, text_terms
+        return self._bm25_weighted(self._query_weights(text), k)
 
-        cfg = self.manifest["bm25"]
-        terms = text_terms(text, cfg["bigrams"])
-        parts = search_shards([sh.bm25 for sh in self._shards], terms, k, cfg.get("bigram_weight", 1.0))
+    def _bm25_weighted(self, term_weights: dict[str, float], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k over all shards (global ids) for weighted BM25 terms."""
+        from index.bm25 import search_weighted
+
+        parts = search_weighted([sh.bm25 for sh in self._shards], term_weights, k)
         return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
 
     def search_static(

@@ -117,8 +117,7 @@ class Cascade:
 
     def run_hop(self, query: str, budgets: Budgets, exclude: set[int] | None = None) -> HopResult:
         """One pass of cheap -> medium -> expensive for `query`, never returning ids in `exclude`."""
-        expander = self.expander  # loads the vocabulary on first use (cached on disk), outside the timing
-        cheap = cheap_stage(self.index, query, budgets, self.cfg, exclude=exclude, expander=expander)
+        cheap = cheap_stage(self.index, query, budgets, self.cfg, exclude=exclude, expander=self.expander)
         q: QueryEncoding | None = None
         enc_ms = 0.0
         if self.needs_dense_model:
@@ -148,6 +147,7 @@ class Cascade:
         budgets = self.budgets(k)
         if self.needs_dense_model:
             _ = self.encoder  # a first search loads the model here, not inside the measured latency
+        _ = self.expander  # and the expansion word table (cached on disk after the first time)
         t_start = time.perf_counter()
         seen: dict[int, None] = {}
         expanded: set[int] = set()
@@ -164,9 +164,8 @@ class Cascade:
                 seen.setdefault(i, None)
             nxt = hop.new_ids[0]  # the best new find leads the next hop
             expanded.add(nxt)
-            if (
-                self.cfg.score_text == "neighbour" and nxt > 0
-            ):  # chunk nxt-1 scored with nxt as its continuation
+            # with neighbour-text scoring chunk nxt-1 was scored with nxt as its continuation
+            if self.cfg.score_text == "neighbour" and nxt > 0:
                 before, this = self.index.chunk_doc(np.array([nxt - 1, nxt]))
                 if before == this:
                     expanded.add(nxt - 1)

@@ -43,12 +43,11 @@ class CascadeConfig:
     expand: bool = True  # cheap stage: add a BM25 list of the question expanded through dense word neighbours
     expand_top: int = 50  # expansion: nearest vocabulary words kept per query word / word pair
     expand_min_sim: float = 0.4  # expansion: cosine a vocabulary word needs (weight = cosine)
-    literal_coverage: tuple[float, float] = (
-        0.08,
-        0.16,
-    )  # best plain-BM25 hit's query coverage (score / idf mass) mapped to
-    # literalness 0..1 between these: 100 literal needles at 1M cover 0.18 (p10), the best hit for 100
-    # paraphrased questions 0.06 (p90 0.09). Literal questions weight BM25, paraphrases the expanded list.
+    # literal_coverage: the best plain-BM25 hit's query coverage (score / idf mass) is mapped to a
+    # literalness of 0..1 between these bounds. 100 literal needles at 1M cover 0.18 (p10), the best hit
+    # for 100 paraphrased questions 0.06 (p90 0.09). Literal questions weight BM25, paraphrases the
+    # expanded list.
+    literal_coverage: tuple[float, float] = (0.08, 0.16)
     expand_share: float = 0.5  # quota of N1 taken from the expanded list (the rest: BM25 + static, fused)
     w_expand: float = 2.0  # RRF weight of the expanded list in the cheap order (the fused list has 1), times
     # (1 - literalness): a paraphrase's semantic hits lead the order the on-demand medium stage encodes
@@ -103,8 +102,12 @@ class CascadeConfig:
             raise ValueError("CascadeConfig.n1 / depth: must be >= 0 (0 = scale with the corpus)")
         if self.score_text not in ("chunk", "neighbour"):
             raise ValueError(f"CascadeConfig.score_text: {self.score_text!r} is not one of chunk, neighbour")
-        lo, hi = (tuple(self.literal_coverage) + (None, None))[:2]
-        if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 <= lo < hi):
+        bounds = tuple(self.literal_coverage)
+        if (
+            len(bounds) != 2
+            or not all(isinstance(b, (int, float)) for b in bounds)
+            or not 0 <= bounds[0] < bounds[1]
+        ):
             raise ValueError(
                 f"CascadeConfig.literal_coverage: expected [lo, hi] with 0 <= lo < hi, got {self.literal_coverage}"
             )

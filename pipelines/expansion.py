@@ -27,12 +27,14 @@ Legend: V vocabulary words, D dense dim, u query units.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from index.bm25 import STOPWORDS, text_words
+from index.embedders import cache_dir, dense_model_sha, npy_bytes
+from retro.runinfo import atomic_write_bytes, atomic_write_json
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -47,17 +49,8 @@ class Expansion:
 
 def vocabulary_words(tokenizer) -> list[str]:
     """Plain words of a WordPiece vocabulary: alphabetic, >= 3 letters, not stop words, sorted."""
-    from index.bm25 import STOPWORDS
-
     vocab = getattr(tokenizer, "vocab", None) or tokenizer.get_vocab()
     return sorted({w for w in vocab if w.isalpha() and w.islower() and len(w) >= 3 and w not in STOPWORDS})
-
-
-def _atomic_save(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        write(fh)
-    os.replace(tmp, path)
 
 
 def load_vocabulary(
@@ -68,8 +61,6 @@ def load_vocabulary(
     The cache key is the model's sha256 (index.embedders.dense_model_sha), so two ids of one model
     share it. Embedding MiniLM's ~21k words takes ~1-2 min on 2 cores, once per machine.
     """
-    from index.embedders import cache_dir, dense_model_sha
-
     folder = cache_dir() / "expansion" / dense_model_sha(model_id)[:16]
     words_path, vec_path = folder / "words.json", folder / "vectors.npy"
     if words_path.exists() and vec_path.exists():
@@ -82,9 +73,8 @@ def load_vocabulary(
         raise ValueError(f"dense model {model_id!r}: its tokenizer has no plain words to expand into")
     vecs = model.encode(words, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
     vecs = np.asarray(vecs, np.float16)
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic_save(vec_path, lambda fh: np.save(fh, vecs))
-    _atomic_save(words_path, lambda fh: fh.write(json.dumps(words).encode()))  # last: marks it complete
+    atomic_write_bytes(vec_path, npy_bytes(vecs))
+    atomic_write_json(words_path, words)  # last: marks the table complete
     return words, vecs
 
 
@@ -109,19 +99,14 @@ class QueryExpander:
             raise ValueError(f"expansion min_sim must be in [-1, 1], got {min_sim}")
         if weight <= 0:
             raise ValueError(f"expansion weight must be > 0, got {weight}")
-        from index.bm25 import text_words
-
         self.model, self.top, self.min_sim, self.weight, self.pairs = model, top, min_sim, weight, pairs
         self.words, vecs = load_vocabulary(model, model_id)
         self.vectors = np.asarray(vecs, np.float32)  # [V, D]
         self.stems = [text_words(w) for w in self.words]
         self.known_terms = {st for stems in self.stems for st in stems}  # BM25 terms of real words
-        self._text_words = text_words
 
     def units(self, query: str) -> list[str]:
         """The query's content words, then (with pairs) each adjacent pair of them."""
-        from index.bm25 import STOPWORDS
-
         words = [w for w in _WORD.findall(query.lower()) if w not in STOPWORDS and len(w) > 1]
         pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)] if self.pairs else []
         return list(dict.fromkeys(words + pairs))
@@ -130,7 +115,7 @@ class QueryExpander:
         """The query's own BM25 terms (weight 1) plus weighted expansion terms (see the module doc)."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query is empty")
-        own = set(self._text_words(query))
+        own = set(text_words(query))
         terms = dict.fromkeys(own, 1.0)
         added: dict[str, tuple[str, str, float]] = {}
         units = self.units(query)
