@@ -103,12 +103,17 @@ class Attention(nnx.Module):
         *,
         rngs: nnx.Rngs,
         rope_base: float = 10000.0,
+        o_init: nnx.Initializer | None = None,
     ):
-        """Projections q: [q_dim, H, Dh], k and v: [kv_dim, H, Dh], out: [H, Dh, out_dim]."""
+        """Projections q: [q_dim, H, Dh], k and v: [kv_dim, H, Dh], out: [H, Dh, out_dim].
+
+        o_init: initializer of the output projection; None = normal with std (H*Dh)^-0.5.
+        """
         self.rope_base = rope_base
         q_init = nnx.initializers.normal(q_dim**-0.5)
         kv_init = nnx.initializers.normal(kv_dim**-0.5)
-        o_init = nnx.initializers.normal((n_heads * head_dim) ** -0.5)
+        if o_init is None:
+            o_init = nnx.initializers.normal((n_heads * head_dim) ** -0.5)
         self.wq = nnx.Einsum("...ld,dhk->...lhk", (q_dim, n_heads, head_dim), kernel_init=q_init, rngs=rngs)
         self.wk = nnx.Einsum("...ld,dhk->...lhk", (kv_dim, n_heads, head_dim), kernel_init=kv_init, rngs=rngs)
         self.wv = nnx.Einsum("...ld,dhk->...lhk", (kv_dim, n_heads, head_dim), kernel_init=kv_init, rngs=rngs)

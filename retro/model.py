@@ -42,7 +42,14 @@ class DecoderBlock(nnx.Module):
         self.norm_cca = nnx.RMSNorm(d, rngs=rngs) if has_cca else None
         self.cca = (
             ChunkedCrossAttention(
-                d, cfg.enc_dim, cfg.n_heads, cfg.head_dim, cfg.chunk_len, rope_base=cfg.rope_base, rngs=rngs
+                d,
+                cfg.enc_dim,
+                cfg.n_heads,
+                cfg.head_dim,
+                cfg.chunk_len,
+                rope_base=cfg.rope_base,
+                out_init=cfg.cca_out_init,
+                rngs=rngs,
             )
             if has_cca
             else None

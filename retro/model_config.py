@@ -51,6 +51,9 @@ class ModelConfig:
     pad_id: int = 0  # token id of padding: masked as a key in the encoder and CCA
     tie_embeddings: bool = False  # share the readout matrix with the token embedding
     init_std: float = 0.02  # normal init scale of embeddings
+    # init of the CCA output projection: "zero" = a fresh RETRO computes exactly its decoder without CCA
+    # (a deviation, see retro/cca.py), "normal" = the paper's attention init
+    cca_out_init: str = "zero"
 
     def cca_set(self) -> tuple[int, ...]:
         """The CCA layer positions (1-indexed), resolved from `cca_layers` or the paper's rule."""
@@ -66,6 +69,8 @@ class ModelConfig:
             raise ValueError(f"retrieved_len {self.retrieved_len} < chunk_len {self.chunk_len}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+        if self.cca_out_init not in ("zero", "normal"):
+            raise ValueError(f"cca_out_init {self.cca_out_init!r} must be 'zero' or 'normal'")
         self.cca_set()
         return self
 

@@ -60,11 +60,12 @@ def test_golden_hand_computed():
 
 
 def test_all_padding_neighbours_give_zero():
-    cca = ChunkedCrossAttention(8, 6, 2, 4, 2, rngs=nnx.Rngs(1))
+    cca = ChunkedCrossAttention(8, 6, 2, 4, 2, out_init="normal", rngs=nnx.Rngs(1))
     h = jnp.ones((1, 4, 8))
     enc = jnp.ones((1, 2, 3, 5, 6))
     out = cca(h, enc, jnp.zeros((1, 2, 3, 5), bool))
     np.testing.assert_array_equal(np.asarray(out), 0.0)
+    assert np.abs(np.asarray(cca(h, enc, jnp.ones((1, 2, 3, 5), bool)))[0, 1:]).max() > 1e-3  # real ones: not
 
 
 def _listing1_reference(cca, h, enc, m):
@@ -97,7 +98,8 @@ def _listing1_reference(cca, h, enc, m):
 
 def test_matches_listing1_reference_with_random_weights():
     m, c, kk, r, d, de = 3, 3, 2, 5, 8, 6
-    cca = ChunkedCrossAttention(d, de, 2, 4, m, rngs=nnx.Rngs(3))
+    cca = ChunkedCrossAttention(d, de, 2, 4, m, out_init="normal", rngs=nnx.Rngs(3))
+    assert np.abs(np.asarray(cca.attn.wo.kernel[...])).max() > 0.1  # a random output projection
     rng = np.random.default_rng(1)
     h = rng.normal(size=(8, d)).astype(np.float32)  # L=8 < C*M=9: last attending chunk partly empty
     enc = rng.normal(size=(c, kk, r, de)).astype(np.float32)

@@ -9,7 +9,9 @@ from flax import nnx
 from retro.model import Retro, count_params
 from retro.model_config import cca_layer_positions, model_config
 
-CFG = model_config("tiny")
+# a random (paper-style) CCA output projection, so the CCA tests below test non-trivial arithmetic; the
+# default zero init (a fresh RETRO == RETRO[OFF]) has its own test at the end
+CFG = model_config("tiny", {"cca_out_init": "normal"})
 M, R, V = CFG.chunk_len, CFG.retrieved_len, CFG.vocab_size
 
 
@@ -174,3 +176,41 @@ def test_unread_neighbour_chunks_change_nothing(model):
     # fewer tokens than M: no position reads any chunk, so it is RETRO[OFF]
     short = tok[:, : M - 1]
     np.testing.assert_array_equal(np.asarray(fwd(model, short, nb[:, :1])), np.asarray(fwd(model, short)))
+
+
+def test_zero_cca_out_init_starts_as_retro_off_and_learns():
+    """The default cca_out_init="zero": a fresh model's logits with neighbours equal those without
+    (exactly: every CCA adds 0), yet the CCA output projection gets a non-zero gradient, and one step
+    on it alone makes retrieval change the logits."""
+    cfg = model_config("tiny")
+    assert cfg.cca_out_init == "zero"
+    model = Retro(cfg, rngs=nnx.Rngs(0))
+    tok = tokens_of(2, 12, seed=9)
+    nb = fake_retrieve(tok)
+    off = np.asarray(fwd(model, tok))
+    np.testing.assert_array_equal(np.asarray(fwd(model, tok, nb)), off)
+    # the same weights as a normal-init model, except every CCA output projection is zero
+    normal = Retro(model_config("tiny", {"cca_out_init": "normal"}), rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(off, np.asarray(fwd(normal, tok)))
+    assert np.abs(np.asarray(fwd(normal, tok, nb)) - off).max() > 1e-3
+
+    def loss(m):
+        logp = jax.nn.log_softmax(m(tok[:, :-1], nb), axis=-1)
+        return -jnp.take_along_axis(logp, tok[:, 1:, None], axis=-1).mean()
+
+    grads = nnx.grad(loss)(model)
+    for pos in cfg.cca_set():
+        g = grads["blocks"][pos - 1]["cca"]["attn"]
+        assert np.abs(np.asarray(g["wo"]["kernel"][...])).max() > 1e-6, pos
+        # behind a zero projection the queries see no gradient yet; they do from the next step on
+        np.testing.assert_array_equal(np.asarray(g["wq"]["kernel"][...]), 0.0)
+    for pos in cfg.cca_set():
+        wo = model.blocks[pos - 1].cca.attn.wo.kernel
+        wo[...] = wo[...] - 1.0 * grads["blocks"][pos - 1]["cca"]["attn"]["wo"]["kernel"][...]
+    assert float(loss(model)) < float(loss(Retro(cfg, rngs=nnx.Rngs(0))))
+    assert np.abs(np.asarray(fwd(model, tok, nb)) - np.asarray(fwd(model, tok))).max() > 1e-4
+
+
+def test_cca_out_init_is_validated():
+    with pytest.raises(ValueError, match="cca_out_init 'ones' must be 'zero' or 'normal'"):
+        model_config("tiny", {"cca_out_init": "ones"})

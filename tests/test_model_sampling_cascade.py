@@ -54,6 +54,7 @@ def model(idx):
             "pad_id": tok.pad_id,
             "chunk_len": idx.chunk_len,
             "retrieved_len": 2 * idx.chunk_len,
+            "cca_out_init": "normal",  # a non-zero CCA, so retrieval changes the logits compared
         },
     )
     return Retro(cfg, rngs=nnx.Rngs(0))
