@@ -7,6 +7,9 @@ Algorithm 1 of the paper, per decoder layer l (pre-norm residuals, RMSNorm):
     x = x + FFW(x)
 P is `ModelConfig.cca_set()` (retro/model_config.py). With `neighbours=None` the encoder and CCA are
 skipped: RETRO[OFF], identical to the same weights without CCA sublayers.
+The encoder and CCA parameters are drawn after all decoder parameters, so the decoder starts from the
+same weights as a model without CCA from the same seed; with the default zero-initialised CCA output
+(retro/cca.py) a fresh RETRO computes exactly that model's function.
 
 Two entry points share the weights:
 - `__call__(tokens, neighbours)`: the full forward for training and evaluation;
@@ -32,30 +35,35 @@ from retro.model_config import ModelConfig
 
 
 class DecoderBlock(nnx.Module):
-    """Self-attention, optional CCA, feed-forward; each a pre-RMSNorm residual sublayer."""
+    """Self-attention, optional CCA, feed-forward; each a pre-RMSNorm residual sublayer.
 
-    def __init__(self, cfg: ModelConfig, has_cca: bool, *, rngs: nnx.Rngs):
-        """has_cca: whether this layer is in the CCA set P."""
+    The CCA sublayer (`norm_cca`, `cca`) is attached by `Retro` after every decoder parameter has been
+    drawn (`add_cca`), so the decoder's initial weights do not depend on where CCA sits.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        """The decoder sublayers; CCA is None until `add_cca`."""
         d = cfg.d_model
         self.norm_attn = nnx.RMSNorm(d, rngs=rngs)
         self.attn = Attention(d, d, d, cfg.n_heads, cfg.head_dim, rope_base=cfg.rope_base, rngs=rngs)
-        self.norm_cca = nnx.RMSNorm(d, rngs=rngs) if has_cca else None
-        self.cca = (
-            ChunkedCrossAttention(
-                d,
-                cfg.enc_dim,
-                cfg.n_heads,
-                cfg.head_dim,
-                cfg.chunk_len,
-                rope_base=cfg.rope_base,
-                out_init=cfg.cca_out_init,
-                rngs=rngs,
-            )
-            if has_cca
-            else None
-        )
+        self.norm_cca: nnx.RMSNorm | None = nnx.data(None)
+        self.cca: ChunkedCrossAttention | None = nnx.data(None)
         self.norm_ff = nnx.RMSNorm(d, rngs=rngs)
         self.ffw = FeedForward(d, cfg.d_ff, rngs=rngs)
+
+    def add_cca(self, cfg: ModelConfig, *, rngs: nnx.Rngs) -> None:
+        """Attach this layer's CCA sublayer (the layer is in the CCA set P)."""
+        self.norm_cca = nnx.RMSNorm(cfg.d_model, rngs=rngs)
+        self.cca = ChunkedCrossAttention(
+            cfg.d_model,
+            cfg.enc_dim,
+            cfg.n_heads,
+            cfg.head_dim,
+            cfg.chunk_len,
+            rope_base=cfg.rope_base,
+            out_init=cfg.cca_out_init,
+            rngs=rngs,
+        )
 
 
 class Retro(nnx.Module):
@@ -69,17 +77,22 @@ class Retro(nnx.Module):
         self.embed = nnx.Embed(
             cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(cfg.init_std), rngs=rngs
         )
-        self.blocks = nnx.List([DecoderBlock(cfg, i + 1 in cca, rngs=rngs) for i in range(cfg.n_layers)])
+        self.blocks = nnx.List([DecoderBlock(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = nnx.RMSNorm(cfg.d_model, rngs=rngs)
+        self.readout = (
+            None if cfg.tie_embeddings else nnx.Linear(cfg.d_model, cfg.vocab_size, use_bias=False, rngs=rngs)
+        )
+        # the retrieval parameters are drawn last: the decoder's initial weights are those of a model
+        # without CCA (cca_layers=[]) from the same seed, and with cca_out_init="zero" a fresh RETRO
+        # computes exactly that model (retro/cca.py)
+        for p in cca:
+            self.blocks[p - 1].add_cca(cfg, rngs=rngs)
         self.encoder = (
             NeighbourEncoder(
                 cfg.d_model, cfg.enc_dim, cfg.enc_layers, cfg.enc_heads, rope_base=cfg.rope_base, rngs=rngs
             )
             if cca
             else None
-        )
-        self.final_norm = nnx.RMSNorm(cfg.d_model, rngs=rngs)
-        self.readout = (
-            None if cfg.tie_embeddings else nnx.Linear(cfg.d_model, cfg.vocab_size, use_bias=False, rngs=rngs)
         )
 
     # ---------------------------------------------------------------- full forward

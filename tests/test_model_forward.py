@@ -180,7 +180,7 @@ def test_unread_neighbour_chunks_change_nothing(model):
 
 def test_zero_cca_out_init_starts_as_retro_off_and_learns():
     """The default cca_out_init="zero": a fresh model's logits with neighbours equal those without
-    (exactly: every CCA adds 0), yet the CCA output projection gets a non-zero gradient, and one step
+    (exactly: every CCA adds 0) and those of the no-CCA model from the same seed, yet the CCA output projection gets a non-zero gradient, and one step
     on it alone makes retrieval change the logits."""
     cfg = model_config("tiny")
     assert cfg.cca_out_init == "zero"
@@ -189,6 +189,10 @@ def test_zero_cca_out_init_starts_as_retro_off_and_learns():
     nb = fake_retrieve(tok)
     off = np.asarray(fwd(model, tok))
     np.testing.assert_array_equal(np.asarray(fwd(model, tok, nb)), off)
+    # the retrieval parameters are drawn after the decoder's: a fresh RETRO is bit for bit the model
+    # without CCA built from the same seed (the no-retrieval baseline's initial function)
+    base = Retro(model_config("tiny", {"cca_layers": []}), rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(off, np.asarray(fwd(base, tok)))
     # the same weights as a normal-init model, except every CCA output projection is zero
     normal = Retro(model_config("tiny", {"cca_out_init": "normal"}), rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(off, np.asarray(fwd(normal, tok)))
