@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,8 @@ while who whom why will with would you your yours yourself yourselves
 """.split()
 )
 _WORD = re.compile(r"\w+")
+_PLAIN_WORD = re.compile(r"\b[a-z]{3,24}\b")  # lower-cased alphabetic words a dense model can embed
+WORDS_FILE = "words.json"  # {word: count} of a shard's plain words
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,7 +91,9 @@ def write_bm25(
 
     vocab: dict[str, int] = {}
     corpus = []
+    surface: Counter[str] = Counter()  # plain words as written, for semantic query expansion
     for i, text in enumerate(texts):
+        surface.update(w for w in _PLAIN_WORD.findall(text.lower()) if w not in STOPWORDS)
         # the neighbour's words come from the joined text, so a word cut by the chunk boundary
         # ("magic nu|mbers") is one word; the chunk's own words count once more, so the chunk that
         # holds a text outranks the one before it, whose continuation holds it
@@ -103,7 +109,15 @@ def write_bm25(
     order = np.argsort(hashes, kind="stable")
     np.save(folder / "term_hash.npy", hashes[order])
     np.save(folder / "term_col.npy", order.astype(np.int64))
+    (folder / WORDS_FILE).write_text(json.dumps(dict(surface.most_common())))
     return len(vocab)
+
+
+def read_words(folder: Path) -> dict[str, int]:
+    """A shard's plain words with their counts (`WORDS_FILE`), most frequent first; {} for a shard
+    built before the file existed."""
+    path = Path(folder) / WORDS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class ShardBM25:
@@ -130,19 +144,28 @@ class ShardBM25:
         safe = np.maximum(cols, 0)
         return np.where(cols >= 0, self.indptr[safe + 1] - self.indptr[safe], 0).astype(np.int64)
 
-    def scores(self, cols: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """float32 [C]: sum over the present terms of weight * bm25s score (weight rescales the idf)."""
-        rows, vals = [], []
-        for c, w in zip(cols, weights, strict=True):
+    def scores(self, cols: np.ndarray, weights: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        """float32 [C]: sum over the present terms of weight * bm25s score (weight rescales the idf).
+
+        groups: int [n] or None. Terms of one group count once per chunk, by their best weighted
+        score (a synonym set: the chunk that says "shed" or "cabin" for "hut" scores as one match).
+        """
+        rows, vals, grp = [], [], []
+        for j, (c, w) in enumerate(zip(cols, weights, strict=True)):
             if c >= 0:
                 a, z = int(self.indptr[c]), int(self.indptr[c + 1])
                 rows.append(self.indices[a:z])
                 vals.append(self.data[a:z] * w)
+                grp.append(np.full(z - a, -1 if groups is None else groups[j], np.int64))
         if not rows:
             return np.zeros(self.num_chunks, np.float32)
-        return np.bincount(
-            np.concatenate(rows), weights=np.concatenate(vals), minlength=self.num_chunks
-        ).astype(np.float32)
+        row, val, g = np.concatenate(rows), np.concatenate(vals), np.concatenate(grp)
+        if groups is not None and row.size:  # best term per (chunk, group), then sum over groups
+            order = np.lexsort((-val, row, g))  # by group, chunk, best score first
+            row, val, g = row[order], val[order], g[order]
+            first = np.r_[True, (row[1:] != row[:-1]) | (g[1:] != g[:-1])]
+            row, val = row[first], val[first]
+        return np.bincount(row, weights=val, minlength=self.num_chunks).astype(np.float32)
 
 
 def lucene_idf(df: np.ndarray, n: int | np.ndarray) -> np.ndarray:
@@ -164,19 +187,24 @@ def _global_idf(shards: list[ShardBM25], terms: list[str]) -> tuple[list, list, 
 
 
 def search_weighted(
-    shards: list[ShardBM25], term_weights: dict[str, float], k: int
+    shards: list[ShardBM25], term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per shard (local chunk ids, scores) of its top-k: sum over terms of weight * BM25, scored with
-    global idf (each shard's postings rescaled by global idf / shard idf)."""
+    global idf (each shard's postings rescaled by global idf / shard idf). `groups` maps terms to a
+    group name: a group's terms count once per chunk, by the best (terms not in it: a group each)."""
     if not term_weights:
         return []
     terms = sorted(term_weights)
     term_weight = np.array([float(term_weights[t]) for t in terms])
+    group_ids = None
+    if groups is not None:
+        names: dict[str, int] = {}
+        group_ids = np.array([names.setdefault(groups.get(t, "\0" + t), len(names)) for t in terms], np.int64)
     cols, dfs, idf_all = _global_idf(shards, terms)
     out = []
     for sh, c, df in zip(shards, cols, dfs, strict=True):
         weights = term_weight * np.where(df > 0, idf_all / lucene_idf(np.maximum(df, 1), sh.num_chunks), 0.0)
-        scores = sh.scores(c, weights)
+        scores = sh.scores(c, weights, group_ids)
         kk = min(k, len(scores))
         top = np.argpartition(-scores, kk - 1)[:kk]
         top = top[scores[top] > 0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -190,17 +191,22 @@ class Index:
         return I, D
 
     def search_bm25_weighted(
-        self, term_weights: dict[str, float], k: int = 10
+        self, term_weights: dict[str, float], k: int = 10, groups: dict[str, str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """BM25 with a weight per term (terms as `index.bm25.text_terms` makes them: stemmed words,
-        "a b" bigrams): score = sum of weight * term score. (ids int64 [k'], scores float32 [k'])."""
+        "a b" bigrams): score = sum of weight * term score. `groups` (term -> group name) makes a
+        group's terms synonyms: each chunk counts only its best of them. (ids int64 [k'], scores float32 [k'])."""
         k = self._check_k(k)
         if not isinstance(term_weights, dict) or not term_weights:
             raise ValueError("term_weights: expected a non-empty dict of BM25 term -> weight")
         bad = [t for t, w in term_weights.items() if not isinstance(t, str) or not np.isfinite(w) or w < 0]
         if bad:
             raise ValueError(f"term_weights: terms must be strings with finite weights >= 0 (bad: {bad[:3]})")
-        return self._bm25_weighted(term_weights, k)
+        if groups is not None and (
+            not isinstance(groups, dict) or not all(isinstance(g, str) for g in groups.values())
+        ):
+            raise ValueError("groups: expected a dict of BM25 term -> group name (str)")
+        return self._bm25_weighted(term_weights, k, groups)
 
     def bm25_idf_mass(self, query: str, known: set[str] | None = None) -> float:
         """About the BM25 score a chunk of average length holding each query term once would get
@@ -209,6 +215,19 @@ class Index:
         from index.bm25 import idf_mass
 
         return idf_mass([sh.bm25 for sh in self._shards], self._query_weights(query), known)
+
+    def corpus_words(self, limit: int = 0) -> dict[str, int]:
+        """{word: count} of the corpus's plain words (lower-cased, alphabetic, 3-24 letters, no stop
+        words) summed over shards, most frequent first; the top `limit` only when > 0. Empty for an
+        index built before shards kept their word counts."""
+        from index.bm25 import read_words
+
+        if limit < 0:
+            raise ValueError(f"corpus_words: limit must be >= 0, got {limit}")
+        total: Counter[str] = Counter()
+        for sh in self._shards:
+            total.update(read_words(sh.folder / "bm25"))
+        return dict(total.most_common(limit or None))
 
     def _query_weights(self, text: str) -> dict[str, float]:
         from index.bm25 import query_term_weights
@@ -219,11 +238,13 @@ class Index:
     def _bm25_text(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self._bm25_weighted(self._query_weights(text), k)
 
-    def _bm25_weighted(self, term_weights: dict[str, float], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _bm25_weighted(
+        self, term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k over all shards (global ids) for weighted BM25 terms."""
         from index.bm25 import search_weighted
 
-        parts = search_weighted([sh.bm25 for sh in self._shards], term_weights, k)
+        parts = search_weighted([sh.bm25 for sh in self._shards], term_weights, k, groups)
         return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
 
     def search_static(

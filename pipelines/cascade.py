@@ -82,7 +82,7 @@ class Cascade:
             self._encoder = DenseEncoder(
                 model,
                 max_query_tokens=c.max_query_tokens,
-                max_chunk_tokens=c.max_chunk_tokens * (2 if c.score_text == "neighbour" else 1),
+                max_chunk_tokens=c.max_chunk_tokens * (1 if c.score_text == "chunk" else 2),
                 batch_size=c.encode_batch,
                 cache_chunks=c.cache_chunks,
                 torch_threads=c.torch_threads,
@@ -100,6 +100,9 @@ class Cascade:
                 model_id=model_id,
                 top=self.cfg.expand_top,
                 min_sim=self.cfg.expand_min_sim,
+                corpus_words=list(self.index.corpus_words(self.cfg.expand_corpus_words))
+                if self.cfg.expand_corpus_words and hasattr(self.index, "corpus_words")
+                else None,
             )
         return self._expander
 
@@ -165,7 +168,7 @@ class Cascade:
             nxt = hop.new_ids[0]  # the best new find leads the next hop
             expanded.add(nxt)
             # with neighbour-text scoring chunk nxt-1 was scored with nxt as its continuation
-            if self.cfg.score_text == "neighbour" and nxt > 0:
+            if self.cfg.score_text != "chunk" and nxt > 0:
                 before, this = self.index.chunk_doc(np.array([nxt - 1, nxt]))
                 if before == this:
                     expanded.add(nxt - 1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 FUSIONS = ("rrf", "weighted_rrf", "zscore", "quota", "bm25", "static")
 MEDIUM_MODES = ("auto", "stored", "ondemand", "off")
 EXPENSIVE_MODES = ("late_interaction", "dense", "off")
+SCORE_TEXTS = ("auto", "chunk", "neighbour", "sentences")
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,22 @@ class CascadeConfig:
         0.5  # quota fusion: fraction of N1 taken from BM25's list before static fills the rest
     )
     expand: bool = True  # cheap stage: add a BM25 list of the question expanded through dense word neighbours
-    expand_top: int = 50  # expansion: nearest vocabulary words kept per query word / word pair
+    expand_top: int = 100  # expansion: nearest vocabulary words kept per query word / word pair
+    expand_grouped: bool = True  # a query unit's expansions are synonyms: a chunk scores its best one only
     expand_min_sim: float = 0.4  # expansion: cosine a vocabulary word needs (weight = cosine)
+    expand_corpus_words: int = 50_000  # the index's most frequent plain words that join the expansion
+    # vocabulary (embedded once per index and cached; 0 = the dense model's WordPiece words only)
     # literal_coverage: the best plain-BM25 hit's query coverage (score / idf mass) is mapped to a
     # literalness of 0..1 between these bounds. 100 literal needles at 1M cover 0.18 (p10), the best hit
     # for 100 paraphrased questions 0.06 (p90 0.09). Literal questions weight BM25, paraphrases the
     # expanded list.
-    literal_coverage: tuple[float, float] = (0.08, 0.16)
-    expand_share: float = 0.5  # quota of N1 taken from the expanded list (the rest: BM25 + static, fused)
-    w_expand: float = 2.0  # RRF weight of the expanded list in the cheap order (the fused list has 1), times
+    literal_coverage: tuple[float, float] = (0.10, 0.20)
+    w_expand: float = (
+        2.0  # interleave weight of the expanded list in the cheap order (the fused list has 1), times
+    )
     # (1 - literalness): a paraphrase's semantic hits lead the order the on-demand medium stage encodes
+    w_expand_min: float = 1.0  # ... but never less than this: a question judged literal by mistake
+    # (a paraphrase whose common words BM25 matches) still gets its expanded hits encoded
     medium: str = (
         "auto"  # auto (stored if the index has dense vectors, else ondemand) | stored | ondemand | off
     )
@@ -67,7 +74,11 @@ class CascadeConfig:
     w_final_dense: float = 0.0  # final weight of the dense cosine (adding it lowered dev R@10 0.94 -> 0.90)
     w_final_bm25: float = 0.3  # final weight of min-max BM25 over the N2, times the literalness; man-page questions R@1 0.660 (1.0) -> 0.686 (0.3)
     w_final_expand: float = 1.0  # final weight of min-max expanded-BM25 over the N2, times (1 - literalness)
-    score_text: str = "neighbour"  # what medium (on demand) / expensive encode: chunk (64 tokens) | neighbour (+ continuation)
+    # what the medium (on demand) and expensive stages encode: chunk (64 tokens) | neighbour (+ its
+    # continuation) | sentences (the neighbour text's sentences, a chunk scored by its best) | auto
+    # (sentences for a paraphrase, literalness < 0.5, else neighbour). 100 paraphrased needles at 1M,
+    # seeds 0/1: neighbour 90%/89%, sentences 92%/90%; man-page questions R@1 0.692 vs 0.667.
+    score_text: str = "auto"
     max_query_tokens: int = 256  # dense-model query limit (MiniLM's max_seq_length); longer is truncated
     max_chunk_tokens: int = 128  # dense-model limit for a 64-token chunk re-tokenised by WordPiece
     encode_batch: int = 32  # chunks per forward pass when encoding on demand
@@ -100,8 +111,10 @@ class CascadeConfig:
                 raise ValueError(f"CascadeConfig.{name}: must be > 0, got {getattr(self, name)}")
         if self.n1 < 0 or self.depth < 0:
             raise ValueError("CascadeConfig.n1 / depth: must be >= 0 (0 = scale with the corpus)")
-        if self.score_text not in ("chunk", "neighbour"):
-            raise ValueError(f"CascadeConfig.score_text: {self.score_text!r} is not one of chunk, neighbour")
+        if self.score_text not in SCORE_TEXTS:
+            raise ValueError(
+                f"CascadeConfig.score_text: {self.score_text!r} is not one of {', '.join(SCORE_TEXTS)}"
+            )
         bounds = tuple(self.literal_coverage)
         if (
             len(bounds) != 2
@@ -113,8 +126,12 @@ class CascadeConfig:
             )
         if self.expand_top <= 0:
             raise ValueError(f"CascadeConfig.expand_top: must be > 0, got {self.expand_top}")
-        if not 0.0 <= self.expand_share <= 1.0:
-            raise ValueError(f"CascadeConfig.expand_share: must be in [0, 1], got {self.expand_share}")
+        if self.expand_corpus_words < 0:
+            raise ValueError(
+                f"CascadeConfig.expand_corpus_words: must be >= 0, got {self.expand_corpus_words}"
+            )
+        if self.w_expand < 0 or self.w_expand_min < 0 or max(self.w_expand, self.w_expand_min) == 0:
+            raise ValueError("CascadeConfig.w_expand / w_expand_min: must be >= 0 and not both 0")
         if not 0.0 <= self.bm25_share <= 1.0:
             raise ValueError(f"CascadeConfig.bm25_share: must be in [0, 1], got {self.bm25_share}")
 

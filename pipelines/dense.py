@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str, min_words: int = 4) -> list[str]:
+    """`text` cut after . ! or ? + space; a piece of fewer than `min_words` words joins the one before
+    it (the first piece, the one after), so a chunk edge's fragment is scored with its sentence."""
+    pieces: list[str] = []
+    for piece in _SENTENCE_END.split(text.strip()):
+        if pieces and (len(piece.split()) < min_words or len(pieces[-1].split()) < min_words):
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        elif piece:
+            pieces.append(piece)
+    return pieces or [text]
 
 
 @functools.lru_cache(maxsize=2)
@@ -114,22 +129,41 @@ class DenseEncoder:
         with self._lock:
             return np.array([int(i) in self._cache for i in np.asarray(ids).tolist()], dtype=bool)
 
-    def encode_chunks(self, ids: np.ndarray, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def encode_chunks(
+        self, ids: np.ndarray, texts: list[str], *, sentences: bool = False
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Chunk ids [n] + their texts -> per chunk (token embeddings [L, D] float16, vector [D] float32).
 
-        Cached ids are not encoded again. Uncached texts are batched by length to limit padding.
+        With `sentences`, each text is cut by `split_sentences` and its sentences encoded one by one:
+        the tokens are theirs concatenated and the vector becomes [S, D], one per sentence (score a
+        chunk by its best sentence, so a one-sentence fact is not diluted by the rest of the chunk).
+        Cached ids are not encoded again (keep the two modes apart with distinct ids). Uncached
+        texts are batched by length to limit padding.
         """
         ids = [int(i) for i in np.asarray(ids).tolist()]
         with self._lock:
             missing = [j for j, i in enumerate(ids) if i not in self._cache]
         if missing:
-            order = sorted(missing, key=lambda j: len(texts[j]))
+            # pieces: (text position j, piece text); a plain chunk is one piece
+            pieces = [
+                (j, p) for j in missing for p in (split_sentences(texts[j]) if sentences else [texts[j]])
+            ]
+            order = sorted(range(len(pieces)), key=lambda p: len(pieces[p][1]))
+            encoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             for s in range(0, len(order), self.batch_size):
                 part = order[s : s + self.batch_size]
-                encs = self._forward([texts[j] for j in part], self.max_chunk_tokens)
-                with self._lock:
-                    for j, (tok, vec) in zip(part, encs, strict=True):
-                        self._cache[ids[j]] = (tok.astype(np.float16), vec)
+                for p, enc in zip(
+                    part, self._forward([pieces[p][1] for p in part], self.max_chunk_tokens), strict=True
+                ):
+                    encoded[p] = enc
+            by_text: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+            for p, (j, _) in enumerate(pieces):
+                by_text.setdefault(j, []).append(encoded[p])
+            with self._lock:
+                for j, encs in by_text.items():
+                    tok = np.concatenate([t for t, _ in encs]).astype(np.float16)
+                    vec = np.stack([v for _, v in encs]) if sentences else encs[0][1]
+                    self._cache[ids[j]] = (tok, vec)
         out = []
         with self._lock:
             local = {i: self._cache[i] for i in ids if i in self._cache}
@@ -141,6 +175,11 @@ class DenseEncoder:
         for i in ids:
             out.append(local[i])
         return out
+
+
+def best_cosine(vectors: list[np.ndarray], query: np.ndarray) -> np.ndarray:
+    """Per chunk, its vector's cosine with `query` [D], or the best of its sentence vectors [S, D] -> [n] float32."""
+    return np.array([float(np.max(np.atleast_2d(v) @ query)) for v in vectors], np.float32)
 
 
 def maxsim(query_tokens: np.ndarray, chunk_tokens: list[np.ndarray]) -> np.ndarray:

@@ -26,6 +26,7 @@ Legend: V vocabulary words, D dense dim, u query units.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Expansion:
 
     terms: dict[str, float]  # BM25 term -> weight (the query's own terms 1.0)
     added: dict[str, tuple[str, str, float]]  # expansion term -> (vocabulary word, query unit, cosine)
+    groups: dict[str, str]  # BM25 term -> the query unit it stands for (own word or expanded unit)
 
 
 def vocabulary_words(tokenizer) -> list[str]:
@@ -78,6 +80,23 @@ def load_vocabulary(
     return words, vecs
 
 
+def load_extra_words(
+    model, words: list[str], model_id: str = "all-MiniLM-L6-v2", batch_size: int = 256
+) -> np.ndarray:
+    """vectors float16 [n, D] L2-normalised for `words` (a corpus's own words), from the cache or
+    embedded now; cached under the model's folder by the sha256 of the word list."""
+    key = hashlib.sha256("\n".join(words).encode()).hexdigest()[:16]
+    path = cache_dir() / "expansion" / dense_model_sha(model_id)[:16] / f"corpus-{key}.npy"
+    if path.exists():
+        vecs = np.load(path, mmap_mode="r")
+        if len(vecs) == len(words):
+            return vecs
+    vecs = model.encode(words, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+    vecs = np.asarray(vecs, np.float16).reshape(len(words), -1)
+    atomic_write_bytes(path, npy_bytes(vecs))
+    return vecs
+
+
 class QueryExpander:
     """Expands a question into weighted BM25 terms through the dense model's word neighbourhoods."""
 
@@ -90,9 +109,12 @@ class QueryExpander:
         min_sim: float = 0.4,
         weight: float = 1.0,
         pairs: bool = True,
+        corpus_words: list[str] | None = None,
     ):
         """`model`: a sentence-transformers model (MiniLM by default in the cascade); `top` nearest
-        words per unit with cosine >= `min_sim`; expansion weight = `weight` * cosine."""
+        words per unit with cosine >= `min_sim`; expansion weight = `weight` * cosine. `corpus_words`
+        (the index's own words, `Index.corpus_words`) join the vocabulary: a dense model's WordPiece
+        vocabulary lacks many plain words ("tortoise", "dinghy", "zookeeper") that a corpus has."""
         if top <= 0:
             raise ValueError(f"expansion top must be > 0, got {top}")
         if not -1.0 <= min_sim <= 1.0:
@@ -100,10 +122,17 @@ class QueryExpander:
         if weight <= 0:
             raise ValueError(f"expansion weight must be > 0, got {weight}")
         self.model, self.top, self.min_sim, self.weight, self.pairs = model, top, min_sim, weight, pairs
-        self.words, vecs = load_vocabulary(model, model_id)
-        self.vectors = np.asarray(vecs, np.float32)  # [V, D]
-        self.stems = [text_words(w) for w in self.words]
+        words, vecs = load_vocabulary(model, model_id)
+        self.stems = [text_words(w) for w in words]
         self.known_terms = {st for stems in self.stems for st in stems}  # BM25 terms of real words
+        have = set(words)
+        extra = [w for w in dict.fromkeys(corpus_words or []) if w not in have]
+        if extra:
+            vecs = np.concatenate([vecs, load_extra_words(model, extra, model_id)])
+            words = words + extra
+            self.stems += [text_words(w) for w in extra]
+        self.words = words
+        self.vectors = np.asarray(vecs, np.float32)  # [V, D]
 
     def units(self, query: str) -> list[str]:
         """The query's content words, then (with pairs) each adjacent pair of them."""
@@ -119,8 +148,9 @@ class QueryExpander:
         terms = dict.fromkeys(own, 1.0)
         added: dict[str, tuple[str, str, float]] = {}
         units = self.units(query)
+        groups = {stem: unit for unit in units if " " not in unit for stem in text_words(unit) if stem in own}
         if not units:
-            return Expansion(terms, added)
+            return Expansion(terms, added, groups)
         u_vecs = self.model.encode(units, convert_to_numpy=True, normalize_embeddings=True)  # [u, D]
         sims = np.asarray(u_vecs, np.float32) @ self.vectors.T  # [u, V]
         top = min(self.top, sims.shape[1])
@@ -135,4 +165,5 @@ class QueryExpander:
                     if stem not in own and terms.get(stem, 0.0) < w:
                         terms[stem] = w
                         added[stem] = (self.words[j], unit, round(sim, 4))
-        return Expansion(terms, added)
+                        groups[stem] = unit
+        return Expansion(terms, added, groups)

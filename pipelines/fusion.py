@@ -107,6 +107,33 @@ def quota(
     return _order(ids, np.array([score[i] for i in ids.tolist()], np.float64), limit)
 
 
+def interleave(lists: list[Ranked], weights: list[float], limit: int) -> Ranked:
+    """Weighted round robin over ranked lists, deduplicated: list i gives about weights[i] / sum of
+    weights of every prefix, each in its own order. Scores fall with the position (1 / (1 + pos)).
+
+    Unlike RRF, an id that sits low in two lists never passes the top of one list, so a prefix of
+    the result always holds each list's best: what a stage that only reads a prefix needs.
+    """
+    if len(lists) != len(weights) or any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise ValueError(f"interleave: need one weight >= 0 per list, not all 0 (got {weights})")
+    cleaned = [_clean(i, s)[0].tolist() for i, s in lists]
+    taken, pos = [0] * len(cleaned), [0] * len(cleaned)
+    chosen: dict[int, None] = {}
+    while len(chosen) < limit:
+        open_lists = [j for j, ids in enumerate(cleaned) if pos[j] < len(ids) and weights[j] > 0]
+        if not open_lists:
+            break
+        j = min(open_lists, key=lambda j: ((taken[j] + 1) / weights[j], j))  # the list most owed a turn
+        while pos[j] < len(cleaned[j]) and cleaned[j][pos[j]] in chosen:
+            pos[j] += 1  # already taken from another list
+        if pos[j] < len(cleaned[j]):
+            chosen[cleaned[j][pos[j]]] = None
+            pos[j] += 1
+            taken[j] += 1
+    ids = np.fromiter(chosen.keys(), dtype=np.int64, count=len(chosen))
+    return ids, (1.0 / (1.0 + np.arange(len(ids)))).astype(np.float32)
+
+
 def fuse(
     method: str,
     bm25: Ranked,

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipelines.cascade_config import Budgets, CascadeConfig
-from pipelines.dense import DenseEncoder, QueryEncoding, maxsim
+from pipelines.dense import DenseEncoder, QueryEncoding, best_cosine, maxsim
 from pipelines.expansion import QueryExpander
-from pipelines.fusion import fuse, quota
+from pipelines.fusion import fuse, interleave
 
 
 @dataclass
@@ -59,11 +59,32 @@ def _top(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
     return ids[order], scores[order].astype(np.float32)
 
 
-def _score_texts(index, ids: np.ndarray, cfg: CascadeConfig) -> tuple[np.ndarray, list[str]]:
-    """(encoder cache keys [n], texts) of what the dense stages score: the chunk, or chunk + continuation."""
-    if cfg.score_text == "neighbour":
-        return -1 - np.asarray(ids, np.int64), index.neighbour_text(ids)  # keys apart from chunk ids
-    return np.asarray(ids, np.int64), index.chunk_text(ids)
+_SENTENCE_KEYS = 1 << 40  # encoder cache keys of sentence-split neighbour texts: -2^40 - id
+
+
+def score_text_for(cfg: CascadeConfig, literal: float) -> str:
+    """What the dense stages encode for a question of this literalness: cfg.score_text, where "auto"
+    is "sentences" for a paraphrase (literalness < 0.5: a one-sentence fact is matched by its own
+    sentence, not diluted by the chunk) and "neighbour" otherwise (keyword questions span sentences)."""
+    if cfg.score_text != "auto":
+        return cfg.score_text
+    return "sentences" if literal < 0.5 else "neighbour"
+
+
+def _stage_text(cheap: StageResult, cfg: CascadeConfig) -> str:
+    """The score text the cheap stage chose for this question (resolved again if it did not say)."""
+    return cheap.info.get("score_text") or score_text_for(cfg, cheap.info.get("literalness", 1.0))
+
+
+def _encode(index, encoder: DenseEncoder, ids: np.ndarray, score_text: str) -> list:
+    """Encode what the dense stages score: the chunk, chunk + continuation ("neighbour"), or the
+    latter's sentences ("sentences"). Each has its own encoder cache keys."""
+    ids = np.asarray(ids, np.int64)
+    if score_text == "chunk":
+        return encoder.encode_chunks(ids, index.chunk_text(ids))
+    if score_text == "neighbour":
+        return encoder.encode_chunks(-1 - ids, index.neighbour_text(ids))
+    return encoder.encode_chunks(-_SENTENCE_KEYS - ids, index.neighbour_text(ids), sentences=True)
 
 
 def literalness(
@@ -90,7 +111,9 @@ def cheap_stage(
     expander: QueryExpander | None = None,
 ) -> StageResult:
     """BM25 and static ANN over every chunk, fused (cfg.fusion); with an `expander`, a third list (BM25
-    of the expanded question) takes cfg.expand_share of N1 by quota. Minus `exclude`, cut to N1.
+    of the expanded question) is interleaved with the fused one, weights 1 : max(w_expand_min,
+    w_expand * (1 - literalness)), so the prefix the medium stage encodes holds the best of both.
+    Minus `exclude`, cut to N1.
     info keeps the raw lists ("bm25", "static", "expanded") and the expansion."""
     t0 = time.perf_counter()
     b_ids, b_sc = (
@@ -124,15 +147,15 @@ def cheap_stage(
     if expander is not None and cfg.fusion not in ("bm25", "static"):
         expansion = expander.expand(query)
         e_ids, e_sc = index.search_bm25_weighted(
-            expansion.terms, k=min(budgets.depth + extra, index.num_chunks)
+            expansion.terms,
+            k=min(budgets.depth + extra, index.num_chunks),
+            groups=expansion.groups if cfg.expand_grouped else None,
         )
         expanded = (np.asarray(e_ids, np.int64), np.asarray(e_sc, np.float32))
-        ids, scores = quota(
+        ids, scores = interleave(
             [(ids, scores), expanded],
-            shares=[1.0 - cfg.expand_share, cfg.expand_share],
+            weights=[1.0, max(cfg.w_expand_min, cfg.w_expand * (1.0 - literal))],
             limit=budgets.n1 + extra,
-            rrf_k=cfg.rrf_k,
-            weights=[1.0, cfg.w_expand * (1.0 - literal)],
         )
     t4 = time.perf_counter()
     if extra:  # later hops: chunks that built the query would only find themselves again
@@ -150,6 +173,7 @@ def cheap_stage(
             "expanded": expanded,
             "expansion": expansion,
             "literalness": literal,
+            "score_text": score_text_for(cfg, literal),
             "bm25_ms": (t1 - t0) * 1e3,
             "static_ms": (t2 - t1) * 1e3,
             "expand_ms": (t4 - t3) * 1e3,
@@ -194,7 +218,7 @@ def medium_stage(
         top_ids, top_sc = ids[: budgets.n2], cheap_sc[: budgets.n2]
         return StageResult("medium", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, info={"mode": "off"})
     if mode == "stored":
-        vecs = np.asarray(index.dense_vectors(ids), np.float32)  # [n, D]
+        cos = np.asarray(index.dense_vectors(ids), np.float32) @ q.vector  # [n, D] @ [D] -> [n]
     else:
         ids, cheap_sc = ids[: cfg.medium_ondemand_max], cheap_sc[: cfg.medium_ondemand_max]
         encs, last_ms = [], 0.0
@@ -203,11 +227,10 @@ def medium_stage(
             if cfg.ondemand_budget_ms and s >= budgets.k and spent + last_ms > cfg.ondemand_budget_ms:
                 break  # the next batch would overrun the budget: score what is encoded
             tb = time.perf_counter()
-            encs += encoder.encode_chunks(*_score_texts(index, ids[s : s + cfg.ondemand_batch], cfg))
+            encs += _encode(index, encoder, ids[s : s + cfg.ondemand_batch], _stage_text(cheap, cfg))
             last_ms = (time.perf_counter() - tb) * 1e3
         ids, cheap_sc = ids[: len(encs)], cheap_sc[: len(encs)]
-        vecs = np.stack([v for _, v in encs]) if encs else np.zeros((0, encoder.dim), np.float32)
-    cos = vecs @ q.vector  # [n]
+        cos = best_cosine([v for _, v in encs], q.vector)  # [n]
     score = cos + cfg.w_medium_cheap * _minmax(cheap_sc)
     top_ids, top_sc = _top(ids, score, budgets.n2)
     dense = dict(zip(ids.tolist(), cos.astype(np.float32).tolist(), strict=True))
@@ -253,9 +276,9 @@ def expensive_stage(
         return StageResult(
             "expensive", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, info={"mode": "dense"}
         )
-    encs = encoder.encode_chunks(*_score_texts(index, ids, cfg))
+    encs = _encode(index, encoder, ids, _stage_text(cheap, cfg))
     li = maxsim(q.tokens, [t for t, _ in encs])  # [n2]
-    cos = np.array([float(v @ q.vector) for _, v in encs], np.float32)
+    cos = best_cosine([v for _, v in encs], q.vector)  # [n2]
     bm, ex = (_list_scores(cheap.info.get(name), ids) for name in ("bm25", "expanded"))
     literal = cheap.info.get("literalness", 1.0)
     final = cfg.w_final_li * li + cfg.w_final_dense * cos + cfg.w_final_bm25 * literal * _minmax(bm)
