@@ -12,7 +12,7 @@ from index.bm25 import text_terms
 from index.build import BuildConfig, build_index
 from pipelines.cascade import Cascade
 from pipelines.cascade_config import CascadeConfig
-from pipelines.dense import DenseEncoder, load_default_model
+from pipelines.dense import DenseEncoder, best_cosine, load_default_model
 from pipelines.expansion import QueryExpander, load_vocabulary
 from pipelines.stages import literalness
 from tests.conftest import stdlib_docs
@@ -108,6 +108,7 @@ def test_cascade_finds_a_paraphrased_fact_that_bm25_misses(index, model):
     assert int(cheap.info["expanded"][0][0]) in gold  # the expanded list ranks the fact first
     assert gold & {n["chunk"] for n in res.neighbours}
     assert cheap.info["literalness"] < 0.5
+    assert cheap.info["score_text"] == "sentences"  # score_text=auto: a paraphrase, sentence by sentence
     top = next(n for n in res.neighbours if n["chunk"] in gold)
     assert top["stages"]["expanded"]["rank"] == 1
     off = Cascade(index, CascadeConfig(expand=False), encoder=DenseEncoder(model)).search(PARAPHRASE, k=3)
@@ -115,3 +116,59 @@ def test_cascade_finds_a_paraphrased_fact_that_bm25_misses(index, model):
     literal = cascade.search(LITERAL, k=3)
     assert literal.neighbours[0]["chunk"] in gold
     assert literal.hops[0].stages["cheap"].info["literalness"] == 1.0
+    assert literal.hops[0].stages["cheap"].info["score_text"] == "neighbour"
+
+
+def test_grouped_terms_count_once_per_chunk(index):
+    gold = _fact_chunks(index)
+    single = {
+        t: dict(zip(*map(np.ndarray.tolist, index.search_bm25_weighted({t: 1.0}, k=50)), strict=True))
+        for t in ("taxi", "puppi")
+    }
+    chunk = next(c for c in gold if c in single["taxi"] and c in single["puppi"])
+    weights = {"taxi": 1.0, "puppi": 0.5}
+    ids, sc = index.search_bm25_weighted(weights, k=50)
+    summed = dict(zip(ids.tolist(), sc.tolist(), strict=True))[chunk]
+    assert summed == pytest.approx(single["taxi"][chunk] + 0.5 * single["puppi"][chunk], rel=1e-5)
+    ids, sc = index.search_bm25_weighted(weights, k=50, groups={"taxi": "driver", "puppi": "driver"})
+    best = dict(zip(ids.tolist(), sc.tolist(), strict=True))[chunk]
+    assert best == pytest.approx(max(single["taxi"][chunk], 0.5 * single["puppi"][chunk]), rel=1e-5)
+    own = index.search_bm25_weighted(weights, k=50, groups={"taxi": "a", "puppi": "b"})
+    np.testing.assert_allclose(own[1], index.search_bm25_weighted(weights, k=50)[1], rtol=1e-5)
+    with pytest.raises(ValueError, match="groups"):
+        index.search_bm25_weighted(weights, k=5, groups={"taxi": 1})
+
+
+def test_index_keeps_its_words_and_the_expander_reaches_them(index, model):
+    words = index.corpus_words()
+    assert words["biscuitfox"] >= 1 and "the" not in words  # the fact's coined word; no stop words
+    assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 24 for w in words)
+    counts = list(words.values())
+    assert counts == sorted(counts, reverse=True) and list(index.corpus_words(3)) == list(words)[:3]
+    with pytest.raises(ValueError, match="limit"):
+        index.corpus_words(-1)
+    question = "What is the name of the shelled reptile?"
+    plain = QueryExpander(model)
+    assert "tortoise" not in plain.words  # not a whole word in MiniLM's WordPiece vocabulary
+    wider = QueryExpander(model, corpus_words=["tortoise", "puppy"])
+    assert wider.words[-1] == "tortoise" and wider.words.count("puppy") == 1
+    e = wider.expand(question)
+    assert "tortois" in e.added and "tortois" not in plain.expand(question).added
+    assert e.groups["tortois"] in wider.units(question) and e.groups["reptil"] == "reptile"
+
+
+def test_sentence_encoding_scores_each_sentence(model):
+    enc = DenseEncoder(model)
+    first, second = (
+        "The taxi driver named the new puppy Biscuitfox.",
+        "Rain fell on the quiet harbour all night.",
+    )
+    ((tok, vecs),) = enc.encode_chunks(np.array([7]), [f"{first} {second}"], sentences=True)
+    assert vecs.shape == (2, enc.dim)
+    ((tok1, v1),) = enc.encode_chunks(np.array([8]), [first])
+    ((tok2, v2),) = enc.encode_chunks(np.array([9]), [second])
+    np.testing.assert_allclose(vecs, np.stack([v1, v2]), atol=1e-5)
+    assert tok.shape[0] == tok1.shape[0] + tok2.shape[0]
+    q = enc.encode_query("What did the cabbie call the dog?").vector
+    assert best_cosine([vecs], q)[0] == pytest.approx(float(v1 @ q), abs=1e-5)
+    assert float(v1 @ q) > float(v2 @ q)

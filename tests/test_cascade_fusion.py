@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipelines.cascade_config import CascadeConfig, auto_n1, resolve_budgets
-from pipelines.dense import maxsim
-from pipelines.fusion import fuse, quota, ranks_of, rrf, zscore
+from pipelines.dense import best_cosine, maxsim, split_sentences
+from pipelines.fusion import fuse, interleave, quota, ranks_of, rrf, zscore
 
 
 def _ranked(ids, scores=None):
@@ -90,3 +90,36 @@ def test_maxsim_is_mean_of_best_token_matches():
     c2 = np.eye(4, dtype=np.float32)[[0, 2, 3]]  # has e0 only
     s = maxsim(q, [c1, c2])
     assert s.tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_interleave_gives_each_list_its_weighted_share_of_every_prefix():
+    a = _ranked([1, 2, 3, 4, 5, 6])
+    b = _ranked([10, 1, 11, 12, 13, 14])
+    ids, scores = interleave([a, b], weights=[1.0, 2.0], limit=7)
+    assert ids.tolist() == [10, 1, 11, 12, 2, 13, 14]  # b, a, b (1 taken: its next), b, a, b, b
+    assert len(set(ids.tolist())) == len(ids) and np.all(np.diff(scores) < 0)
+    # an id low in both lists never passes the head of one (RRF would lift it)
+    c, d = _ranked([7, 8, 9, 42]), _ranked([20, 21, 22, 42])
+    assert interleave([c, d], [1.0, 1.0], limit=4)[0].tolist() == [7, 20, 8, 21]
+    assert interleave([c, d], [0.0, 1.0], limit=3)[0].tolist() == [20, 21, 22]  # weight 0: never
+    assert len(interleave([c, d], [1.0, 1.0], limit=100)[0]) == 7  # both run out: all distinct ids
+    for bad in ([1.0], [-1.0, 1.0], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="interleave"):
+            interleave([c, d], bad, limit=3)
+
+
+def test_best_cosine_scores_a_chunk_by_its_best_sentence():
+    q = np.array([1.0, 0.0], np.float32)
+    one = np.array([0.6, 0.8], np.float32)  # a chunk vector [D]
+    sents = np.array([[0.0, 1.0], [0.8, 0.6], [-1.0, 0.0]], np.float32)  # sentence vectors [S, D]
+    assert best_cosine([one, sents], q).tolist() == pytest.approx([0.6, 0.8])
+
+
+def test_split_sentences_keeps_fragments_with_a_neighbour():
+    text = "ends here. The jazz pianist named the dinghy Foo. Yes. It is so. the tail of a sentence"
+    assert split_sentences(text) == [  # a short first piece joins the next, a later one the one before
+        "ends here. The jazz pianist named the dinghy Foo. Yes. It is so.",
+        "the tail of a sentence",
+    ]
+    assert split_sentences("one long sentence without an end") == ["one long sentence without an end"]
+    assert split_sentences("  ") == ["  "]
