@@ -208,6 +208,14 @@ class Index:
             raise ValueError("groups: expected a dict of BM25 term -> group name (str)")
         return self._bm25_weighted(term_weights, k, groups)
 
+    def bm25_term_idf(self, terms: list[str]) -> np.ndarray:
+        """float64 [n]: each BM25 term's idf over the whole index (a term no chunk has: the rarest)."""
+        from index.bm25 import _global_idf
+
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise ValueError("terms: expected a list of BM25 terms (str)")
+        return _global_idf([sh.bm25 for sh in self._shards], terms)[2] if terms else np.zeros(0)
+
     def bm25_idf_mass(self, query: str, known: set[str] | None = None) -> float:
         """About the BM25 score a chunk of average length holding each query term once would get
         (sum of global idf over the query's terms): search_bm25 score / this = query coverage.

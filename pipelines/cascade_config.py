@@ -51,7 +51,7 @@ class CascadeConfig:
     # literalness of 0..1 between these bounds. 100 literal needles at 1M cover 0.18 (p10), the best hit
     # for 100 paraphrased questions 0.06 (p90 0.09). Literal questions weight BM25, paraphrases the
     # expanded list.
-    literal_coverage: tuple[float, float] = (0.10, 0.20)
+    literal_coverage: tuple[float, float] = (0.10, 0.16)
     w_expand: float = (
         2.0  # interleave weight of the expanded list in the cheap order (the fused list has 1), times
     )
@@ -73,7 +73,8 @@ class CascadeConfig:
     w_final_li: float = 1.0  # final score weight of the MaxSim score (mean over query tokens, in [-1, 1])
     w_final_dense: float = 0.0  # final weight of the dense cosine (adding it lowered dev R@10 0.94 -> 0.90)
     w_final_bm25: float = 0.3  # final weight of min-max BM25 over the N2, times the literalness; man-page questions R@1 0.660 (1.0) -> 0.686 (0.3)
-    w_final_expand: float = 1.0  # final weight of min-max expanded-BM25 over the N2, times (1 - literalness)
+    w_final_expand: float = 0.25  # final weight of min-max expanded match of each candidate's best
+    # sentence (pipelines.expansion.best_sentence_match), times (1 - literalness)
     # what the medium (on demand) and expensive stages encode: chunk (64 tokens) | neighbour (+ its
     # continuation) | sentences (the neighbour text's sentences, a chunk scored by its best) | auto
     # (sentences for a paraphrase, literalness < 0.5, else neighbour). 100 paraphrased needles at 1M,

@@ -173,3 +173,22 @@ class QueryExpander:
                         added[stem] = (self.words[j], unit, round(sim, 4))
                         groups[stem] = unit
         return Expansion(terms, added, groups)
+
+
+def best_sentence_match(texts: list[str], expansion: Expansion, idf: dict[str, float]) -> np.ndarray:
+    """float32 [n]: per text, its best sentence's match with an expanded question: the sum over the
+    question's units (`expansion.groups`) of the best weight * idf among the unit's terms the
+    sentence holds. A paraphrased fact is one sentence; a chunk that matches the question's ideas
+    only across several sentences (a distractor's predicate, a filler word for its subject) scores
+    less than the sentence that matches them all."""
+    from pipelines.dense import split_sentences
+
+    out = np.zeros(len(texts), np.float32)
+    for i, text in enumerate(texts):
+        for sentence in split_sentences(text):
+            best: dict[str, float] = {}
+            for term in set(text_words(sentence)) & expansion.terms.keys():
+                unit = expansion.groups.get(term, term)
+                best[unit] = max(best.get(unit, 0.0), expansion.terms[term] * idf.get(term, 0.0))
+            out[i] = max(out[i], sum(best.values()))
+    return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.cascade_config import Budgets, CascadeConfig
 from pipelines.dense import DenseEncoder, QueryEncoding, best_cosine, maxsim
-from pipelines.expansion import QueryExpander
+from pipelines.expansion import QueryExpander, best_sentence_match
 from pipelines.fusion import fuse, interleave
 
 
@@ -282,7 +282,12 @@ def expensive_stage(
     bm, ex = (_list_scores(cheap.info.get(name), ids) for name in ("bm25", "expanded"))
     literal = cheap.info.get("literalness", 1.0)
     final = cfg.w_final_li * li + cfg.w_final_dense * cos + cfg.w_final_bm25 * literal * _minmax(bm)
-    if ex.any():
+    expansion = cheap.info.get("expansion")
+    if ex.any() and expansion is not None and literal < 1.0:
+        # the expanded match of each candidate's best sentence (a paraphrased fact is one sentence)
+        words = sorted(t for t in expansion.terms if " " not in t)
+        idf = dict(zip(words, index.bm25_term_idf(words).tolist(), strict=True))
+        ex = best_sentence_match(index.neighbour_text(ids), expansion, idf)
         final = final + cfg.w_final_expand * (1.0 - literal) * _minmax(ex)
     top_ids, top_sc = _top(ids, final, budgets.k)
     return StageResult(
