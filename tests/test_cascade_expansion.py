@@ -13,7 +13,7 @@ from index.build import BuildConfig, build_index
 from pipelines.cascade import Cascade
 from pipelines.cascade_config import CascadeConfig
 from pipelines.dense import DenseEncoder, best_cosine, load_default_model
-from pipelines.expansion import QueryExpander, load_vocabulary
+from pipelines.expansion import Expansion, QueryExpander, best_sentence_match, load_vocabulary
 from pipelines.stages import literalness
 from tests.conftest import stdlib_docs
 
@@ -172,3 +172,32 @@ def test_sentence_encoding_scores_each_sentence(model):
     q = enc.encode_query("What did the cabbie call the dog?").vector
     assert best_cosine([vecs], q)[0] == pytest.approx(float(v1 @ q), abs=1e-5)
     assert float(v1 @ q) > float(v2 @ q)
+
+
+def test_best_sentence_match_rewards_one_sentence_holding_every_idea(index):
+    e = Expansion(
+        terms={"taxi": 0.8, "cabbi": 1.0, "dog": 1.0, "puppi": 0.7},
+        added={},
+        groups={"taxi": "cabbie", "cabbi": "cabbie", "dog": "dog", "puppi": "dog"},
+    )
+    idf = {"taxi": 2.0, "cabbi": 3.0, "dog": 1.0, "puppi": 2.0}
+    one, split, synonyms = best_sentence_match(
+        [
+            "The taxi driver named the new puppy Rex.",
+            "The taxi driver was late again today. A small puppy barked all night long.",
+            "The taxi and the cabbie went home.",
+        ],
+        e,
+        idf,
+    )
+    assert one == pytest.approx(0.8 * 2.0 + 0.7 * 2.0)  # both ideas in one sentence
+    assert split == pytest.approx(0.8 * 2.0)  # the same words in two sentences: the best one only
+    assert synonyms == pytest.approx(3.0)  # two words for one idea count once, by the best
+
+
+def test_bm25_term_idf_is_global_and_checks_its_input(index):
+    common, rare, absent = index.bm25_term_idf(["return", "biscuitfox", "zzyzxqua"])
+    assert common < rare <= absent
+    assert index.bm25_term_idf([]).shape == (0,)
+    with pytest.raises(ValueError, match="terms"):
+        index.bm25_term_idf("return")
