@@ -71,11 +71,37 @@ class TrainConfig:
     keep: int = 2  # checkpoints kept
     retrofit_from: str = ""  # run folder of a trained decoder: freeze it, train only encoder + CCA
     time_budget_s: float = 0.0  # stop (and checkpoint) after this many seconds; 0 = no limit
+    # learning-rate multiplier for the encoder and CCA parameters (paths containing encoder / cca /
+    # norm_cca): their AdamW updates are scaled by it, the decoder's are not; 1.0 = one shared rate
+    retrieval_lr_mult: float = 1.0
+
+    def __post_init__(self):
+        if not (self.retrieval_lr_mult > 0 and np.isfinite(self.retrieval_lr_mult)):
+            raise ValueError(
+                f"TrainConfig.retrieval_lr_mult must be a finite number > 0, got {self.retrieval_lr_mult!r}"
+            )
 
 
-RETROFIT_TRAINABLE = nnx.All(
-    nnx.Param, nnx.Any(nnx.PathContains("encoder"), nnx.PathContains("cca"), nnx.PathContains("norm_cca"))
-)
+RETRIEVAL_KEYS = ("encoder", "cca", "norm_cca")  # path elements that mark encoder / CCA parameters
+RETROFIT_TRAINABLE = nnx.All(nnx.Param, nnx.Any(*(nnx.PathContains(k) for k in RETRIEVAL_KEYS)))
+
+
+def is_retrieval_path(path: tuple) -> bool:
+    """Whether a pytree key path (of the pure parameter dict) belongs to the encoder or a CCA layer."""
+    return any(getattr(k, "key", None) in RETRIEVAL_KEYS for k in path)
+
+
+def scale_retrieval_updates(mult: float) -> optax.GradientTransformation:
+    """Stateless: multiply the updates of encoder / CCA parameters by `mult` (after AdamW, so their
+    effective learning rate, weight decay included, is lr * mult); other updates pass unchanged."""
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(
+            lambda path, u: u * mult if is_retrieval_path(path) else u, updates
+        ), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 _PEAK: dict[int, float] = {}
@@ -107,7 +133,9 @@ def compiled_flops(compiled: Any) -> float:
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """clip(global norm) -> AdamW with linear warmup and cosine decay; no decay on 1-D params (norms)."""
+    """clip(global norm) -> AdamW with linear warmup and cosine decay; no decay on 1-D params (norms);
+    then, when cfg.retrieval_lr_mult != 1, encoder / CCA updates scaled by it (with 1.0 the chain, and
+    hence the optimiser state of older checkpoints, is unchanged)."""
     sched = optax.warmup_cosine_decay_schedule(
         0.0,
         cfg.lr,
@@ -115,7 +143,7 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         max(cfg.steps, cfg.warmup_steps + 1),
         end_value=cfg.lr * cfg.min_lr_ratio,
     )
-    return optax.chain(
+    parts = [
         optax.clip_by_global_norm(cfg.clip_norm),
         optax.adamw(
             sched,
@@ -124,7 +152,10 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
             weight_decay=cfg.weight_decay,
             mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p),
         ),
-    )
+    ]
+    if cfg.retrieval_lr_mult != 1.0:
+        parts.append(scale_retrieval_updates(cfg.retrieval_lr_mult))
+    return optax.chain(*parts)
 
 
 def lm_loss(logits: jax.Array, targets: jax.Array, pad_id: int) -> tuple[jax.Array, jax.Array]:

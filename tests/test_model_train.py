@@ -1,5 +1,6 @@
 """Training loop, checkpoints (orbax round trip, resume), RETROfit freezing and the neighbour store."""
 
+import dataclasses
 import json
 
 import jax
@@ -122,6 +123,43 @@ def test_retrofit_trains_only_encoder_and_cca(tmp_path, store):
         np.asarray(base["blocks"]["0"]["attn"]["wq"]["kernel"]),
     )
     assert "encoder" in fit and "cca" in fit["blocks"]["1"]
+
+
+@pytest.mark.parametrize("cca_out_init", ["zero", "normal"])
+def test_retrieval_lr_mult_scales_only_encoder_and_cca_updates(store, tmp_path, cca_out_init):
+    """With retrieval_lr_mult=3 the encoder / CCA parameters move exactly 3x as far as with 1.0 from the
+    same init on the same batch, and every decoder parameter moves identically."""
+    from retro.model import Retro
+    from retro.train import is_retrieval_path, make_optimizer, make_train_step, resolve_model_config
+
+    moved = {}
+    for mult in (1.0, 3.0):
+        cfg = cfg_for(tmp_path, "m", store, warmup_steps=1, retrieval_lr_mult=mult)
+        cfg = dataclasses.replace(cfg, model={"cca_out_init": cca_out_init})
+        mcfg = resolve_model_config(cfg, NeighbourStore(store))
+        graphdef, tp, fp = nnx.split(Retro(mcfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+        p0, frozen = nnx.to_pure_dict(tp), nnx.to_pure_dict(fp)
+        keep = jax.tree.map(np.array, p0)
+        tx = make_optimizer(cfg)
+        step = make_train_step(graphdef, tx, mcfg.pad_id, True)
+        tok, nb = next(NeighbourStore(store).batches("train", 4, 16, 2, mcfg.retrieved_len))
+        params, state = p0, tx.init(p0)
+        for _ in range(2):  # the warmup's first step has lr 0; the second has the peak lr
+            params, state, _, _ = step(params, state, frozen, tok, nb)
+        moved[mult] = jax.tree.map(lambda a, b: np.asarray(a) - b, params, keep)
+    flat1 = jax.tree_util.tree_flatten_with_path(moved[1.0])[0]
+    flat3 = jax.tree.leaves(moved[3.0])
+    n_ret = 0
+    for (path, d1), d3 in zip(flat1, flat3, strict=True):
+        if is_retrieval_path(path):
+            n_ret += 1
+            np.testing.assert_allclose(d3, 3.0 * d1, rtol=1e-3, atol=1e-6)  # float32 rounding of p + u
+        else:
+            np.testing.assert_array_equal(d3, d1)
+    assert n_ret > 0
+    assert max(np.abs(d).max() for (p, d) in flat1 if is_retrieval_path(p)) > 1e-4  # they did move
+    with pytest.raises(ValueError, match="retrieval_lr_mult"):
+        cfg_for(tmp_path, "bad", store, retrieval_lr_mult=0.0)
 
 
 def test_eval_lm_cli_writes_results(trained, store, tmp_path):
