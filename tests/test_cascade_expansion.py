@@ -109,8 +109,8 @@ def test_cascade_finds_a_paraphrased_fact_that_bm25_misses(index, model):
     assert gold & {n["chunk"] for n in res.neighbours}
     assert cheap.info["literalness"] < 0.5
     assert cheap.info["score_text"] == "sentences"  # score_text=auto: a paraphrase, sentence by sentence
-    top = next(n for n in res.neighbours if n["chunk"] in gold)
-    assert top["stages"]["expanded"]["rank"] == 1
+    assert res.neighbours[0]["chunk"] in gold  # the fact is the answer (gold: its chunk and the one before)
+    assert min(n["stages"]["expanded"]["rank"] for n in res.neighbours if n["chunk"] in gold) == 1
     off = Cascade(index, CascadeConfig(expand=False), encoder=DenseEncoder(model)).search(PARAPHRASE, k=3)
     assert off.hops[0].stages["cheap"].info["expansion"] is None
     literal = cascade.search(LITERAL, k=3)
