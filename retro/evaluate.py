@@ -165,3 +165,61 @@ def markdown_table(res: dict) -> str:
         f"{res['chunks_filtered']} pass the leakage filter"
     )
     return head + body + foot
+
+
+def read_per_chunk(
+    eval_dir: str | os.PathLike,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """An eval folder's per_chunk.jsonl -> ({"RUN:on"/"RUN:off": nats [S, U]}, bytes [S, U],
+    leakage [S, U], seq [S, U]) with S sequences of U scored chunks each, in file order."""
+    path = Path(eval_dir) / "per_chunk.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{eval_dir}: no per_chunk.jsonl (write one with `retro eval lm ... --out DIR`)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    seq = np.array([r["seq"] for r in rows])
+    n_seq = int(seq.max()) + 1
+    if len(rows) % n_seq:
+        raise ValueError(f"{path}: {len(rows)} rows do not split into {n_seq} sequences of equal length")
+    shape = (n_seq, len(rows) // n_seq)
+    keys = [k for k in rows[0] if k.endswith((":on", ":off"))]
+    nats = {k: np.array([r[k] for r in rows]).reshape(shape) for k in keys}
+    nbytes = np.array([r["bytes"] for r in rows]).reshape(shape)
+    leak = np.array([r["leakage"] for r in rows]).reshape(shape)
+    return nats, nbytes, leak, seq.reshape(shape)
+
+
+def paired_bpb_difference(
+    nats_a: np.ndarray,
+    nats_b: np.ndarray,
+    nbytes: np.ndarray,
+    mask: np.ndarray | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """bpb of A minus bpb of B on the same chunks, with a 95% bootstrap interval over sequences.
+
+    nats_a, nats_b, nbytes, mask: [S, U] (S held-out sequences, U scored chunks each; mask selects
+    chunks, e.g. leakage <= alpha). Sequences are resampled with replacement `resamples` times
+    (numpy default_rng(seed)); each resample's bpb is its summed nats / ln 2 / its summed bytes.
+    Returns {"a", "b", "diff", "lo", "hi"} (the 2.5 and 97.5 percentiles of the resampled diff)."""
+    nats_a, nats_b, nbytes = (np.asarray(x, np.float64) for x in (nats_a, nats_b, nbytes))
+    if not (nats_a.shape == nats_b.shape == nbytes.shape) or nats_a.ndim != 2:
+        raise ValueError(
+            f"nats_a, nats_b, nbytes: need equal [S, U] shapes, got {nats_a.shape}, {nats_b.shape}, {nbytes.shape}"
+        )
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    mask = np.ones(nats_a.shape, bool) if mask is None else np.asarray(mask, bool)
+    if mask.shape != nats_a.shape or not mask.any():
+        raise ValueError(f"mask: need shape {nats_a.shape} with at least one chunk selected")
+    per_seq = [np.where(mask, x, 0.0).sum(1) for x in (nats_a, nats_b, nbytes)]  # [S] each
+    sa, sb, sbytes = per_seq
+
+    def bpb(nats, byts):
+        return nats / math.log(2) / np.maximum(byts, 1.0)
+
+    idx = np.random.default_rng(seed).integers(0, len(sa), size=(resamples, len(sa)))  # [N, S]
+    diffs = bpb(sa[idx].sum(1), sbytes[idx].sum(1)) - bpb(sb[idx].sum(1), sbytes[idx].sum(1))
+    a, b = bpb(sa.sum(), sbytes.sum()), bpb(sb.sum(), sbytes.sum())
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"a": float(a), "b": float(b), "diff": float(a - b), "lo": float(lo), "hi": float(hi)}

@@ -10,6 +10,7 @@ from flax import nnx
 
 from retro import checkpoint as ckpt
 from retro.data import NeighbourStore, filter_neighbours, heldout_docs, write_store
+from retro.evaluate import paired_bpb_difference, read_per_chunk
 from retro.train import TrainConfig, train
 
 M, V = 4, 61
@@ -197,6 +198,23 @@ def test_eval_lm_cli_writes_results(trained, store, tmp_path):
         "niah" in parser._subparsers._group_actions[0].choices["eval"]._subparsers._group_actions[0].choices
     )
     assert main(["train", "steps=abc", "data=x"]) == 2  # bad input: one-line error, exit 2
+    # the paired comparison reads per_chunk.jsonl back and reproduces results.json's bpb
+    nats, nbytes, leak, _ = read_per_chunk(out)
+    on, off = (next(v for k, v in nats.items() if k.endswith(m)) for m in (":on", ":off"))
+    d = paired_bpb_difference(on, off, nbytes, resamples=200)
+    assert d["a"] == pytest.approx(modes["on"]["bpb"]) and d["b"] == pytest.approx(modes["off"]["bpb"])
+    assert d["lo"] <= d["diff"] <= d["hi"] and d["diff"] == pytest.approx(d["a"] - d["b"])
+    keep = leak <= res["alpha"]
+    if keep.any():
+        assert paired_bpb_difference(on, off, nbytes, keep, 50)["a"] == pytest.approx(
+            modes["on"]["bpb_filtered"]
+        )
+    same = paired_bpb_difference(on, on, nbytes, resamples=50)
+    assert same["diff"] == same["lo"] == same["hi"] == 0.0
+    with pytest.raises(ValueError, match="shapes"):
+        paired_bpb_difference(on, off[:1], nbytes)
+    with pytest.raises(ValueError, match="per_chunk.jsonl"):
+        read_per_chunk(tmp_path)
 
 
 def test_fused_readout_xent_matches_softmax_cross_entropy():
