@@ -11,7 +11,10 @@ Terms come from the exact text: lower-cased `\\w+` words, English stop words dro
 stems (PyStemmer), plus each pair of neighbouring kept words as a bigram ("magic number", "lemon
 parrot"). Bigrams make a multi-word key such as "lemon-parrot" outrank chunks that merely hold
 "lemon" and "parrot" apart, which is what a haystack full of look-alike needles needs; digits stay
-whole words, so a number is one term, not a bag of digits.
+whole words, so a number is one term, not a bag of digits. Hyphenated compounds are also terms of
+their own (`compounds`, on in new indexes): at 100M tokens a filler sentence that happens to say
+"the lemon parrot" matches the bigram too, and only "lemon-parrot" whole, a term a handful of chunks
+hold, tells the key apart (BENCHMARKS.md, "Evals").
 
 On disk, per shard (`bm25/`): the bm25s index (its CSC score matrix: data, indices, indptr, one
 column per term) plus `term_hash.npy` (uint64, sorted: an 8-byte blake2b of each term) and
@@ -45,6 +48,7 @@ while who whom why will with would you your yours yourself yourselves
 """.split()
 )
 _WORD = re.compile(r"\w+")
+_COMPOUND = re.compile(r"\w+(?:-\w+)+")  # words joined by hyphens: "lemon-parrot", "x86-64"
 _PLAIN_WORD = re.compile(r"\b[a-z]{3,24}\b")  # lower-cased alphabetic words a dense model can embed
 WORDS_FILE = "words.json"  # {word: count} of a shard's plain words
 
@@ -66,9 +70,18 @@ def with_bigrams(words: list[str], bigrams: bool = True) -> list[str]:
     return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)] if bigrams else list(words)
 
 
-def text_terms(text: str, bigrams: bool = True) -> list[str]:
-    """The BM25 terms of a text: stemmed non-stop words, then bigrams of neighbouring kept words."""
-    return with_bigrams(text_words(text), bigrams)
+def compound_terms(text: str) -> list[str]:
+    """Hyphenated compounds of a text as single terms, each part stemmed ("lemon-parrot", "x86-64",
+    "read-onli"), in order. Stop words are kept inside a compound: it is matched whole."""
+    found = _COMPOUND.findall(text.lower())
+    return ["-".join(_stemmer().stemWords(c.split("-"))) for c in found]
+
+
+def text_terms(text: str, bigrams: bool = True, compounds: bool = False) -> list[str]:
+    """The BM25 terms of a text: stemmed non-stop words, then bigrams of neighbouring kept words,
+    then (when `compounds`) its hyphenated compounds whole."""
+    terms = with_bigrams(text_words(text), bigrams)
+    return terms + compound_terms(text) if compounds else terms
 
 
 def term_hashes(terms: list[str]) -> np.ndarray:
@@ -80,7 +93,14 @@ def term_hashes(terms: list[str]) -> np.ndarray:
 
 
 def write_bm25(
-    folder: Path, texts: list[str], next_chunk: np.ndarray, *, k1: float, b: float, bigrams: bool = True
+    folder: Path,
+    texts: list[str],
+    next_chunk: np.ndarray,
+    *,
+    k1: float,
+    b: float,
+    bigrams: bool = True,
+    compounds: bool = False,
 ) -> int:
     """Index chunk `texts` with bm25s into `folder`, each chunk scored by its neighbour text.
 
@@ -99,6 +119,8 @@ def write_bm25(
         # holds a text outranks the one before it, whose continuation holds it
         neighbour = text + texts[i + 1] if int(next_chunk[i]) == i + 1 else text
         terms = with_bigrams(text_words(neighbour), bigrams) + text_words(text)
+        if compounds:  # a hyphenated key whole, twice for the chunk that holds it, like its words
+            terms += compound_terms(neighbour) + compound_terms(text)
         corpus.append([vocab.setdefault(t, len(vocab)) for t in terms])
     if not vocab:  # no chunk has a word: keep one term so the files exist and every score is 0
         vocab[""] = 0
@@ -173,9 +195,11 @@ def lucene_idf(df: np.ndarray, n: int | np.ndarray) -> np.ndarray:
     return np.log1p((n - df + 0.5) / (df + 0.5))
 
 
-def query_term_weights(text: str, bigrams: bool, bigram_weight: float) -> dict[str, float]:
-    """A query's BM25 terms with their weights: words 1, bigrams `bigram_weight`."""
-    return {t: bigram_weight if " " in t else 1.0 for t in text_terms(text, bigrams)}
+def query_term_weights(
+    text: str, bigrams: bool, bigram_weight: float, compounds: bool = False
+) -> dict[str, float]:
+    """A query's BM25 terms with their weights: words and hyphenated compounds 1, bigrams `bigram_weight`."""
+    return {t: bigram_weight if " " in t else 1.0 for t in text_terms(text, bigrams, compounds)}
 
 
 def _global_idf(shards: list[ShardBM25], terms: list[str]) -> tuple[list, list, np.ndarray]:
@@ -213,7 +237,8 @@ def search_weighted(
 
 
 def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float], known: set[str] | None = None) -> float:
-    """sum of weight * global idf over the terms (absent words at df = 0, absent bigrams 0): about the
+    """sum of weight * global idf over the terms (absent words at df = 0, absent bigrams and compounds
+    0): about the
     BM25 score of a chunk holding each term once, so score / idf_mass says how much of the query a
     chunk covers. `known`: when given, an absent term outside it (a typo, a code) counts 0 too."""
     if not term_weights:
@@ -221,5 +246,6 @@ def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float], known: set
     terms = sorted(term_weights)
     _, dfs, idf = _global_idf(shards, terms)  # absent words get the rarest word's idf
     absent = np.sum(dfs, axis=0) == 0
-    idf[absent & np.array([" " in t or (known is not None and t not in known) for t in terms])] = 0.0
+    joined = np.array([" " in t or "-" in t or (known is not None and t not in known) for t in terms])
+    idf[absent & joined] = 0.0  # an absent bigram or compound is a new pairing, not a rare word
     return float(np.dot([float(term_weights[t]) for t in terms], idf))

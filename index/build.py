@@ -67,6 +67,7 @@ class BuildConfig:
     bm25_b: float = 0.75  # BM25 length normalisation
     bm25_bigrams: bool = True  # also index pairs of neighbouring words as terms (multi-word keys)
     bm25_bigram_weight: float = 0.5  # a query bigram's weight against a word's 1 (measured: BENCHMARKS.md)
+    bm25_compounds: bool = True  # also index hyphenated compounds whole ("lemon-parrot") as terms
     threads: int = 2  # tokenizer threads
 
     def __post_init__(self) -> None:
@@ -415,7 +416,12 @@ class _Builder:
             tokenizer=self.tokenizer,
             static=self.static,
             faiss_template=self.out / "faiss.template",
-            bm25_params={"k1": self.cfg.bm25_k1, "b": self.cfg.bm25_b, "bigrams": self.cfg.bm25_bigrams},
+            bm25_params={
+                "k1": self.cfg.bm25_k1,
+                "b": self.cfg.bm25_b,
+                "bigrams": self.cfg.bm25_bigrams,
+                "compounds": self.cfg.bm25_compounds,
+            },
             dense_model=dense_model,
             quiet=self.quiet,
         )
@@ -475,7 +481,8 @@ class _Builder:
                 "method": "lucene",
                 "bigrams": self.cfg.bm25_bigrams,
                 "bigram_weight": self.cfg.bm25_bigram_weight,
-                "terms": "lower-cased words, stop words dropped, Snowball stems (index/bm25.py)",
+                "compounds": self.cfg.bm25_compounds,
+                "terms": "lower-cased words, stop words dropped, Snowball stems; bigrams; hyphenated compounds whole (index/bm25.py)",
                 "unit": "neighbour text: the chunk's words twice, its continuation's once",
                 "idf": "global, summed over shards at query time",
             },
@@ -524,6 +531,7 @@ def build_index(
     manifest_path = Path(out) / "index.json"
     if append and manifest_path.is_file():  # chunking, tiers and scoring must match the shards already there
         built_with = json.loads(manifest_path.read_text())["build_config"]
+        built_with.setdefault("bm25_compounds", False)  # an index from before compound terms
         per_run = {k: getattr(cfg, k) for k in _PER_RUN_FIELDS}
         cfg = dataclasses.replace(BuildConfig(**built_with), **per_run, tokenizer=cfg.tokenizer)
     builder = _Builder(corpus, Path(out), cfg, append, quiet)

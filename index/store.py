@@ -241,7 +241,9 @@ class Index:
         from index.bm25 import query_term_weights
 
         cfg = self.manifest["bm25"]
-        return query_term_weights(text, cfg["bigrams"], cfg.get("bigram_weight", 1.0))
+        return query_term_weights(
+            text, cfg["bigrams"], cfg.get("bigram_weight", 1.0), cfg.get("compounds", False)
+        )
 
     def _bm25_text(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self._bm25_weighted(self._query_weights(text), k)

@@ -324,6 +324,44 @@ def test_bm25_terms_are_stemmed_words_and_bigrams():
     assert text_terms("Numbers") == text_terms("number")
 
 
+def test_bm25_compound_terms_tell_a_hyphenated_key_from_its_words_apart(tmp_path):
+    """Filler that says "lemon parrot" in passing (as a 100M-token needle haystack does) matches the
+    key's words and bigram; the hyphenated compound, a term of its own, finds the needle itself."""
+    from index.bm25 import compound_terms, query_term_weights
+
+    assert compound_terms("for lemon-parrot is: 1. x86-64 and read-only") == [
+        "lemon-parrot",
+        "x86-64",
+        "read-onli",
+    ]
+    assert "lemon-parrot" not in query_term_weights("lemon-parrot", True, 0.5, compounds=False)
+    rng = np.random.default_rng(0)
+    adjs, nouns = ["amber", "quiet", "rapid", "pale"], ["falcon", "otter", "lynx", "heron"]
+    docs = []
+    for i in range(60):
+        words = [
+            f"The {rng.choice(adjs)} {rng.choice(nouns)} watches the {rng.choice(nouns)}." for _ in range(12)
+        ]
+        if i == 37:
+            words.insert(6, "One of the special magic numbers for lemon-parrot is: 4242.")
+        else:  # a distractor key that shares a word, next to a filler sentence with the other one
+            words.insert(6, f"One of the special magic numbers for lemon-{rng.choice(nouns)} is: {i}.")
+            words.insert(7, "The lemon parrot sleeps.")
+        docs.append({"id": f"d{i}", "text": " ".join(words)})
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    question = "What is the special magic number for lemon-parrot?"
+    found = {}
+    for compounds in (True, False):
+        out = tmp_path / f"idx-{compounds}"
+        cfg = BuildConfig(vocab_size=300, dense="off", bm25_compounds=compounds)
+        build_index(tmp_path / "c.jsonl", out, cfg, quiet=True)
+        idx = Index.open(out)
+        assert idx.manifest["bm25"]["compounds"] is compounds
+        ids, _ = idx.search_bm25(question, k=1)
+        found[compounds] = "lemon-parrot is: 4242" in idx.neighbour_text(ids)[0]
+    assert found[True] and not found[False]
+
+
 def test_bm25_scores_merge_across_shards_like_one_shard(tmp_path, built, real_corpus):
     one = tmp_path / "one"
     tok = str(built / "tokenizer.model")
