@@ -48,7 +48,7 @@ while who whom why will with would you your yours yourself yourselves
 """.split()
 )
 _WORD = re.compile(r"\w+")
-_COMPOUND = re.compile(r"\w+(?:-\w+)+")  # words joined by hyphens: "lemon-parrot", "x86-64"
+_COMPOUND = re.compile(r"\b\w+(?:-\w+)+")  # words joined by hyphens: "lemon-parrot", "x86-64"
 _PLAIN_WORD = re.compile(r"\b[a-z]{3,24}\b")  # lower-cased alphabetic words a dense model can embed
 WORDS_FILE = "words.json"  # {word: count} of a shard's plain words
 
@@ -73,7 +73,11 @@ def with_bigrams(words: list[str], bigrams: bool = True) -> list[str]:
 def compound_terms(text: str) -> list[str]:
     """Hyphenated compounds of a text as single terms, each part stemmed ("lemon-parrot", "x86-64",
     "read-onli"), in order. Stop words are kept inside a compound: it is matched whole."""
+    if "-" not in text:
+        return []
     found = _COMPOUND.findall(text.lower())
+    if not found:
+        return []
     return ["-".join(_stemmer().stemWords(c.split("-"))) for c in found]
 
 
