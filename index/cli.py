@@ -25,7 +25,7 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + list(args.set or [])
     flags = {
         "vocab_size": args.vocab,
         "tokenizer": args.tokenizer,
@@ -102,7 +102,8 @@ def register(subparsers) -> None:
         "build",
         help="build (resume, or --append to) an index from a corpus",
         description="Build a chunk index. Rerunning a killed build resumes it; --append adds a "
-        "corpus as new shards. Any BuildConfig field can be set as key=value.",
+        "corpus as new shards. Any BuildConfig field can be set as key=value after the corpus, or with "
+        "--set key=value anywhere.",
     )
     p.add_argument("corpus", help="file or folder (.txt .md .jsonl .parquet), read recursively")
     p.add_argument(
@@ -123,7 +124,15 @@ def register(subparsers) -> None:
     p.add_argument("--shard-chunks", type=int, help="chunks per shard (default 262144)")
     p.add_argument("--chunk-len", type=int, help="tokens per chunk (default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="BuildConfig overrides")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="BuildConfig override, anywhere on the line (repeatable)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="BuildConfig overrides, right after the corpus"
+    )
     p.set_defaults(func=_build)
 
     p = idx.add_parser("info", help="docs, tokens, chunks, shards, tiers, bytes on disk and per token")

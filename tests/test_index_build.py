@@ -353,8 +353,11 @@ def test_bm25_compound_terms_tell_a_hyphenated_key_from_its_words_apart(tmp_path
     found = {}
     for compounds in (True, False):
         out = tmp_path / f"idx-{compounds}"
-        cfg = BuildConfig(vocab_size=300, dense="off", bm25_compounds=compounds)
-        build_index(tmp_path / "c.jsonl", out, cfg, quiet=True)
+        if compounds:
+            build_index(tmp_path / "c.jsonl", out, BuildConfig(vocab_size=300, dense="off"), quiet=True)
+        else:  # through the CLI: --set takes a BuildConfig field anywhere on the line
+            cmd = ["index", "build", str(tmp_path / "c.jsonl"), "--out", str(out), "--vocab", "300"]
+            assert main([*cmd, "--no-dense", "--quiet", "--set", "bm25_compounds=false"]) == 0
         idx = Index.open(out)
         assert idx.manifest["bm25"]["compounds"] is compounds
         ids, _ = idx.search_bm25(question, k=1)
