@@ -189,7 +189,7 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation, pad_id: int
     def step(trainable, opt_state, frozen, tokens, neighbours):
         loss, grads = jax.value_and_grad(loss_fn)(trainable, frozen, tokens, neighbours)
         updates, opt_state = tx.update(grads, opt_state, trainable)
-        return optax.apply_updates(trainable, updates), opt_state, loss, optax.global_norm(grads)
+        return optax.apply_updates(trainable, updates), opt_state, loss, optax.tree.norm(grads)
 
     return jax.jit(step, donate_argnums=(0, 1))
 
