@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     args = ap.parse_args(argv)
 
-    nats, nbytes, leak, _ = read_per_chunk(args.retro_eval)
+    nats, nbytes, leak = read_per_chunk(args.retro_eval)
     cols = {"on": _column(nats, "on", args.retro_eval), "off": _column(nats, "off", args.retro_eval)}
     if args.base_eval:
-        base_nats, base_bytes, _, _ = read_per_chunk(args.base_eval)
+        base_nats, base_bytes, _ = read_per_chunk(args.base_eval)
         if base_bytes.shape != nbytes.shape or not np.array_equal(base_bytes, nbytes):
             raise SystemExit(
                 f"{args.base_eval}: scored other chunks than {args.retro_eval} (same --data and --seq-len?)"

@@ -75,10 +75,7 @@ def compound_terms(text: str) -> list[str]:
     "read-onli"), in order. Stop words are kept inside a compound: it is matched whole."""
     if "-" not in text:
         return []
-    found = _COMPOUND.findall(text.lower())
-    if not found:
-        return []
-    return ["-".join(_stemmer().stemWords(c.split("-"))) for c in found]
+    return ["-".join(_stemmer().stemWords(c.split("-"))) for c in _COMPOUND.findall(text.lower())]
 
 
 def text_terms(text: str, bigrams: bool = True, compounds: bool = False) -> list[str]:
@@ -242,9 +239,8 @@ def search_weighted(
 
 def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float], known: set[str] | None = None) -> float:
     """sum of weight * global idf over the terms (absent words at df = 0, absent bigrams and compounds
-    0): about the
-    BM25 score of a chunk holding each term once, so score / idf_mass says how much of the query a
-    chunk covers. `known`: when given, an absent term outside it (a typo, a code) counts 0 too."""
+    0): about the BM25 score of a chunk holding each term once, so score / idf_mass says how much of
+    the query a chunk covers. `known`: when given, an absent term outside it (a typo, a code) counts 0 too."""
     if not term_weights:
         return 0.0
     terms = sorted(term_weights)

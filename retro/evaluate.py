@@ -32,6 +32,11 @@ from retro.data import NeighbourStore
 from retro.runinfo import atomic_write_json, atomic_write_text, run_info
 
 
+def bits_per_byte(nats, nbytes):
+    """Summed NLL in nats over the bytes they predict -> bits per byte (bytes floored at 1)."""
+    return nats / math.log(2) / np.maximum(nbytes, 1.0)
+
+
 def longest_common_run(a: np.ndarray, b: np.ndarray) -> int:
     """Longest run of consecutive tokens shared by a [M] and b [R] (negative ids never match)."""
     best = 0
@@ -116,8 +121,8 @@ def evaluate_runs(
                 "run": str(run),
                 "step": step,
                 "retrieval": mode,
-                "bpb": float(sums.sum() / math.log(2) / nbytes.sum()),
-                "bpb_filtered": float(sums[keep].sum() / math.log(2) / max(nbytes[keep].sum(), 1.0)),
+                "bpb": float(bits_per_byte(sums.sum(), nbytes.sum())),
+                "bpb_filtered": float(bits_per_byte(sums[keep].sum(), nbytes[keep].sum())),
             }
             rows.append(row)
             per_chunk[f"{run}:{mode}"] = sums
@@ -167,11 +172,9 @@ def markdown_table(res: dict) -> str:
     return head + body + foot
 
 
-def read_per_chunk(
-    eval_dir: str | os.PathLike,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+def read_per_chunk(eval_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """An eval folder's per_chunk.jsonl -> ({"RUN:on"/"RUN:off": nats [S, U]}, bytes [S, U],
-    leakage [S, U], seq [S, U]) with S sequences of U scored chunks each, in file order."""
+    leakage [S, U]) with S sequences of U scored chunks each, in file order."""
     path = Path(eval_dir) / "per_chunk.jsonl"
     if not path.is_file():
         raise ValueError(f"{eval_dir}: no per_chunk.jsonl (write one with `retro eval lm ... --out DIR`)")
@@ -185,7 +188,7 @@ def read_per_chunk(
     nats = {k: np.array([r[k] for r in rows]).reshape(shape) for k in keys}
     nbytes = np.array([r["bytes"] for r in rows]).reshape(shape)
     leak = np.array([r["leakage"] for r in rows]).reshape(shape)
-    return nats, nbytes, leak, seq.reshape(shape)
+    return nats, nbytes, leak
 
 
 def paired_bpb_difference(
@@ -212,14 +215,10 @@ def paired_bpb_difference(
     mask = np.ones(nats_a.shape, bool) if mask is None else np.asarray(mask, bool)
     if mask.shape != nats_a.shape or not mask.any():
         raise ValueError(f"mask: need shape {nats_a.shape} with at least one chunk selected")
-    per_seq = [np.where(mask, x, 0.0).sum(1) for x in (nats_a, nats_b, nbytes)]  # [S] each
-    sa, sb, sbytes = per_seq
-
-    def bpb(nats, byts):
-        return nats / math.log(2) / np.maximum(byts, 1.0)
-
+    sa, sb, sbytes = (np.where(mask, x, 0.0).sum(1) for x in (nats_a, nats_b, nbytes))  # [S] each
     idx = np.random.default_rng(seed).integers(0, len(sa), size=(resamples, len(sa)))  # [N, S]
-    diffs = bpb(sa[idx].sum(1), sbytes[idx].sum(1)) - bpb(sb[idx].sum(1), sbytes[idx].sum(1))
-    a, b = bpb(sa.sum(), sbytes.sum()), bpb(sb.sum(), sbytes.sum())
+    resampled_bytes = sbytes[idx].sum(1)
+    diffs = bits_per_byte(sa[idx].sum(1), resampled_bytes) - bits_per_byte(sb[idx].sum(1), resampled_bytes)
+    a, b = bits_per_byte(sa.sum(), sbytes.sum()), bits_per_byte(sb.sum(), sbytes.sum())
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return {"a": float(a), "b": float(b), "diff": float(a - b), "lo": float(lo), "hi": float(hi)}

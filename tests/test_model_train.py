@@ -199,7 +199,7 @@ def test_eval_lm_cli_writes_results(trained, store, tmp_path):
     )
     assert main(["train", "steps=abc", "data=x"]) == 2  # bad input: one-line error, exit 2
     # the paired comparison reads per_chunk.jsonl back and reproduces results.json's bpb
-    nats, nbytes, leak, _ = read_per_chunk(out)
+    nats, nbytes, leak = read_per_chunk(out)
     on, off = (next(v for k, v in nats.items() if k.endswith(m)) for m in (":on", ":off"))
     d = paired_bpb_difference(on, off, nbytes, resamples=200)
     assert d["a"] == pytest.approx(modes["on"]["bpb"]) and d["b"] == pytest.approx(modes["off"]["bpb"])
