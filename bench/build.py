@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 CHILD = """
 import json, resource, sys, time
 from index.build import BuildConfig, build_index
-from retro.configs import resolve_config
+from util.configs import resolve_config
 corpus, out, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
 t = time.time()
 m = build_index(corpus, out, resolve_config(BuildConfig, None, overrides), quiet=True)
@@ -202,7 +202,7 @@ def main() -> None:
     static = _compare_static(a.work / "idx-full", a.sample, a.queries, a.seed)
     factories = _compare_factories(a.work / "idx-quarter", a.queries, a.seed)
 
-    from retro.runinfo import atomic_write_json, run_info
+    from util.runinfo import atomic_write_json, run_info
 
     results = {
         "run": run_info(),

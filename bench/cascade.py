@@ -40,8 +40,8 @@ from pipelines.cascade import Cascade  # noqa: E402
 from pipelines.cascade_config import CascadeConfig  # noqa: E402
 from pipelines.dense import maxsim  # noqa: E402,F401
 from pipelines.fusion import fuse  # noqa: E402
-from retro.configs import config_to_dict  # noqa: E402
-from retro.runinfo import atomic_write_json, run_info  # noqa: E402
+from util.configs import config_to_dict  # noqa: E402
+from util.runinfo import atomic_write_json, run_info  # noqa: E402
 
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{3,}")
 KS = (1, 10)
@@ -309,7 +309,7 @@ def main() -> int:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="CascadeConfig overrides")
     args = ap.parse_args()
-    from retro.configs import resolve_config
+    from util.configs import resolve_config
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from index import Index
     from pipelines.cascade import Cascade
     from pipelines.cascade_config import CascadeConfig
-    from retro.configs import resolve_config
+    from util.configs import resolve_config
 
     questions = []
     for n, line in enumerate(a.questions.read_text().splitlines(), start=1):

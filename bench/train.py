@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
     ap.add_argument("--json", default="", help="also write the figures to this file")
     args = ap.parse_args()
-    from retro.configs import parse_overrides
+    from util.configs import parse_overrides
 
     load0 = os.getloadavg()
     cfg = model_config(args.preset, parse_overrides(args.set))

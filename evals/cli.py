@@ -114,7 +114,7 @@ def register(subparsers) -> None:
 def _config(args, **extra):
     """NiahConfig from defaults, then --config YAML, then --set overrides, then the flags given."""
     from evals.niah import NiahConfig, parse_haystack, parse_list, parse_size
-    from retro.configs import resolve_config
+    from util.configs import resolve_config
 
     retriever = "+".join(args.retriever) if args.retriever else None
     values = {"retriever": retriever, "k": args.k, "max_samples": args.max_samples, **extra}  # None: keep

@@ -30,7 +30,7 @@ import numpy as np
 
 from evals import filler
 from evals.needles import NeedleConfig, NeedleSet, distractor_stream, needle_record
-from retro.runinfo import atomic_write_json, fsync_dir
+from util.runinfo import atomic_write_json, fsync_dir
 
 HAYSTACK_KINDS = ("noise", "words", "needles", "text")
 

@@ -157,7 +157,7 @@ class IndexBackend:
     ) -> dict:
         """Build an index over `corpus` into `out` (dense off unless overridden)."""
         from index.build import BuildConfig, build_index
-        from retro.configs import resolve_config
+        from util.configs import resolve_config
 
         # the dense tier is far too slow for eval haystacks on CPU: off unless overridden
         base: dict = {"dense": "off"}
@@ -322,8 +322,8 @@ def run_niah(
     echo=print,
 ) -> dict:
     """Run every cell of `cfg` into `out_dir`; return the results.json dict (also written there)."""
-    from retro.configs import write_resolved_config
-    from retro.runinfo import atomic_write_json, run_info
+    from util.configs import write_resolved_config
+    from util.runinfo import atomic_write_json, run_info
 
     cfg.check()
     backend = backend or IndexBackend()
@@ -332,7 +332,7 @@ def run_niah(
     if resume and (out / "config.yaml").exists():
         import yaml
 
-        from retro.configs import config_to_dict
+        from util.configs import config_to_dict
 
         before, now = yaml.safe_load((out / "config.yaml").read_text()) or {}, config_to_dict(cfg)
         changed = sorted(k for k in now if before.get(k) != now[k])

@@ -124,7 +124,7 @@ class CascadeRetriever:
             raise ValueError(
                 f"--retriever cascade: pipelines.cascade is not available ({e}); use --retriever cheap"
             ) from None
-        from retro.configs import resolve_config
+        from util.configs import resolve_config
 
         self.cascade = Cascade(index, resolve_config(CascadeConfig, overrides=list(overrides)))
 

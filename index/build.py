@@ -32,8 +32,8 @@ import numpy as np
 from index.corpus import CorpusReader, Document, corpus_bytes
 from index.shard import ShardBuffer, read_shard_meta, write_shard
 from index.tokenizer import Tokenizer, sha256_file, train_tokenizer
-from retro.configs import config_to_dict
-from retro.runinfo import atomic_write_json, run_info
+from util.configs import config_to_dict
+from util.runinfo import atomic_write_json, run_info
 
 FORMAT_VERSION = 2  # 2: word-level BM25 with term hashes (bm25/term_hash.npy)
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 from index.build import BuildConfig, build_index
-from retro.configs import resolve_config
+from util.configs import resolve_config
 
 
 def _train_tokenizer(args: argparse.Namespace) -> int:

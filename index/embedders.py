@@ -123,7 +123,7 @@ class PooledStatic:
         return _normalise(out)
 
     def save(self, folder: Path) -> dict:
-        from retro.runinfo import atomic_write_bytes
+        from util.runinfo import atomic_write_bytes
 
         buf = npy_bytes(self.table)
         atomic_write_bytes(folder / "table.npy", buf)
@@ -210,7 +210,7 @@ def build_pooled_table(
     weights = sif_a / (sif_a + p)
     table = np.zeros((tokenizer.vocab_size, dim), np.float32)
     table[live] = reduced * weights[live, None]
-    from retro.runinfo import atomic_write_bytes
+    from util.runinfo import atomic_write_bytes
 
     atomic_write_bytes(cached, npy_bytes(table))
     return table

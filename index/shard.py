@@ -29,7 +29,7 @@ import numpy as np
 from index.bm25 import write_bm25
 from index.corpus import Document
 from index.tokenizer import sha256_file
-from retro.runinfo import atomic_write_json, fsync_dir
+from util.runinfo import atomic_write_json, fsync_dir
 
 SHARD_FORMAT = 1
 

@@ -60,7 +60,7 @@ def train_tokenizer(
     """
     import sentencepiece as spm
 
-    from retro.runinfo import atomic_write_bytes
+    from util.runinfo import atomic_write_bytes
 
     if not 64 <= vocab_size <= 1 << 22:
         raise ValueError(f"vocab_size={vocab_size}: must be between 64 and 4194304")

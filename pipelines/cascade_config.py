@@ -8,7 +8,7 @@ The cascade narrows `num_chunks` candidates in three stages (DESIGN.md, "Data fl
 
 `resolve_budgets(cfg, num_chunks)` turns the zeros ("scale with the corpus") into numbers, so the
 same config serves a 100-chunk test index and a billion-chunk one. Load it with
-`retro.configs.resolve_config(CascadeConfig, path, ["n2=48", "fusion=rrf"])`.
+`util.configs.resolve_config(CascadeConfig, path, ["n2=48", "fusion=rrf"])`.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ import numpy as np
 
 from index.bm25 import STOPWORDS, text_words
 from index.embedders import cache_dir, dense_model_sha, npy_bytes
-from retro.runinfo import atomic_write_bytes, atomic_write_json
+from util.runinfo import atomic_write_bytes, atomic_write_json
 
 _WORD = re.compile(r"[a-z]+")
 

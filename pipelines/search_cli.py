@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipelines.cascade import Cascade, SearchResult
 from pipelines.cascade_config import CascadeConfig
-from retro.configs import config_to_dict, resolve_config
+from util.configs import config_to_dict, resolve_config
 
 
 def _open(args: argparse.Namespace) -> Cascade:
@@ -171,7 +171,7 @@ def _ask(args: argparse.Namespace) -> int:
         "config": config_to_dict(cascade.cfg),
         "index": str(args.index),
     }
-    from retro.runinfo import atomic_write_json, run_info
+    from util.runinfo import atomic_write_json, run_info
 
     meta["run"] = run_info()
     atomic_write_json(out.with_name(out.name + ".meta.json"), meta)

@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import yaml
 from flax import nnx
 
-from retro.configs import config_from_dict
+from util.configs import config_from_dict
 from retro.model import Retro
 from retro.model_config import ModelConfig
 

@@ -81,7 +81,7 @@ def _retriever_choice(args, idx) -> tuple:
     if name != "cascade" or args.no_retrieval:
         return name, None
     from pipelines.cascade_config import CascadeConfig
-    from retro.configs import resolve_config
+    from util.configs import resolve_config
 
     return name, resolve_config(CascadeConfig, args.cascade_config, list(args.set or []))
 
@@ -144,8 +144,8 @@ def cmd_generate(args) -> int:
         mean = sum(totals) / max(len(totals), 1)
         print(f"retrieved at {len(calls)} chunk boundaries (cascade, {mean:.0f} ms each)", file=sys.stderr)
     if args.out:
-        from retro.configs import config_to_dict
-        from retro.runinfo import atomic_write_json, run_info
+        from util.configs import config_to_dict
+        from util.runinfo import atomic_write_json, run_info
 
         retrieved = [c["chunks"] for c in calls]
         atomic_write_json(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retro.runinfo import atomic_write_json
+from util.runinfo import atomic_write_json
 
 META = "meta.json"
 

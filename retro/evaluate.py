@@ -29,7 +29,7 @@ from flax import nnx
 
 from retro.checkpoint import load_model
 from retro.data import NeighbourStore
-from retro.runinfo import atomic_write_json, atomic_write_text, run_info
+from util.runinfo import atomic_write_json, atomic_write_text, run_info
 
 
 def bits_per_byte(nats, nbytes):

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from retro.configs import config_from_dict
+from util.configs import config_from_dict
 
 
 def cca_layer_positions(n_layers: int) -> tuple[int, ...]:

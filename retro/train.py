@@ -35,12 +35,12 @@ import yaml
 from flax import nnx
 
 from retro import checkpoint as ckpt
-from retro.configs import config_to_dict, write_resolved_config
+from util.configs import config_to_dict, write_resolved_config
 from retro.data import NeighbourStore
 from retro.layers import readout_xent
 from retro.model import Retro, count_params
 from retro.model_config import ModelConfig, model_config
-from retro.runinfo import atomic_write_json, atomic_write_text, run_info
+from util.runinfo import atomic_write_json, atomic_write_text, run_info
 
 
 @dataclass(frozen=True)
@@ -321,7 +321,7 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
 
 def config_with_model_overrides(path: str | None, overrides: list[str]) -> TrainConfig:
     """resolve_config for TrainConfig, with `model.NAME=value` overrides gathered into the model dict."""
-    from retro.configs import parse_overrides, resolve_config
+    from util.configs import parse_overrides, resolve_config
 
     plain = [o for o in overrides if not o.startswith("model.")]
     cfg = resolve_config(TrainConfig, path, plain)

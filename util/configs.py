@@ -132,7 +132,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def write_resolved_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the resolved config into `out_dir/name` atomically and return its path."""
-    from retro.runinfo import atomic_write_text
+    from util.runinfo import atomic_write_text
 
     path = Path(out_dir) / name
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
