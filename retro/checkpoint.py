@@ -17,9 +17,9 @@ import orbax.checkpoint as ocp
 import yaml
 from flax import nnx
 
-from util.configs import config_from_dict
 from retro.model import Retro
 from retro.model_config import ModelConfig
+from util.configs import config_from_dict
 
 
 def manager(run_dir: str | os.PathLike, keep: int = 2) -> ocp.CheckpointManager:

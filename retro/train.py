@@ -35,11 +35,11 @@ import yaml
 from flax import nnx
 
 from retro import checkpoint as ckpt
-from util.configs import config_to_dict, write_resolved_config
 from retro.data import NeighbourStore
 from retro.layers import readout_xent
 from retro.model import Retro, count_params
 from retro.model_config import ModelConfig, model_config
+from util.configs import config_to_dict, write_resolved_config
 from util.runinfo import atomic_write_json, atomic_write_text, run_info
 
 
