@@ -188,6 +188,8 @@ def cascade_config(
     for flag, name, value in (("-k", "k", k), ("--hops", "hops", hops)):
         if value is None:
             continue
+        if value <= 0:
+            raise ValueError(f"{flag} must be > 0, got {value}")
         if name in given and getattr(cfg, name) != value:
             raise ValueError(
                 f"{flag} {value} contradicts {name}={getattr(cfg, name)} from --set/--config: give it once"
