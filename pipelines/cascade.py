@@ -31,7 +31,8 @@ from pipelines.stages import cheap_stage, expensive_stage, medium_mode, medium_s
 
 
 class Cascade:
-    """The three-stage ranker over an opened Index (docs/INDEX_API.md)."""
+    """The three-stage ranker over an opened Index (docs/INDEX_API.md); a `pipelines.retrievers.Retriever`
+    as it stands (`search(query, k, hops) -> SearchResult`; k and hops None: the config's)."""
 
     def __init__(self, index, config: CascadeConfig | None = None, encoder: DenseEncoder | None = None):
         self.index = index

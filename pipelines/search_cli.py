@@ -38,8 +38,9 @@ def _open(args: argparse.Namespace) -> Cascade:
     return cascade
 
 
-def print_table(result: SearchResult, out=sys.stdout, stages: tuple[StageSpec, ...] = STAGES) -> None:
+def print_table(result: SearchResult, out=None, stages: tuple[StageSpec, ...] = STAGES) -> None:
     """Ranked neighbours as a markdown table (one column per stage with `column`), then the latency."""
+    out = sys.stdout if out is None else out
     if result.truncation:
         t = result.truncation
         print(

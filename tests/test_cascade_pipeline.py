@@ -202,8 +202,11 @@ def test_k_has_one_home(dense_index, capsys):
 
 def test_ask_json_round_trips_from_the_typed_result(dense_index, encoder):
     from pipelines.results import Neighbour, SearchResult
+    from pipelines.retrievers import Retriever
 
-    res = Cascade(dense_index, CascadeConfig(), encoder=encoder).search(QUESTION, k=2, hops=2)
+    cascade = Cascade(dense_index, CascadeConfig(), encoder=encoder)
+    assert isinstance(cascade, Retriever)  # the one protocol
+    res = cascade.search(QUESTION, k=2, hops=2)
     assert isinstance(res, SearchResult)
     rec = json.loads(res.to_json("q1", ask=True))
     assert rec == res.ask_dict("q1")
