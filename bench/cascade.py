@@ -219,7 +219,7 @@ def run_cascade(cascade: Cascade, qs: list[dict], target_key: str, quiet: bool) 
         st = hop.stages
         b = res.budgets
         row = {"id": q["id"], "kind": q["kind"]}
-        bm_ids, static_ids = st["cheap"].info["bm25"][0], st["cheap"].info["static"][0]
+        bm_ids, static_ids = st["cheap"].lists["bm25"].ids, st["cheap"].lists["static"].ids
         for k in KS + (b.n2, b.n1):
             row[f"idx_bm25@{k}"] = hit(bm_ids, t, k)
             row[f"static@{k}"] = hit(static_ids, t, k)
@@ -234,8 +234,8 @@ def run_cascade(cascade: Cascade, qs: list[dict], target_key: str, quiet: bool) 
         for method in ("rrf", "weighted_rrf", "zscore", "quota", "bm25", "static"):
             ids, _ = fuse(
                 method,
-                st["cheap"].info["bm25"],
-                st["cheap"].info["static"],
+                (st["cheap"].lists["bm25"].ids, st["cheap"].lists["bm25"].scores),
+                (st["cheap"].lists["static"].ids, st["cheap"].lists["static"].scores),
                 b.n1,
                 rrf_k=cfg.rrf_k,
                 w_bm25=cfg.w_bm25,
@@ -244,20 +244,19 @@ def run_cascade(cascade: Cascade, qs: list[dict], target_key: str, quiet: bool) 
             )
             for k in (10, b.n2, b.n1):
                 row[f"fusion:{method}@{k}"] = hit(ids, t, k)
-        if st["medium"].info.get("mode") == "stored":  # alternative medium scorers over the same N1
+        if st["medium"].mode == "stored":  # alternative medium scorers over the same N1
             cids, csc = st["cheap"].ids, st["cheap"].scores
-            cos = np.array([st["medium"].info["dense"][i] for i in cids.tolist()])
+            cos = np.array([st["medium"].dense[i] for i in cids.tolist()])
             cn = (csc - csc.min()) / (csc.max() - csc.min() + 1e-9)
             for w in (0.0, 0.1, 0.2, 0.3, 0.5, 1.0):
                 order = cids[np.argsort(-(cos + w * cn), kind="stable")]
                 row[f"medium:cos+{w}cheap@{b.n2}"] = hit(order, t, b.n2)
-        li, dn = st["expensive"].info.get("maxsim", {}), st["expensive"].info.get("dense", {})
+        li, dn = st["expensive"].maxsim, st["expensive"].dense
         if li:
             ids = np.array(list(li), np.int64)
             lv, dv = np.array([li[i] for i in ids]), np.array([dn[i] for i in ids])
-            bmap = dict(
-                zip(st["cheap"].info["bm25"][0].tolist(), st["cheap"].info["bm25"][1].tolist(), strict=True)
-            )
+            bm = st["cheap"].lists["bm25"]
+            bmap = dict(zip(bm.ids.tolist(), bm.scores.tolist(), strict=True))
             bv = np.array([bmap.get(int(i), 0.0) for i in ids])
             bv = (bv - bv.min()) / (bv.max() - bv.min() + 1e-9)
             alts = {
@@ -277,17 +276,11 @@ def run_cascade(cascade: Cascade, qs: list[dict], target_key: str, quiet: bool) 
                     row[f"final:{name}@{k}"] = hit(order, t, k)
                 row[f"final:{name}@10n"] = hitn(order, t, tp, 10)
         lat = dict(res.latency_ms)
-        lat["bm25"], lat["static"] = st["cheap"].info["bm25_ms"], st["cheap"].info["static_ms"]
+        lat["bm25"], lat["static"] = st["cheap"].lists["bm25"].time_ms, st["cheap"].lists["static"].time_ms
         lat["cheap+medium"] = lat["cheap"] + lat["query_encode"] + lat["medium"]
         row["latency_ms"] = lat
         rows.append(row)
     return rows
-
-
-def recall_table(rows: list[dict], keys: list[str]) -> dict[str, float]:
-    return {
-        k: round(float(np.mean([r[k] for r in rows if k in r])), 3) for k in keys if any(k in r for r in rows)
-    }
 
 
 def main() -> int:

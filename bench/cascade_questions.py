@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ms = []
     for q in questions:
         t = time.perf_counter()
-        ids = [n["chunk"] for n in cascade.search(q["question"], k=10).neighbours]
+        ids = cascade.search(q["question"], k=10).final_ids()
         ms.append((time.perf_counter() - t) * 1e3)
         hits1 += ids[:1] == [q["full_chunk"]]
         hits10 += q["full_chunk"] in ids

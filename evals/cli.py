@@ -1,48 +1,20 @@
 """CLI for the evals: `retro eval niah ...` and `retro demo`.
 
-`register(subparsers)` adds `demo` and the `niah` subcommand to the shared `eval` group: it reuses
-a group another module already made, or `retro.cli.eval_subparsers(subparsers)` when that exists,
-and only otherwise creates `eval` itself.
+`register(subparsers)` adds `demo`, and `niah` to the shared `eval` group (`pipelines.cli.eval_group`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import importlib.util
+
+from pipelines.cli import eval_group
 
 DEMO_HELP = (
     "build a >=1M-token haystack with 100 needles, index it, run the multi-needle eval with BM25 and "
     "the cascade side by side and write the table + heatmaps (no data needed, ~2-4 minutes on 2 cores; "
     "--retriever bm25 alone takes well under a minute)"
 )
-
-
-def _existing_group(subparsers) -> argparse._SubParsersAction | None:
-    parser = subparsers.choices.get("eval")
-    if parser is None:
-        return None
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="eval_command", metavar="EVAL")
-
-
-def eval_group(subparsers) -> argparse._SubParsersAction:
-    """The subparsers of the shared `eval` command group (found, borrowed from retro.cli, or made)."""
-    found = _existing_group(subparsers)
-    if found is not None:
-        return found
-    try:
-        shared = getattr(importlib.import_module("retro.cli"), "eval_subparsers", None)
-    except ImportError:
-        shared = None
-    if shared is not None:
-        return shared(subparsers)
-    parser = subparsers.add_parser("eval", help="evaluations: needle-in-a-haystack retrieval (niah), LM (lm)")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
-    return parser.add_subparsers(dest="eval_command", metavar="EVAL")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -57,7 +29,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-samples", type=int, default=None, help="ask only the first N questions of each cell (0: all)"
     )
-    p.add_argument("--k", type=int, default=None, help="neighbours kept at the final stage (recall@k)")
+    p.add_argument("-k", type=int, default=None, help="neighbours kept at the final stage (recall@k)")
     p.add_argument(
         "--build",
         action="append",
@@ -164,8 +136,7 @@ def cmd_demo(args) -> int:
     if args.retriever is None:
         # BM25 alone beside the full cascade, over one index: BM25 finds every needle here in ~1 ms
         # (BENCHMARKS.md, Evals), so the table shows what each cascade stage keeps against it.
-        has_cascade = importlib.util.find_spec("pipelines.cascade") is not None
-        args.retriever = ["bm25", "cascade"] if has_cascade else ["cheap"]
+        args.retriever = ["bm25", "cascade"]
     cfg = _config(args, tasks=("single",), depths=11, trials=1)
     out = args.out or "runs/demo"
     results = run_niah(cfg, out, resume=args.resume, quiet=args.quiet)

@@ -287,8 +287,3 @@ def write_haystack(
     atomic_write_json(out / "haystack.json", info)
     return info
 
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All records of a small jsonl file (needles.jsonl, samples.jsonl)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

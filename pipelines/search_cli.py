@@ -1,13 +1,15 @@
 """`retro search` and `retro ask`: the cascade from the command line, with the evidence of every stage.
 
-    retro search IDX "query" [-k 10] [--hops N] [--json] [key=value ...]
+    retro search IDX "query" [-k 10] [--hops N] [--json] [--set key=value ...] [--config FILE]
     retro ask IDX "question" [--json]
     retro ask IDX --questions Q.jsonl --out A.jsonl [--hops N] [--quiet]
 
-`ask` writes one JSON object per question (see `ask_record`); `answer` stays null until the RETRO
-reader exists: no string is ever invented in its place. `key=value` overrides set CascadeConfig
-fields (e.g. `n2=24 fusion=rrf`; placed right after the query, or anywhere as `--set n2=24`);
-`--config FILE` reads them from YAML.
+Both print the typed result (pipelines/results.py): `search --json` is `SearchResult.to_dict()`,
+`ask` writes `SearchResult.ask_dict(id)` per question; `answer` stays null until the RETRO reader
+fills it: no string is ever invented in its place. `--set key=value` (repeatable; or `key=value`
+right after the query) sets CascadeConfig fields (e.g. `n2=24 fusion=rrf`); `--config FILE` reads
+them from YAML. `k` is one field: `-k 5` and `--set k=5` are the same, and a conflict is an error.
+The table's columns come from the one stage list, `pipelines.results.STAGES`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import re
 import sys
 from pathlib import Path
 
-from pipelines.cascade import Cascade, SearchResult
-from pipelines.cascade_config import CascadeConfig
-from util.configs import config_to_dict, resolve_config
+from pipelines.cascade import Cascade
+from pipelines.cascade_config import cascade_config
+from pipelines.results import STAGES, SearchResult, StageSpec
+from util.configs import config_to_dict
 
 
 def _open(args: argparse.Namespace) -> Cascade:
@@ -29,76 +32,49 @@ def _open(args: argparse.Namespace) -> Cascade:
     from index import Index
 
     overrides = list(args.overrides) + list(args.set or [])
-    if getattr(args, "hops", None) is not None:
-        overrides.append(f"hops={args.hops}")
-    cfg = resolve_config(CascadeConfig, args.config, overrides)
+    cfg = cascade_config(args.config, overrides, k=args.k, hops=getattr(args, "hops", None))
     cascade = Cascade(Index.open(args.index), cfg)
     cascade.warm()  # lazy loads (BM25, FAISS, MiniLM) stay out of the reported per-stage latency
     return cascade
 
 
-def ask_record(qid, question: str, result: SearchResult) -> dict:
-    """The JSON object of one answered question (one line of `ask --out`).
-
-    {"id", "question", "answer": null, "neighbours": [{"rank", "hop", "chunk", "text", "doc_id", "doc_index",
-     "source", "line", "token_start", "char_start", "char_end", "stages": {stage: {"score", "rank"}}}],
-     "latency_ms": {"cheap", "query_encode", "medium", "expensive", "total"}, "truncated": null | {...},
-     "hops": n, "budgets": {"k", "n1", "n2", "depth"}, "medium_mode": "stored" | "ondemand" | "off"}
-    """
-    b = result.budgets
-    return {
-        "id": qid,
-        "question": question,
-        "answer": None,
-        "neighbours": result.neighbours,
-        "latency_ms": result.latency_ms,
-        "truncated": result.truncation,
-        "hops": len(result.hops),
-        "budgets": {"k": b.k, "n1": b.n1, "n2": b.n2, "depth": b.depth},
-        "medium_mode": result.medium_mode,
-    }
-
-
-def _print_table(result: SearchResult, out=sys.stdout) -> None:
-    """Ranked neighbours as a markdown table, then the per-stage latency."""
+def print_table(result: SearchResult, out=None, stages: tuple[StageSpec, ...] = STAGES) -> None:
+    """Ranked neighbours as a markdown table (one column per stage with `column`), then the latency."""
+    out = sys.stdout if out is None else out
     if result.truncation:
         t = result.truncation
         print(
-            f"note: query truncated to {t['max_tokens']} of {t['query_tokens']} tokens for the dense model",
+            f"note: query truncated to {t.max_tokens} of {t.query_tokens} tokens for the dense model",
             file=out,
         )
-    print("| # | hop | doc | tokens | chars | bm25 | static | cheap | medium | expensive | text |", file=out)
-    print("|---|---|---|---|---|---|---|---|---|---|---|", file=out)
+    names = [s.name for s in stages if s.column and s.ranks]
+    print("| # | hop | doc | tokens | chars | " + " | ".join(names) + " | text |", file=out)
+    print("|---" * (6 + len(names)) + "|", file=out)
     for n in result.neighbours:
         cells = []
-        for name in ("bm25", "static", "cheap", "medium", "expensive"):
-            s = n["stages"][name]
-            cells.append("-" if s["rank"] is None else f"#{s['rank']} {s['score']:.3g}")
-        text = " ".join(n["text"].split())[:100].replace("|", "\\|")
+        for name in names:
+            ev = n.stages.get(name)
+            cells.append("-" if ev is None or ev.rank is None else f"#{ev.rank} {ev.score:.3g}")
+        text = " ".join(n.text.split())[:100].replace("|", "\\|")
         print(
-            f"| {n['rank']} | {n['hop']} | {n['doc_id']} | {n['token_start']}+{64} | {n['char_start']}-{n['char_end']} | "
+            f"| {n.rank} | {n.hop} | {n.doc_id} | {n.token_start}+{64} | {n.char_start}-{n.char_end} | "
             + " | ".join(cells)
             + f" | {text} |",
             file=out,
         )
     lat = ", ".join(f"{k} {v:.1f}" for k, v in result.latency_ms.items())
-    print(
-        f"\nlatency ms: {lat}  (medium: {result.medium_mode}; N1={result.budgets.n1}, N2={result.budgets.n2})",
-        file=out,
-    )
+    b = result.budgets
+    sizes = f"; N1={b.n1}, N2={b.n2}" if b is not None else ""
+    print(f"\nlatency ms: {lat}  (medium: {result.medium_mode}{sizes})", file=out)
 
 
 def _search(args: argparse.Namespace) -> int:
     cascade = _open(args)
-    result = cascade.search(args.query, k=args.k)
+    result = cascade.search(args.query)
     if args.json:
-        rec = ask_record(None, args.query, result)
-        rec.pop("id")
-        rec.pop("answer")
-        rec["query"] = rec.pop("question")
-        print(json.dumps(rec, ensure_ascii=False))
+        print(result.to_json())
     else:
-        _print_table(result)
+        print_table(result)
     return 0
 
 
@@ -140,17 +116,17 @@ def _ask(args: argparse.Namespace) -> int:
         raise ValueError("question is empty")
     cascade = _open(args)
     if args.question is not None:
-        result = cascade.search(args.question, k=args.k)
+        result = cascade.search(args.question)
         if args.json:
-            print(json.dumps(ask_record(None, args.question, result), ensure_ascii=False))
+            print(result.to_json(None, ask=True))
         else:
             print("answer: null (no reader yet: the RETRO reader is not wired in; evidence below)")
-            _print_table(result)
+            print_table(result)
         return 0
     questions, bad = read_questions(args.questions)
     for msg in bad:
         print(f"skipped {msg}", file=sys.stderr)
-    cascade.budgets(args.k)  # fail on a bad k before any work
+    cascade.budgets()  # fail on a bad k before any work
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -158,8 +134,7 @@ def _ask(args: argparse.Namespace) -> int:
 
     with open(tmp, "w", encoding="utf-8") as f:
         for qid, question in tqdm(questions, desc="ask", unit="q", disable=args.quiet):
-            rec = ask_record(qid, question, cascade.search(question, k=args.k))
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.write(cascade.search(question).to_json(qid, ask=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out)
@@ -184,7 +159,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index folder built by `retro index build`")
-    p.add_argument("-k", type=int, default=10, help="neighbours per hop (default 10)")
+    p.add_argument("-k", type=int, default=None, help="neighbours per hop (the config's k, default 10)")
     p.add_argument(
         "--hops", type=int, default=None, help="retrieval hops; stops early when a hop finds nothing new"
     )

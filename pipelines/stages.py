@@ -15,7 +15,6 @@ Legend: n candidates, D model dim.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,17 +22,7 @@ from pipelines.cascade_config import Budgets, CascadeConfig
 from pipelines.dense import DenseEncoder, QueryEncoding, best_cosine, maxsim
 from pipelines.expansion import QueryExpander, best_sentence_match
 from pipelines.fusion import fuse, interleave
-
-
-@dataclass
-class StageResult:
-    """One stage's output: candidates best first, their scores at this stage, and its wall time."""
-
-    name: str  # "cheap" | "medium" | "expensive"
-    ids: np.ndarray  # [n] int64 global chunk ids, best first
-    scores: np.ndarray  # [n] float32 this stage's scores
-    time_ms: float  # wall time of the stage
-    info: dict = field(default_factory=dict)  # stage details (lists, mode, per-feature scores)
+from pipelines.results import Ranked, StageResult
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -45,11 +34,13 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return (np.ones_like(x) if hi - lo < 1e-12 else (x - lo) / (hi - lo)).astype(np.float32)
 
 
-def _list_scores(ranked, ids: np.ndarray) -> np.ndarray:
-    """float32 [n]: each id's score in a cheap-stage list (ids, scores), 0 where absent or no list."""
+def _list_scores(ranked: Ranked | None, ids: np.ndarray) -> np.ndarray:
+    """float32 [n]: each id's score in a cheap-stage list, 0 where absent or no list."""
     if ranked is None:
         return np.zeros(len(ids), np.float32)
-    found = dict(zip(np.asarray(ranked[0]).tolist(), np.asarray(ranked[1], np.float32).tolist(), strict=True))
+    found = dict(
+        zip(np.asarray(ranked.ids).tolist(), np.asarray(ranked.scores, np.float32).tolist(), strict=True)
+    )
     return np.array([found.get(int(i), 0.0) for i in ids.tolist()], np.float32)
 
 
@@ -73,7 +64,7 @@ def score_text_for(cfg: CascadeConfig, literal: float) -> str:
 
 def _stage_text(cheap: StageResult, cfg: CascadeConfig) -> str:
     """The score text the cheap stage chose for this question (resolved again if it did not say)."""
-    return cheap.info.get("score_text") or score_text_for(cfg, cheap.info.get("literalness", 1.0))
+    return cheap.score_text or score_text_for(cfg, cheap.literalness)
 
 
 def _encode(index, encoder: DenseEncoder, ids: np.ndarray, score_text: str) -> list:
@@ -114,7 +105,7 @@ def cheap_stage(
     of the expanded question) is interleaved with the fused one, weights 1 : max(w_expand_min,
     w_expand * (1 - literalness)), so the prefix the medium stage encodes holds the best of both.
     Minus `exclude`, cut to N1.
-    info keeps the raw lists ("bm25", "static", "expanded") and the expansion."""
+    The result keeps the raw lists ("bm25", "static", "expanded", each with its time) and the expansion."""
     t0 = time.perf_counter()
     b_ids, b_sc = (
         index.search_bm25(query, k=min(budgets.depth + (len(exclude) if exclude else 0), index.num_chunks))
@@ -167,19 +158,16 @@ def cheap_stage(
         ids,
         scores,
         (t5 - t0) * 1e3,
-        info={
-            "bm25": bm25,
-            "static": static,
-            "expanded": expanded,
-            "expansion": expansion,
-            "literalness": literal,
-            "score_text": score_text_for(cfg, literal),
-            "bm25_ms": (t1 - t0) * 1e3,
-            "static_ms": (t2 - t1) * 1e3,
-            "expand_ms": (t4 - t3) * 1e3,
-            "fusion_ms": (t3 - t2 + t5 - t4) * 1e3,
-            "fusion": cfg.fusion,
+        mode=cfg.fusion,
+        lists={
+            "bm25": Ranked(*bm25, (t1 - t0) * 1e3),
+            "static": Ranked(*static, (t2 - t1) * 1e3),
+            "expanded": Ranked(*expanded, (t4 - t3) * 1e3),
         },
+        expansion=expansion,
+        literalness=literal,
+        score_text=score_text_for(cfg, literal),
+        fusion_ms=(t3 - t2 + t5 - t4) * 1e3,
     )
 
 
@@ -209,14 +197,14 @@ def medium_stage(
               ~20-40 ms a chunk on 2 cores), in batches of `ondemand_batch`, stopping early (but never
               below k) when `ondemand_budget_ms` would be overrun; unencoded candidates are dropped.
     off:      the cheap order, cut to N2.
-    Score = cosine + w_medium_cheap * minmax(cheap score). info['dense'] maps scored ids -> cosine.
+    Score = cosine + w_medium_cheap * minmax(cheap score). The result's `dense` maps scored ids -> cosine.
     """
     t0 = time.perf_counter()
     mode = medium_mode(index, cfg)
     ids, cheap_sc = cheap.ids, cheap.scores
     if mode == "off" or ids.size == 0:
         top_ids, top_sc = ids[: budgets.n2], cheap_sc[: budgets.n2]
-        return StageResult("medium", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, info={"mode": "off"})
+        return StageResult("medium", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, mode="off")
     if mode == "stored":
         cos = np.asarray(index.dense_vectors(ids), np.float32) @ q.vector  # [n, D] @ [D] -> [n]
     else:
@@ -239,7 +227,9 @@ def medium_stage(
         top_ids,
         top_sc,
         (time.perf_counter() - t0) * 1e3,
-        info={"mode": mode, "dense": dense, "scored": int(ids.size)},
+        mode=mode,
+        dense=dense,
+        scored=int(ids.size),
     )
 
 
@@ -257,7 +247,7 @@ def expensive_stage(
     late_interaction: encode the N2 chunks (cached from the medium stage when on demand), MaxSim of
     the query's token embeddings against each chunk's; final = w_li*maxsim + w_dense*cosine +
     w_bm25*minmax(bm25 over the N2). dense: the medium order. off: medium order cut to k.
-    info['maxsim'] maps id -> MaxSim score.
+    The result's `maxsim` maps id -> MaxSim score.
     """
     t0 = time.perf_counter()
     ids = medium.ids
@@ -267,22 +257,20 @@ def expensive_stage(
             ids[: budgets.k],
             medium.scores[: budgets.k],
             (time.perf_counter() - t0) * 1e3,
-            info={"mode": "off"},
+            mode="off",
         )
-    dense_map = medium.info.get("dense", {})
+    dense_map = medium.dense
     if cfg.expensive == "dense" and dense_map:
         cos = np.array([dense_map.get(int(i), -1.0) for i in ids.tolist()], np.float32)
         top_ids, top_sc = _top(ids, cos, budgets.k)
-        return StageResult(
-            "expensive", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, info={"mode": "dense"}
-        )
+        return StageResult("expensive", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, mode="dense")
     encs = _encode(index, encoder, ids, _stage_text(cheap, cfg))
     li = maxsim(q.tokens, [t for t, _ in encs])  # [n2]
     cos = best_cosine([v for _, v in encs], q.vector)  # [n2]
-    bm, ex = (_list_scores(cheap.info.get(name), ids) for name in ("bm25", "expanded"))
-    literal = cheap.info.get("literalness", 1.0)
+    bm, ex = (_list_scores(cheap.lists.get(name), ids) for name in ("bm25", "expanded"))
+    literal = cheap.literalness
     final = cfg.w_final_li * li + cfg.w_final_dense * cos + cfg.w_final_bm25 * literal * _minmax(bm)
-    expansion = cheap.info.get("expansion")
+    expansion = cheap.expansion
     if ex.any() and expansion is not None and literal < 1.0:
         # the expanded match of each candidate's best sentence (a paraphrased fact is one sentence)
         words = sorted(t for t in expansion.terms if " " not in t)
@@ -295,9 +283,7 @@ def expensive_stage(
         top_ids,
         top_sc,
         (time.perf_counter() - t0) * 1e3,
-        info={
-            "mode": "late_interaction",
-            "maxsim": dict(zip(ids.tolist(), li.tolist(), strict=True)),
-            "dense": dict(zip(ids.tolist(), cos.tolist(), strict=True)),
-        },
+        mode="late_interaction",
+        maxsim=dict(zip(ids.tolist(), li.tolist(), strict=True)),
+        dense=dict(zip(ids.tolist(), cos.tolist(), strict=True)),
     )

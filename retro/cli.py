@@ -1,29 +1,15 @@
 """CLI of the model: `retro neighbours`, `retro train`, `retro generate`, `retro eval lm`.
 
 Imports stay light (no jax at import time): each handler imports what it needs.
-`eval_subparsers(subparsers)` returns the shared `eval` group's subparsers, creating the group once,
-so other packages (evals/) add their own `eval` subcommands to the same group.
+`eval lm` joins the shared `eval` group (`pipelines.cli.eval_group`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-
-def eval_subparsers(subparsers) -> argparse._SubParsersAction:
-    """The subparsers of the shared `eval` command (created on first use, found afterwards)."""
-    parser = subparsers.choices.get("eval")
-    if parser is None:
-        parser = subparsers.add_parser(
-            "eval", help="evaluations: LM bits-per-byte (lm), needle-in-a-haystack (niah)"
-        )
-        parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="eval_command", metavar="EVAL")
+from pipelines.cli import eval_group
 
 
 def cmd_neighbours(args) -> int:
@@ -61,40 +47,41 @@ RETRIEVERS = ("cascade", "bm25", "static")
 
 
 def _retriever_choice(args, idx) -> tuple:
-    """Validate generate's retrieval flags -> (name: cascade | bm25 | static, CascadeConfig or None).
+    """Validate generate's retrieval flags -> (name: cascade | bm25 | static, CascadeConfig or None, k).
 
-    Bad values raise a one-line ValueError naming the flag, before any model is loaded.
-    --method is the deprecated alias of --retriever; --set / --cascade-config only apply to cascade.
+    Bad values raise a one-line ValueError naming the flag, before any model is loaded. --set / --config
+    only apply to cascade; k is one value (-k, or `--set k=N`; both and different is an error; default 2).
     """
-    for flag, value in (("--retriever", args.retriever), ("--method", args.method)):
-        if value is not None and value not in RETRIEVERS:
-            raise ValueError(f"generate: {flag} {value!r}: expected one of {', '.join(RETRIEVERS)}")
-    if args.retriever and args.method and args.retriever != args.method:
-        raise ValueError(f"generate: --method {args.method} contradicts --retriever {args.retriever}")
-    name = args.retriever or args.method or "cascade"
-    if name != "cascade" and (args.set or args.cascade_config):
-        raise ValueError(f"generate: --set/--cascade-config apply to --retriever cascade, not {name}")
-    if args.k <= 0:
-        raise ValueError(f"generate: --k must be > 0, got {args.k}")
-    if idx is not None and args.k > idx.num_chunks:
-        raise ValueError(f"generate: --k {args.k} is larger than the index ({idx.num_chunks} chunks)")
-    if name != "cascade" or args.no_retrieval:
-        return name, None
-    from pipelines.cascade_config import CascadeConfig
-    from util.configs import resolve_config
+    name = args.retriever or "cascade"
+    if name not in RETRIEVERS:
+        raise ValueError(f"generate: --retriever {name!r}: expected one of {', '.join(RETRIEVERS)}")
+    if name != "cascade" and (args.set or args.config):
+        raise ValueError(f"generate: --set/--config apply to --retriever cascade, not {name}")
+    cfg = None
+    k = 2 if args.k is None else args.k
+    if name == "cascade" and not args.no_retrieval:
+        from pipelines.cascade_config import cascade_config, explicit_fields
 
-    return name, resolve_config(CascadeConfig, args.cascade_config, list(args.set or []))
+        sets = list(args.set or [])
+        given_k = args.k is not None or "k" in explicit_fields(args.config, sets)
+        cfg = cascade_config(args.config, sets, k=args.k if given_k else k)
+        k = cfg.k
+    if k <= 0:
+        raise ValueError(f"generate: -k must be > 0, got {k}")
+    if idx is not None and k > idx.num_chunks:
+        raise ValueError(f"generate: -k {k} is larger than the index ({idx.num_chunks} chunks)")
+    return name, cfg, k
 
 
-def _make_retriever(args, name: str, cfg, idx, r: int, log: list):
+def _make_retriever(args, name: str, cfg, idx, k: int, r: int, log: list):
     """The retriever generate decodes with (None for --no-retrieval); cascade models load here, once."""
     if args.no_retrieval:
         return None
     from retro.sampling import cascade_retriever, index_retriever
 
     if name == "cascade":
-        return cascade_retriever(idx, args.k, r, config=cfg, log=log)
-    return index_retriever(idx, args.k, r, name, log=log)
+        return cascade_retriever(idx, k, r, config=cfg, log=log)
+    return index_retriever(idx, k, r, name, log=log)
 
 
 def cmd_generate(args) -> int:
@@ -122,7 +109,7 @@ def cmd_generate(args) -> int:
     if idx is None and args.tokenizer_index is None:
         raise ValueError("generate: --no-retrieval needs --tokenizer-index IDX to encode the prompt")
     tok_idx = idx if idx is not None else Index.open(args.tokenizer_index)
-    name, cascade_cfg = _retriever_choice(args, idx)
+    name, cascade_cfg, k = _retriever_choice(args, idx)
     model, step = load_model(args.run)
     tok = tok_idx.tokenizer
     if (model.cfg.vocab_size, model.cfg.pad_id) != (tok.vocab_size, tok.pad_id):
@@ -131,9 +118,9 @@ def cmd_generate(args) -> int:
             f"the index's tokenizer has {tok.vocab_size} (pad {tok.pad_id}): use the run's own index"
         )
     log: list = []
-    retriever = _make_retriever(args, name, cascade_cfg, idx, model.cfg.retrieved_len, log)
+    retriever = _make_retriever(args, name, cascade_cfg, idx, k, model.cfg.retrieved_len, log)
     prompt = tok.encode(args.prompt)
-    out = Sampler(model, retriever, args.k).generate(
+    out = Sampler(model, retriever, k).generate(
         prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed
     )
     text = tok.decode(out["tokens"])
@@ -156,7 +143,7 @@ def cmd_generate(args) -> int:
                 "tokens": out["tokens"],
                 "step": step,
                 "retriever": None if retriever is None else name,
-                "k": args.k,
+                "k": k,
                 "cascade_config": None if cascade_cfg is None else config_to_dict(cascade_cfg),
                 "retrieved": retrieved,
                 "evidence": [idx.provenance(ids) if ids else [] for ids in retrieved],
@@ -193,7 +180,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("neighbours", help="precompute RETRO training neighbours through an index")
     p.add_argument("index", help="index folder (retro index build)")
     p.add_argument("--out", required=True, help="neighbour store folder to write")
-    p.add_argument("--k", type=int, default=2, help="neighbours per chunk (default 2)")
+    p.add_argument("-k", type=int, default=2, help="neighbours per chunk (default 2)")
     p.add_argument(
         "--heldout", type=float, default=0.05, help="fraction of documents held out (default 0.05)"
     )
@@ -219,18 +206,17 @@ def register(subparsers) -> None:
         "--tokenizer-index", default=None, help="with --no-retrieval: index whose tokenizer to use"
     )
     p.add_argument("--no-retrieval", action="store_true", help="decode RETRO[OFF]")
-    p.add_argument("--k", type=int, default=2, help="neighbours per chunk (default 2)")
+    p.add_argument("-k", type=int, default=None, help="neighbours per chunk (default 2; or --set k=N)")
     p.add_argument(
         "--retriever",
         default=None,
         metavar="NAME",
         help="cascade (default: the ranker cascade over the chunk's text) | bm25 | static (chunk token ids)",
     )
-    p.add_argument("--method", default=None, help=argparse.SUPPRESS)  # deprecated alias of --retriever
     p.add_argument(
         "--set", action="append", metavar="key=value", help="CascadeConfig override (repeatable), e.g. n2=16"
     )
-    p.add_argument("--cascade-config", default=None, metavar="FILE", help="YAML file of CascadeConfig fields")
+    p.add_argument("--config", default=None, metavar="FILE", help="YAML file of CascadeConfig fields")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
@@ -242,13 +228,13 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=cmd_generate)
 
-    group = eval_subparsers(subparsers)
+    group = eval_group(subparsers)
     if "lm" not in group.choices:
         p = group.add_parser("lm", help="held-out bits-per-byte with retrieval on/off (leakage-filtered too)")
         p.add_argument("runs", nargs="+", help="training run folder(s); all are scored on the same chunks")
         p.add_argument("--data", required=True, help="neighbour store (its held-out documents are scored)")
         p.add_argument("--out", default=None, help="folder for results.json and per_chunk.jsonl")
-        p.add_argument("--k", type=int, default=2, help="neighbours per chunk")
+        p.add_argument("-k", type=int, default=2, help="neighbours per chunk")
         p.add_argument("--seq-len", type=int, default=512)
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--max-sequences", type=int, default=0, help="0 = all held-out sequences")

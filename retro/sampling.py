@@ -7,11 +7,13 @@ neighbours are encoded once (against the cached decoder states of chunk u) and t
 are cached for the next M positions. The prompt is fed in such segments too (prefill), then one
 token at a time.
 
-Any callable works as a retriever. `cascade_retriever` (what `retro generate` uses by default) decodes
-the chunk to text with the index's tokenizer and runs the ranker cascade (pipelines/cascade.py:
-cheap -> medium -> expensive) with it as the query; `index_retriever` searches an index
-(docs/INDEX_API.md) with BM25 or static embeddings over the chunk's token ids. Both return each
-neighbour as the index's chunk + continuation cut (or pad-filled) to R tokens.
+Any callable works as a retriever. `text_retriever` adapts anything that speaks the retriever protocol
+(pipelines/retrievers.py: `search(query, k) -> SearchResult`): it decodes the chunk to text with the
+index's tokenizer and searches with it. `cascade_retriever` (what `retro generate` uses by default) is
+that adapter over the ranker cascade (pipelines/cascade.py: cheap -> medium -> expensive);
+`index_retriever` searches an index (docs/INDEX_API.md) with BM25 or static embeddings over the chunk's
+token ids (no text, so no protocol). All return each neighbour as the index's chunk + continuation cut
+(or pad-filled) to R tokens.
 
 Shapes: B batch (1 here), M chunk length, K neighbours, R retrieved length, V vocab, S cache length.
 """
@@ -91,15 +93,10 @@ def cascade_retriever(
 ) -> Retriever:
     """A retriever through the ranker cascade: chunk tokens [M] -> top-k neighbours [K, R].
 
-    The chunk is decoded to text with the index's tokenizer (pad and out-of-vocabulary ids dropped) and
-    searched with `pipelines.cascade.Cascade` (`config`: a CascadeConfig, None = defaults; its `k` is
-    replaced by this `k`). The cascade, its BM25/FAISS tiers and MiniLM are loaded once, here, and
-    reused by every call. `exclude_docs` (global document indexes) are filtered out of a deeper list
-    (k + 8, doubled while they leave fewer than k and the cascade still returns more; with
-    medium=ondemand it returns at most `medium_ondemand_max`, so fewer may remain).
-    Each call appends {"query", "chunks", "latency_ms" (per stage as Cascade.search, summed over the
-    deeper searches), "stages" (per kept chunk: each stage's score and rank)} to `log`. A chunk that
-    decodes to blank text retrieves nothing (all pad). `encoder` (a pipelines.dense.DenseEncoder) shares a loaded model.
+    `config`: a CascadeConfig (None = defaults; its `k` is replaced by this `k`). The cascade, its
+    BM25/FAISS tiers and MiniLM are loaded once, here, and reused by every call (`text_retriever` does
+    the rest). `encoder` (a pipelines.dense.DenseEncoder) shares a loaded model. With medium=ondemand
+    the cascade returns at most `medium_ondemand_max`, so fewer than k may remain after `exclude_docs`.
     Raises ValueError for k <= 0, k larger than the index or r <= 0.
     """
     from pipelines.cascade import Cascade
@@ -110,6 +107,30 @@ def cascade_retriever(
     cascade = Cascade(index, config, encoder=encoder)
     cascade.budgets(k)  # one-line ValueError for k <= 0 or k > num_chunks, before any model loads
     cascade.warm()
+    retrieve = text_retriever(cascade, index, k, r, exclude_docs=exclude_docs, log=log)
+    retrieve.cascade = cascade  # type: ignore[attr-defined]  # for callers that report its config
+    return retrieve
+
+
+def text_retriever(
+    retriever: Any,
+    index: Any,
+    k: int,
+    r: int,
+    exclude_docs: set[int] | None = None,
+    log: list | None = None,
+) -> Retriever:
+    """Adapt a protocol retriever (`search(query, k, hops=1) -> SearchResult`) to the sampler:
+    chunk tokens [M] -> neighbour tokens [K, R].
+
+    The chunk is decoded to text with the index's tokenizer (pad and out-of-vocabulary ids dropped) and
+    searched (the retriever's own hops: one, or the cascade config's). `exclude_docs` (global document indexes) are filtered out of a deeper list
+    (k + 8, doubled while they leave fewer than k and the retriever still returns more). Each call
+    appends {"query", "chunks", "latency_ms" (per stage, summed over the deeper searches), "stages"
+    (per kept chunk: each stage's score and rank)} to `log`. A chunk that decodes to blank text
+    retrieves nothing (all pad).
+    """
+    index = _open_index(index)
     tok = index.tokenizer
     n_chunks = int(index.num_chunks)
     deep = min(k + (8 if exclude_docs else 0), n_chunks)
@@ -122,24 +143,23 @@ def cascade_retriever(
         if query.strip():
             depth, got, latency = deep, -1, {}
             while True:  # excluded documents may fill the list: search deeper until k remain
-                res = cascade.search(query, k=depth)
+                res = retriever.search(query, depth)
                 for name, ms in res.latency_ms.items():
                     latency[name] = round(latency.get(name, 0.0) + ms, 3)
-                found = [n for n in res.neighbours if n["doc_index"] not in excluded][:k]
+                found = [n for n in res.neighbours if n.doc_index not in excluded][:k]
                 n_got = len(res.neighbours)
                 if not excluded or len(found) == k or depth >= n_chunks or n_got <= got:
                     break
                 depth, got = min(2 * depth, n_chunks), n_got
             entry.update(
-                chunks=[n["chunk"] for n in found],
+                chunks=[n.chunk for n in found],
                 latency_ms=latency,
-                stages=[n["stages"] for n in found],
+                stages=[{s: ev.to_dict() for s, ev in n.stages.items()} for n in found],
             )
         if log is not None:
             log.append(entry)
         return neighbour_block(index, entry["chunks"], k, r)
 
-    retrieve.cascade = cascade  # type: ignore[attr-defined]  # for callers that report its config
     return retrieve
 
 

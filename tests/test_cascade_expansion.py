@@ -105,18 +105,18 @@ def test_cascade_finds_a_paraphrased_fact_that_bm25_misses(index, model):
     cascade = Cascade(index, CascadeConfig(), encoder=DenseEncoder(model))
     res = cascade.search(PARAPHRASE, k=3)
     cheap = res.hops[0].stages["cheap"]
-    assert int(cheap.info["expanded"][0][0]) in gold  # the expanded list ranks the fact first
-    assert gold & {n["chunk"] for n in res.neighbours}
-    assert cheap.info["literalness"] < 0.5
-    assert cheap.info["score_text"] == "sentences"  # score_text=auto: a paraphrase, sentence by sentence
-    assert res.neighbours[0]["chunk"] in gold  # the fact is the answer (gold: its chunk and the one before)
-    assert min(n["stages"]["expanded"]["rank"] for n in res.neighbours if n["chunk"] in gold) == 1
+    assert int(cheap.lists["expanded"].ids[0]) in gold  # the expanded list ranks the fact first
+    assert gold & {n.chunk for n in res.neighbours}
+    assert cheap.literalness < 0.5
+    assert cheap.score_text == "sentences"  # score_text=auto: a paraphrase, sentence by sentence
+    assert res.neighbours[0].chunk in gold  # the fact is the answer (gold: its chunk and the one before)
+    assert min(n.stages["expanded"].rank for n in res.neighbours if n.chunk in gold) == 1
     off = Cascade(index, CascadeConfig(expand=False), encoder=DenseEncoder(model)).search(PARAPHRASE, k=3)
-    assert off.hops[0].stages["cheap"].info["expansion"] is None
+    assert off.hops[0].stages["cheap"].expansion is None
     literal = cascade.search(LITERAL, k=3)
-    assert literal.neighbours[0]["chunk"] in gold
-    assert literal.hops[0].stages["cheap"].info["literalness"] == 1.0
-    assert literal.hops[0].stages["cheap"].info["score_text"] == "neighbour"
+    assert literal.neighbours[0].chunk in gold
+    assert literal.hops[0].stages["cheap"].literalness == 1.0
+    assert literal.hops[0].stages["cheap"].score_text == "neighbour"
 
 
 def test_grouped_terms_count_once_per_chunk(index):

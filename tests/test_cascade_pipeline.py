@@ -68,12 +68,12 @@ def test_every_stage_reports_candidates_scores_and_time(dense_index, encoder):
     assert res.medium_mode == "stored"
     assert set(res.latency_ms) == {"cheap", "query_encode", "medium", "expensive", "total"}
     top = res.neighbours[0]
-    assert top["doc_id"] == "falcon" and FACT_A[:40] in " ".join(top["text"].split())
-    assert top["stages"]["expensive"]["rank"] == 1 and top["stages"]["expensive"]["maxsim"] is not None
-    assert top["stages"]["bm25"]["rank"] is not None and top["stages"]["medium"]["cosine"] is not None
+    assert top.doc_id == "falcon" and FACT_A[:40] in " ".join(top.text.split())
+    assert top.stages["expensive"].rank == 1 and top.stages["expensive"].maxsim is not None
+    assert top.stages["bm25"].rank is not None and top.stages["medium"].cosine is not None
     # the neighbour is chunk + continuation, as RETRO reads it, and its offsets trace back
-    assert top["text"] == dense_index.neighbour_text([top["chunk"]])[0]
-    assert top["char_end"] > top["char_start"] >= 0
+    assert top.text == dense_index.neighbour_text([top.chunk])[0]
+    assert top.char_end > top.char_start >= 0
 
 
 def test_stored_and_on_demand_medium_agree(dense_index, plain_index, encoder):
@@ -81,9 +81,9 @@ def test_stored_and_on_demand_medium_agree(dense_index, plain_index, encoder):
     stored = Cascade(dense_index, CascadeConfig(medium="stored"), encoder=encoder).search(q, k=2)
     ondemand = Cascade(plain_index, CascadeConfig(), encoder=encoder).search(q, k=2)
     assert ondemand.medium_mode == "ondemand"
-    assert stored.neighbours[0]["doc_id"] == ondemand.neighbours[0]["doc_id"] == "velasquez"
+    assert stored.neighbours[0].doc_id == ondemand.neighbours[0].doc_id == "velasquez"
     # the stored vector and the query-time encoding of the same chunk are the same model's output
-    cid = stored.neighbours[0]["chunk"]
+    cid = stored.neighbours[0].chunk
     on_vec = encoder.encode_chunks(np.array([cid]), dense_index.chunk_text([cid]))[0][1]
     assert float(on_vec @ dense_index.dense_vectors([cid])[0]) > 0.99
     with pytest.raises(ValueError, match="no stored dense"):
@@ -97,26 +97,26 @@ def test_fusion_and_stage_switches(plain_index, encoder):
         CascadeConfig(fusion="zscore", expensive="off", w_final_bm25=0.5),
     ):
         res = Cascade(plain_index, cfg, encoder=encoder).search("Marta Velasquez born", k=2)
-        assert res.neighbours and res.neighbours[0]["doc_id"] == "velasquez"
+        assert res.neighbours and res.neighbours[0].doc_id == "velasquez"
 
 
 def test_on_demand_medium_respects_its_time_budget(plain_index, encoder):
     cfg = CascadeConfig(ondemand_budget_ms=1e-3, ondemand_batch=4)
     res = Cascade(plain_index, cfg, encoder=encoder).search("granite lighthouse fishing village", k=6)
     med = res.hops[0].stages["medium"]
-    assert med.info["mode"] == "ondemand" and med.info["scored"] == 8  # never below k: 2 passes of 4
+    assert med.mode == "ondemand" and med.scored == 8  # never below k: 2 passes of 4
     assert len(res.neighbours) == 6
     free = Cascade(plain_index, CascadeConfig(), encoder=encoder).search("granite lighthouse", k=6)
-    assert free.hops[0].stages["medium"].info["scored"] == 32
+    assert free.hops[0].stages["medium"].scored == 32
 
 
 def test_multi_hop_follows_the_chain_and_stops_early(dense_index, encoder):
     cascade = Cascade(dense_index, CascadeConfig(), encoder=encoder)
     one = cascade.search(QUESTION, k=1, hops=1)
-    assert [n["doc_id"] for n in one.neighbours] == ["falcon"]  # the leader's fact; birthplace needs a hop
+    assert [n.doc_id for n in one.neighbours] == ["falcon"]  # the leader's fact; birthplace needs a hop
     two = cascade.search(QUESTION, k=1, hops=4)
-    docs = [n["doc_id"] for n in two.neighbours]
-    assert docs[:2] == ["falcon", "velasquez"] and two.neighbours[1]["hop"] == 2
+    docs = [n.doc_id for n in two.neighbours]
+    assert docs[:2] == ["falcon", "velasquez"] and two.neighbours[1].hop == 2
     assert "Marta Velasquez" in two.hops[1].query
     # a hop that finds nothing new ends the loop: with k = every chunk, hop 2 can only repeat hop 1
     n = dense_index.num_chunks
@@ -134,7 +134,7 @@ def test_bad_input(plain_index, encoder):
             cascade.search("lighthouse", k=k)
     long_q = "lighthouse granite village " * 200
     res = cascade.search(long_q, k=2)
-    assert res.truncation and res.truncation["max_tokens"] == 256 and res.truncation["query_tokens"] > 256
+    assert res.truncation and res.truncation.max_tokens == 256 and res.truncation.query_tokens > 256
     assert cascade.search("lighthouse", k=2).truncation is None
     assert cascade.search("lighthouse", k=plain_index.num_chunks).k == plain_index.num_chunks
 
@@ -144,7 +144,14 @@ def test_cli_search_and_ask(dense_index, tmp_path, capsys):
     assert main(["search", idx, "Blue Falcon project leader", "-k", "2", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["neighbours"][0]["doc_id"] == "falcon" and len(rec["neighbours"]) == 2
-    assert set(rec["neighbours"][0]["stages"]) == {"bm25", "static", "expanded", "cheap", "medium", "expensive"}
+    assert set(rec["neighbours"][0]["stages"]) == {
+        "bm25",
+        "static",
+        "expanded",
+        "cheap",
+        "medium",
+        "expensive",
+    }
     assert main(["search", idx, "Blue Falcon project leader", "-k", "2", "--set", "n2=8"]) == 0
     out = capsys.readouterr().out
     assert "| 1 |" in out and "latency ms" in out
@@ -177,3 +184,75 @@ def test_cli_search_and_ask(dense_index, tmp_path, capsys):
     assert main(["ask", idx, "--questions", str(q)]) == 2  # no --out
     assert main(["ask", idx, "--questions", str(tmp_path / "missing.jsonl"), "--out", str(out_path)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_k_has_one_home(dense_index, capsys):
+    """`--set k=5`, `k=5` after the query and `-k 5` all return 5 neighbours; a conflict is an error."""
+    idx, q = str(dense_index.path), "granite lighthouse fishing village"
+    for argv in (["--set", "k=5"], ["-k", "5"]):
+        assert main(["search", idx, q, "--json", *argv]) == 0
+        rec = json.loads(capsys.readouterr().out)
+        assert len(rec["neighbours"]) == 5 and rec["budgets"]["k"] == 5
+    assert main(["search", idx, q, "k=5", "--json", "--set", "medium=off", "--set", "expensive=off"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["neighbours"]) == 5
+    assert main(["search", idx, q, "-k", "3", "--set", "k=5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "-k 3 contradicts k=5" in err and "\n" not in err
+
+
+def test_ask_json_round_trips_from_the_typed_result(dense_index, encoder):
+    from pipelines.results import Neighbour, SearchResult
+    from pipelines.retrievers import Retriever
+
+    cascade = Cascade(dense_index, CascadeConfig(), encoder=encoder)
+    assert isinstance(cascade, Retriever)  # the one protocol
+    res = cascade.search(QUESTION, k=2, hops=2)
+    assert isinstance(res, SearchResult)
+    rec = json.loads(res.to_json("q1", ask=True))
+    assert rec == res.ask_dict("q1")
+    assert list(rec) == [
+        "id", "question", "answer", "neighbours", "latency_ms", "truncated", "hops", "budgets", "medium_mode",
+    ]  # fmt: skip
+    assert rec["id"] == "q1" and rec["question"] == QUESTION and rec["answer"] is None
+    assert rec["hops"] == len(res.hops) and rec["budgets"]["k"] == 2
+    assert [Neighbour.from_dict(n) for n in rec["neighbours"]] == list(res.neighbours)
+    search = json.loads(res.to_json())
+    assert search["query"] == QUESTION and "id" not in search and "answer" not in search
+    answered = res.with_answer({"text": "Lisbon", "citations": [1]})
+    assert json.loads(answered.to_json(None, ask=True))["answer"] == {"text": "Lisbon", "citations": [1]}
+    assert res.answer is None  # the original is unchanged
+
+
+def test_table_latency_and_evidence_derive_from_the_one_stage_list(dense_index, encoder, capsys):
+    """Adding a stage is one StageSpec: the latency keys, each neighbour's evidence and the table's
+    columns all follow STAGES (and a changed list changes all three)."""
+    import io
+
+    from pipelines.results import STAGES, StageSpec, build_neighbours, latency_ms
+    from pipelines.search_cli import print_table
+
+    res = Cascade(dense_index, CascadeConfig(), encoder=encoder).search("Blue Falcon project leader", k=2)
+    top_level = [s.name for s in STAGES if s.part_of is None]
+    assert list(res.latency_ms) == [*top_level, "total"]
+    assert list(res.neighbours[0].stages) == [s.name for s in STAGES if s.ranks]
+    out = io.StringIO()
+    print_table(res, out)
+    header = out.getvalue().splitlines()[0]
+    assert (
+        header
+        == "| # | hop | doc | tokens | chars | "
+        + " | ".join(s.name for s in STAGES if s.column and s.ranks)
+        + " | text |"
+    )
+
+    # a stage list with the expanded list shown and query encoding dropped from the latency
+    changed = tuple(
+        StageSpec(s.name, s.part_of, s.ranks, column=True) for s in STAGES if s.name != "query_encode"
+    )
+    out = io.StringIO()
+    print_table(res, out, changed)
+    assert "| expanded |" in out.getvalue().splitlines()[0]
+    assert list(latency_ms(res.hops, 1.0, changed)) == ["cheap", "medium", "expensive", "total"]
+    again = build_neighbours(dense_index, res.hops, changed)
+    assert [n.chunk for n in again] == [n.chunk for n in res.neighbours]
+    assert list(again[0].stages) == [s.name for s in changed if s.ranks]

@@ -13,6 +13,7 @@ from evals import report, scoring
 from evals.niah import NiahConfig, parse_size, run_niah
 from evals.retrievers import IndexRetriever, check_result, make_retriever
 from pipelines.cli import main as cli_main
+from pipelines.retrievers import Retriever
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -46,6 +47,9 @@ class FakeIndex:
                 {
                     "doc_id": self.docs[d][0],
                     "doc_index": d,
+                    "source": "haystack.jsonl",
+                    "line": d + 1,
+                    "token_start": s // 4,
                     "char_start": s,
                     "char_end": min(s + self.m, len(self.docs[d][1])),
                 }
@@ -178,6 +182,15 @@ def test_runner_writes_everything_and_resumes(tmp_path, capsys):
     assert len(samples) == 2 * 2 * (4 + 4)
     s = samples[0]
     assert s["context_tokens"] > 0 and s["retrieved"] and "stage_ranks" in s["retrieved"][0]
+    # each sample carries the typed result, as `retro search --json` prints it
+    (typed,) = s["search"]
+    assert typed["query"] == s["question"] and len(typed["neighbours"]) == 5
+    assert [n["chunk"] for n in typed["neighbours"]] == [r["id"] for r in s["retrieved"]]
+    n0 = typed["neighbours"][0]
+    assert {"rank", "chunk", "hop", "text", "doc_id", "doc_index", "char_start", "stages"} <= set(n0)
+    assert set(n0["stages"]) == {"bm25", "static"} and set(typed["latency_ms"]) == {"bm25", "static", "total"}
+    hop_sample = next(x for x in samples if x["task"] == "multihop")
+    assert len(hop_sample["search"]) == len(hop_sample["hop_queries"])
     assert {"depth", "found", "gold_chunks", "stage_ranks", "text"} <= set(s["needles"][0])
     assert (out / "config.yaml").exists() and (out / "recall_vs_tokens.png").read_bytes()[:8] == PNG
     assert (out / "heatmap_needles_single_n4.png").read_bytes()[:8] == PNG
@@ -251,7 +264,12 @@ def test_dense_retriever_ranks_by_cosine():
 
     idx = FakeIndex([("a", "apple pear " * 50 + "zebra lion tiger " * 40)], m=100)
     r = DenseRetriever(idx, depth=3, model=BagOfWords())
-    res = check_result(r.retrieve("lion tiger zebra", 2), 2)
+    typed = r.search("lion tiger zebra", 2)
+    assert [n.chunk for n in typed.neighbours] == typed.hops[0].final and list(typed.latency_ms) == [
+        "dense",
+        "total",
+    ]
+    res = check_result(typed, 2)
     assert len(res["final"]) == 2 and len(res["stages"]["dense"]) == 3
     assert all("lion" in t for t in idx.chunk_text(res["final"]))
 
@@ -260,16 +278,19 @@ def test_retriever_protocol_and_factory():
     idx = FakeIndex([("a", "hello world " * 100)])
     r = make_retriever("cheap", idx, depth=5)
     assert isinstance(r, IndexRetriever)
-    res = check_result(r.retrieve("hello", 3), 3)
+    assert isinstance(r, Retriever)  # the one protocol: search(query, k, hops=1) -> SearchResult
+    res = check_result(r.search("hello", 3), 3)
     assert (
         len(res["final"]) == 3 and set(res["stages"]) == {"bm25", "static"} and "total" in res["latency_ms"]
     )
+    with pytest.raises(ValueError, match="at most 1 hop"):
+        r.search("hello", 3, hops=2)
     with pytest.raises(ValueError, match="unknown retriever"):
         make_retriever("nope", idx)
     with pytest.raises(ValueError, match="cannot load"):
         make_retriever("no_such_module_xyz:make", idx)
-    with pytest.raises(ValueError, match="final"):
-        check_result({"stages": {}}, 3)
+    with pytest.raises(ValueError, match="not a SearchResult"):
+        check_result({"final": [1]}, 3)
 
 
 @pytest.mark.parametrize(
@@ -307,38 +328,15 @@ def test_end_to_end_real_index(tmp_path):
     assert (tmp_path / "e2e" / "heatmap_noise_single_n8.png").read_bytes()[:8] == PNG
 
 
-def test_eval_group_is_shared_with_other_registrars(monkeypatch):
-    """`eval niah` joins an `eval` group made by another module, or by retro.cli.eval_subparsers."""
-    import argparse
-    import sys
-    import types
-
+def test_eval_group_is_made_in_one_place():
+    """`eval lm` (retro/) and `eval niah` (evals/) join the one `eval` group pipelines.cli makes."""
     from evals import cli as evals_cli
+    from pipelines.cli import build_parser
+    from retro import cli as retro_cli
 
-    def lm_registrar(sub):
-        group = sub.add_parser("eval").add_subparsers(dest="eval_command")
-        group.add_parser("lm").set_defaults(func=lambda a: 0)
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    lm_registrar(sub)  # another module made `eval` first
-    evals_cli.register(sub)
-    assert parser.parse_args(["eval", "lm"]).func(None) == 0
-    assert parser.parse_args(["eval", "niah", "--tokens", "1M"]).func is evals_cli.cmd_niah
-
-    made = {}
-
-    def eval_subparsers(subparsers):
-        if "g" not in made:
-            made["g"] = subparsers.add_parser("eval").add_subparsers(dest="eval_command")
-            made["g"].add_parser("lm").set_defaults(func=lambda a: 0)
-        return made["g"]
-
-    monkeypatch.setitem(sys.modules, "retro.cli", types.SimpleNamespace(eval_subparsers=eval_subparsers))
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    evals_cli.register(sub)  # borrows retro.cli's group
-    assert parser.parse_args(["eval", "lm"]).func(None) == 0
+    parser = build_parser()
+    assert parser.parse_args(["eval", "lm", "RUN", "--data", "NB", "-k", "3"]).func is retro_cli.cmd_eval_lm
+    assert parser.parse_args(["eval", "niah", "-k", "5"]).k == 5
     assert parser.parse_args(["eval", "niah"]).func is evals_cli.cmd_niah
     assert parser.parse_args(["demo"]).func is evals_cli.cmd_demo
 

@@ -71,7 +71,7 @@ def _full_chunk(idx) -> int:
 def _cascade_ids(cascade: Cascade, idx, chunk: np.ndarray, k: int) -> list[int]:
     """The cascade run directly on the chunk's decoded text: its top-k chunk ids."""
     res = cascade.search(idx.tokenizer.decode(chunk), k=k)
-    return [n["chunk"] for n in res.neighbours][:k]
+    return res.final_ids()[:k]
 
 
 def test_cascade_retriever_returns_the_cascades_top_chunks(idx):
@@ -186,12 +186,14 @@ def test_generate_cli_with_cascade_end_to_end(index_path, idx, tmp_path, capsys)
     assert first["chunks"] == gen["retrieved"][0] and first["latency_ms"]["total"] > 0
     assert first["query"] == idx.tokenizer.decode(idx.tokenizer.encode(prompt)[: idx.chunk_len])
 
-    # cascade is the default; --method is the deprecated alias of --retriever
+    # cascade is the default; k is one value: -k, or --set k=N (default 2)
     from retro.cli import _retriever_choice
 
     parser_args = _parse([*base])
-    assert _retriever_choice(parser_args, idx)[0] == "cascade"
-    assert _retriever_choice(_parse([*base, "--method", "static"]), idx) == ("static", None)
+    assert _retriever_choice(parser_args, idx)[0] == "cascade" and _retriever_choice(parser_args, idx)[2] == 2
+    assert _retriever_choice(_parse([*base, "--retriever", "static"]), idx) == ("static", None, 2)
+    assert _retriever_choice(_parse([*base, "--set", "k=3"]), idx)[2] == 3
+    assert _retriever_choice(_parse([*base, "-k", "3"]), idx)[1].k == 3
 
     # bad values: exit 2, one line naming the flag or key
     for extra, needle in [
@@ -199,8 +201,8 @@ def test_generate_cli_with_cascade_end_to_end(index_path, idx, tmp_path, capsys)
         (["--retriever", "bm25", "--set", "n2=8"], "--set"),
         (["--set", "nosuch=1"], "nosuch"),
         (["--set", "n2=zero"], "n2"),
-        (["--k", "0"], "--k"),
-        (["--retriever", "static", "--method", "bm25"], "--method"),
+        (["-k", "0"], "-k"),
+        (["-k", "3", "--set", "k=4"], "contradicts"),
     ]:
         capsys.readouterr()
         assert main([*base, *extra]) == 2
