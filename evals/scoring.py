@@ -157,6 +157,12 @@ def summarize(samples: list[dict], stages_order: Sequence[str] | None = None) ->
         for nd in needles:
             by_depth[nd["depth_bucket"]].append(nd["found"])
         answers = [s["answer_recall"] for s in ss if s.get("answer_recall") is not None]
+        answer_by_depth: dict[int, list[float]] = defaultdict(list)
+        for s in ss:  # a sample's answer counts in the depth bucket of each needle it needs
+            if s.get("answer_recall") is not None:
+                for nd in s["needles"]:
+                    answer_by_depth[nd["depth_bucket"]].append(s["answer_recall"])
+        abstained = [s["abstained"] for s in ss if s.get("abstained") is not None]
         lat = [s["latency_ms"]["total"] for s in ss]
         stage_lat = {st: _p50([s["latency_ms"][st] for s in ss if st in s["latency_ms"]]) for st in stages}
         tot = max(len(needles), 1)
@@ -187,6 +193,15 @@ def summarize(samples: list[dict], stages_order: Sequence[str] | None = None) ->
                 "straddling_recall": _ratio([nd["found"] for nd in needles if nd.get("straddles")]),
                 "unfindable_needles": sum(not nd["gold_chunks"] for nd in needles),
                 "answer_recall": round(statistics.mean(answers), 6) if answers else None,
+                "answer_by_depth": {
+                    str(b): round(statistics.mean(v), 6) for b, v in sorted(answer_by_depth.items())
+                },
+                "abstain_rate": _ratio(abstained),
+                "answer_vs_retrieval": round(
+                    statistics.mean(answers) / max(sum(nd["found"] for nd in needles) / tot, 1e-9), 6
+                )
+                if answers
+                else None,
                 "latency_ms_p50": _p50(lat),
                 "latency_ms_p50_by_stage": stage_lat,
                 "warnings": sorted({w for s in ss for w in s.get("warnings", [])}),

@@ -180,6 +180,44 @@ class Truncation:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class Citation:
+    """Where the answer occurs in one neighbour the reader drew from."""
+
+    rank: int  # 1-based rank of the neighbour in the result's neighbour list
+    chunk: int  # its global chunk id
+    char_start: int  # start of the answer within that neighbour's text
+    char_end: int  # end (exclusive)
+
+
+@dataclass(frozen=True)
+class HopAnswer:
+    """One hop of reading: what was searched, what the reader said, which neighbours it read."""
+
+    hop: int  # 1-based
+    query: str  # the question as searched and read at this hop (question + bridges so far)
+    answer: str | None  # the reader's answer at this hop (None: abstained)
+    evidence: tuple[int, ...]  # ranks (in the result's neighbour list) of the neighbours it read
+    latency_ms: float  # reader time of this hop
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The reader's answer to a question, with the spans it drew from; never a string it did not generate."""
+
+    text: str | None  # the answer; None when the evidence does not hold it
+    abstained: bool  # the reader said the evidence lacks the answer
+    citations: tuple[Citation, ...]  # every neighbour span where the answer (or a part of it) occurs
+    mode: str  # decoding mode: "constrained" (copy from the neighbours only) | "free"
+    reader: str  # which reader checkpoint answered
+    latency_ms: float  # reader time summed over hops
+    hops: tuple[HopAnswer, ...]  # the reading log, one entry per hop
+
+    def to_dict(self) -> dict:
+        """The `answer` object of the ask JSON."""
+        return dataclasses.asdict(self)
+
+
 @dataclass(frozen=True, eq=False)
 class SearchResult:
     """What every retriever returns: ranked neighbours with evidence, per-stage latency and each hop.
@@ -195,9 +233,9 @@ class SearchResult:
     hops: tuple[HopResult, ...]  # each hop's query, stage results and ids
     truncation: Truncation | None = None  # set when a model truncated the query
     medium_mode: str | None = None  # "stored" | "ondemand" | "off" (None without a medium stage)
-    answer: dict | None = None  # the reader's answer (its type is the reader's); None without a reader
+    answer: Answer | None = None  # the reader's answer (pipelines/answer.py); None without a reader
 
-    def with_answer(self, answer: dict | None) -> SearchResult:
+    def with_answer(self, answer: Answer | None) -> SearchResult:
         """The same result with the reader's answer attached."""
         return dataclasses.replace(self, answer=answer)
 
@@ -242,7 +280,8 @@ class SearchResult:
     def ask_dict(self, qid=None) -> dict:
         """The `retro ask` object (one line of `ask --out`): id, question, answer, then as `to_dict`."""
         d = self.to_dict()
-        return {"id": qid, "question": d.pop("query"), "answer": self.answer, **d}
+        answer = None if self.answer is None else self.answer.to_dict()
+        return {"id": qid, "question": d.pop("query"), "answer": answer, **d}
 
     def to_json(self, qid=None, ask: bool = False) -> str:
         """`to_dict` (or `ask_dict` with `ask`) as one line of JSON."""

@@ -5,8 +5,8 @@
     retro ask IDX --questions Q.jsonl --out A.jsonl [--hops N] [--quiet]
 
 Both print the typed result (pipelines/results.py): `search --json` is `SearchResult.to_dict()`,
-`ask` writes `SearchResult.ask_dict(id)` per question; `answer` stays null until the RETRO reader
-fills it: no string is ever invented in its place. `--set key=value` (repeatable; or `key=value`
+`ask` writes `SearchResult.ask_dict(id)` per question, whose `answer` is the RETRO reader's
+(pipelines/answer.py: text, abstained, citations, hops); `--no-reader` leaves it null. `--set key=value` (repeatable; or `key=value`
 right after the query) sets CascadeConfig fields (e.g. `n2=24 fusion=rrf`); `--config FILE` reads
 them from YAML. `k` is one field: `-k 5` and `--set k=5` are the same, and a conflict is an error.
 The table's columns come from the one stage list, `pipelines.results.STAGES`.
@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
+from pipelines.answer import ask, load_reader
 from pipelines.cascade import Cascade
 from pipelines.cascade_config import cascade_config
 from pipelines.results import STAGES, SearchResult, StageSpec
 from util.configs import config_to_dict
+from util.runinfo import atomic_path
 
 
 def _open(args: argparse.Namespace) -> Cascade:
@@ -66,6 +67,26 @@ def print_table(result: SearchResult, out=None, stages: tuple[StageSpec, ...] = 
     b = result.budgets
     sizes = f"; N1={b.n1}, N2={b.n2}" if b is not None else ""
     print(f"\nlatency ms: {lat}  (medium: {result.medium_mode}{sizes})", file=out)
+
+
+def print_answer(result: SearchResult, out=None) -> None:
+    """The answer line(s) above the evidence table: the answer and where it was read, or why none."""
+    out = sys.stdout if out is None else out
+    a = result.answer
+    if a is None:
+        print("answer: - (evidence only, --no-reader)", file=out)
+        return
+    cites = ", ".join(f"#{c.rank} chars {c.char_start}-{c.char_end}" for c in a.citations) or "-"
+    if a.abstained:
+        print(
+            f"answer: none: the evidence does not hold it (reader abstained; {a.latency_ms:.0f} ms)", file=out
+        )
+    else:
+        print(f"answer: {a.text}\ncited: {cites}  (reader {a.mode}, {a.latency_ms:.0f} ms)", file=out)
+    if len(a.hops) > 1:
+        for h in a.hops:
+            print(f"hop {h.hop}: {h.query!r} -> {h.answer or 'abstained'}", file=out)
+    print(file=out)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -115,12 +136,20 @@ def _ask(args: argparse.Namespace) -> int:
     if args.question is not None and not args.question.strip():
         raise ValueError("question is empty")
     cascade = _open(args)
+    reader = None if args.no_reader else load_reader(args.reader)
+    hops = cascade.cfg.hops
+
+    def answer(question: str) -> SearchResult:
+        if reader is None:  # evidence only: the cascade's own hops (raw text of the best new chunk)
+            return cascade.search(question)
+        return ask(cascade, reader, question, hops=hops, mode=args.mode)
+
     if args.question is not None:
-        result = cascade.search(args.question)
+        result = answer(args.question)
         if args.json:
             print(result.to_json(None, ask=True))
         else:
-            print("answer: null (no reader yet: the RETRO reader is not wired in; evidence below)")
+            print_answer(result)
             print_table(result)
         return 0
     questions, bad = read_questions(args.questions)
@@ -128,16 +157,11 @@ def _ask(args: argparse.Namespace) -> int:
         print(f"skipped {msg}", file=sys.stderr)
     cascade.budgets()  # fail on a bad k before any work
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     from tqdm import tqdm
 
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for qid, question in tqdm(questions, desc="ask", unit="q", disable=args.quiet):
-            f.write(cascade.search(question).to_json(qid, ask=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
+            f.write(answer(question).to_json(qid, ask=True) + "\n")
     meta = {
         "questions": str(args.questions),
         "answered": len(questions),
@@ -178,9 +202,17 @@ def register(subparsers) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="CascadeConfig overrides (e.g. n2=24)")
     p.set_defaults(func=_search)
     p = subparsers.add_parser(
-        "ask", help="answer questions with evidence (answer is null until the reader lands)"
+        "ask", help="answer questions with the RETRO reader: the answer, its citations and the evidence"
     )
     _common(p)
+    p.add_argument("--reader", default=None, help="reader checkpoint folder (default: the shipped one)")
+    p.add_argument("--no-reader", action="store_true", help="evidence only: no answer is generated")
+    p.add_argument(
+        "--mode",
+        choices=("constrained", "free"),
+        default=None,
+        help="reader decoding (default: the reader's)",
+    )
     p.add_argument("question", nargs="?", help="one question (or use --questions)")
     p.add_argument("--questions", help='jsonl file, one {"id", "question"} per line')
     p.add_argument("--out", help="output jsonl, one answer object per question")

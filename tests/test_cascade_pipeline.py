@@ -155,7 +155,7 @@ def test_cli_search_and_ask(dense_index, tmp_path, capsys):
     assert main(["search", idx, "Blue Falcon project leader", "-k", "2", "--set", "n2=8"]) == 0
     out = capsys.readouterr().out
     assert "| 1 |" in out and "latency ms" in out
-    assert main(["ask", idx, QUESTION, "--json", "--hops", "2", "-k", "1"]) == 0
+    assert main(["ask", idx, QUESTION, "--json", "--hops", "2", "-k", "1", "--no-reader"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["answer"] is None and rec["hops"] == 2 and rec["latency_ms"]["total"] > 0
 
@@ -165,7 +165,8 @@ def test_cli_search_and_ask(dense_index, tmp_path, capsys):
         '{"id": 2}\n{"question": "no id"}\n["list"]\n{"id": "b", "question": "granite lighthouse"}\n'
     )
     out_path = tmp_path / "a.jsonl"
-    assert main(["ask", idx, "--questions", str(q), "--out", str(out_path), "--quiet", "-k", "3"]) == 0
+    args = ["ask", idx, "--questions", str(q), "--out", str(out_path), "--quiet", "-k", "3", "--no-reader"]
+    assert main(args) == 0
     err = capsys.readouterr().err
     for line in (2, 4, 5, 6):
         assert f"{q}:{line}:" in err

@@ -156,6 +156,7 @@ def _no_latency(rows):
 
 def test_runner_writes_everything_and_resumes(tmp_path, capsys):
     cfg = NiahConfig(
+        reader="none",
         haystacks=("needles", "noise"),
         tokens=(20_000, 40_000),
         needles=(4,),
@@ -217,6 +218,7 @@ def test_runner_writes_everything_and_resumes(tmp_path, capsys):
 
 def test_several_retrievers_share_one_index(tmp_path, capsys):
     cfg = NiahConfig(
+        reader="none",
         haystacks=("needles",),
         tokens=(20_000,),
         needles=(6,),
@@ -314,7 +316,8 @@ def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch)
 
 
 def test_end_to_end_real_index(tmp_path):
-    """50K tokens, 8 needles: haystack -> index.build -> BM25 + static retrieval -> scores."""
+    """50K tokens, 8 needles: haystack -> index.build -> BM25 + static retrieval -> the shipped reader
+    answers from the neighbours -> scores, answer recall beside retrieval recall, two-panel heatmap."""
     pytest.importorskip("index.build")
     cfg = NiahConfig(haystacks=("noise",), tokens=(50_000,), needles=(8,), depths=4, trials=1, k=10)
     res = run_niah(cfg, tmp_path / "e2e", quiet=True)
@@ -326,6 +329,16 @@ def test_end_to_end_real_index(tmp_path):
     samples = [json.loads(x) for x in (tmp_path / "e2e" / "samples.jsonl").read_text().splitlines()]
     assert all(s["context_tokens"] == row["context_tokens"] for s in samples)
     assert (tmp_path / "e2e" / "heatmap_noise_single_n8.png").read_bytes()[:8] == PNG
+    assert all(s["answer_recall"] in (0.0, 1.0) and s["abstained"] in (True, False) for s in samples)
+    assert row["answer_recall"] is not None and set(row["answer_by_depth"]) <= set(row["recall_by_depth"])
+    for s in samples:  # an answer is cited where it occurs in the evidence, or the reader abstained
+        a = s["answer"]
+        assert a["abstained"] == (a["text"] is None)
+        texts = {n["rank"]: n["text"] for n in s["search"]["neighbours"]}
+        for c in a["citations"]:
+            assert a["text"] in texts[c["rank"]][c["char_start"] : c["char_end"]] or texts[c["rank"]][
+                c["char_start"] : c["char_end"]
+            ] in a["text"]
 
 
 def test_eval_group_is_made_in_one_place():
@@ -394,7 +407,9 @@ def test_reused_index_gets_the_haystack_it_was_built_over(tmp_path):
             super().build(corpus, out, overrides, tokenizer, quiet)
             (Path(out) / "tokenizer.model").write_text(Path(tokenizer).read_text())
 
-    cfg = NiahConfig(haystacks=("noise",), tokens=(20_000,), needles=(3,), depths=3, trials=1, k=5)
+    cfg = NiahConfig(
+        haystacks=("noise",), tokens=(20_000,), needles=(3,), depths=3, trials=1, k=5, reader="none"
+    )
     first = run_niah(cfg, tmp_path / "a", quiet=True, backend=Calibrating())
     index = tmp_path / "a" / "cells" / first["cells"][0]["cell"] / "index"
     again = run_niah(

@@ -1,0 +1,148 @@
+"""Retrieve -> read -> cite, over bounded hops: the reader's place in the pipeline and its typed answer.
+
+    from pipelines.answer import ask
+    result = ask(cascade, reader, "Who supervises the courier who carries shipment KX-43527?", hops=2)
+    result.answer.text          # "Jonas Mensah" (None when the reader abstained)
+    result.answer.citations     # [Citation(rank=2, chunk=8812, char_start=40, char_end=52)]
+    result.answer.hops          # each hop's query, what the reader answered and the evidence it read
+
+The reader is any object with `answer(question, texts, mode=...)` returning the reader's output
+(`text`, `abstained`, `citations` as [{"neighbour", "char_start", "char_end"}], `mode`,
+`latency_ms`): `retro.reader.Reader` (the RETRO model, loaded by the CLI from a higher layer) is the
+one the project ships. pipelines/ never imports retro/.
+
+Multi-hop: hop h's reader answer is a bridge (a variable, a person) that the question needs next.
+Hop h+1 searches with the question followed by every bridge so far (`hop_question`), and the
+reader reads that hop's neighbours with the same augmented question, so "who supervises the courier
+who carries shipment X" becomes "... shipment X? Mara Lindqvist" once fact 1 named the courier.
+The loop stops when the reader abstains (the last answer stands), repeats an answer it gave (the
+chain has converged) or after `hops` hops. Each hop is logged with its query, answer and evidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pipelines.results import Answer, Citation, HopAnswer, SearchResult, latency_ms
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """Reads neighbour texts (best first) and answers the question from them, or abstains."""
+
+    name: str  # identifies the checkpoint in outputs
+
+    def answer(self, question: str, neighbours: Sequence[str], mode: str = ...) -> Any: ...
+
+
+READER_CLASS = (
+    "retro.reader:Reader"  # the shipped RETRO reader, named so that pipelines/ never imports retro/
+)
+
+
+def load_reader(path: str | None = None, spec: str = READER_CLASS) -> Reader:
+    """A reader by class spec (`module:Class` with a `load(path)`): path None = its shipped checkpoint."""
+    module, _, name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reader {spec}: cannot load ({e})") from None
+    if path is not None and not Path(path).is_dir():
+        raise ValueError(f"--reader {path}: no such checkpoint folder")
+    return cls.load(path)
+
+
+def hop_question(question: str, bridges: Sequence[str]) -> str:
+    """What hop h searches and reads: the question, then each bridge answer found so far."""
+    return " ".join([question.strip(), *bridges])
+
+
+def _cite(out: Any, hop_ranks: Sequence[int], by_rank: dict[int, int]) -> tuple[Citation, ...]:
+    """The reader's citations (positions in what it read) as ranks and chunk ids of the result."""
+    cites = []
+    for c in getattr(out, "citations", None) or ():
+        i = int(c["neighbour"])
+        if 0 <= i < len(hop_ranks):
+            rank = hop_ranks[i]
+            cites.append(Citation(rank, by_rank[rank], int(c["char_start"]), int(c["char_end"])))
+    return tuple(cites)
+
+
+def ask(
+    retriever,
+    reader: Reader,
+    question: str,
+    k: int | None = None,
+    hops: int = 1,
+    mode: str | None = None,
+) -> SearchResult:
+    """Search, read and cite over at most `hops` hops; the result carries the typed `Answer`.
+
+    `retriever` follows the retriever protocol (pipelines/retrievers.py); each hop is one search.
+    Raises ValueError for an empty question or hops <= 0 (and whatever the retriever raises for k).
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("question is empty")
+    if hops <= 0:
+        raise ValueError(f"hops must be > 0, got {hops}")
+    kwargs = {} if mode is None else {"mode": mode}
+    t0 = time.perf_counter()
+    results: list[SearchResult] = []
+    log: list[HopAnswer] = []
+    neighbours: list = []  # merged over hops, earlier hop first
+    rank_of: dict[int, int] = {}  # chunk id -> rank in the merged list
+    bridges: list[str] = []
+    final, final_cites, final_mode, reader_ms = None, (), mode or "", 0.0
+    for h in range(1, hops + 1):
+        query = hop_question(question, bridges)
+        res = retriever.search(query, k, hops=1)
+        results.append(res)
+        for n in res.neighbours:
+            if n.chunk not in rank_of:
+                rank_of[n.chunk] = len(neighbours) + 1
+                neighbours.append(dataclasses.replace(n, rank=rank_of[n.chunk], hop=h))
+        hop_ranks = [rank_of[n.chunk] for n in res.neighbours]
+        out = reader.answer(query, [n.text for n in res.neighbours], **kwargs)
+        reader_ms += float(out.latency_ms)
+        text = None if out.abstained else out.text
+        log.append(HopAnswer(h, query, text, tuple(hop_ranks), round(float(out.latency_ms), 3)))
+        final_mode = out.mode
+        if text is None or text in bridges:
+            if text is not None:
+                final_cites = _cite(out, hop_ranks, {n.rank: n.chunk for n in neighbours}) or final_cites
+            break  # abstained (the last answer stands) or converged
+        final = text
+        final_cites = _cite(out, hop_ranks, {n.rank: n.chunk for n in neighbours})
+        bridges.append(text)
+    total = (time.perf_counter() - t0) * 1e3
+    answer = Answer(
+        text=final,
+        abstained=final is None,
+        citations=final_cites,
+        mode=final_mode,
+        reader=getattr(reader, "name", type(reader).__name__),
+        latency_ms=round(reader_ms, 3),
+        hops=tuple(log),
+    )
+    hop_results = tuple(hop for r in results for hop in r.hops)
+    first = results[0]
+    lat = latency_ms(hop_results, total)
+    lat = {
+        **{n: v for n, v in lat.items() if n != "total"},
+        "reader": round(reader_ms, 3),
+        "total": lat["total"],
+    }
+    return dataclasses.replace(
+        first,
+        query=question,
+        neighbours=tuple(neighbours),
+        latency_ms=lat,
+        hops=hop_results,
+        truncation=next((r.truncation for r in results if r.truncation), None),
+        answer=answer,
+    )
