@@ -96,3 +96,34 @@ def test_evidence_cutting_on_a_synthetic_page():
     assert m.answers_of("-f, --file=ARCHIVE") == ["-f", "--file", "--file=ARCHIVE"]
     assert m.answers_of("-C NUM, -NUM, --context=NUM") == ["-C", "--context", "--context=NUM"]
     assert m.answers_of("-N or --LINE-NUMBERS") == ["-N", "--LINE-NUMBERS"]
+
+
+def test_answer_questions_with_a_stub_reader():
+    m = _bench()
+
+    class Stub:
+        """Answers with the first option-looking word of the first neighbour it is given."""
+
+        def answer(self, question, neighbour_texts):
+            import re
+            from types import SimpleNamespace
+
+            hit = re.search(r"(?<![\w-])--?[A-Za-z][\w-]*", neighbour_texts[0]) if neighbour_texts else None
+            return SimpleNamespace(text=hit.group(0) if hit else "")
+
+    rows = [
+        {
+            "id": "a",
+            "split": "dev",
+            "question": "q1?",
+            "answers": ["-h", "--dereference"],
+            "gold_text": "-h, --dereference Follow symlinks",
+        },
+        {"id": "b", "split": "test", "question": "q2?", "answers": ["-x"], "gold_text": "-x extract"},
+    ]
+    top = {"q1?": ["--list lists", "-h, --dereference"], "q2?": ["-z gzip"]}
+    out = m.answer_questions(Stub(), rows, lambda q: top[q])
+    assert out["oracle"]["all"] == {"n": 2, "em": 1.0, "contains": 1.0}
+    assert out["cascade"]["all"]["em"] == 0.0
+    assert out["cascade"]["dev"]["n"] == 1 and out["cascade"]["test"]["n"] == 1
+    assert [s["cascade_answer"] for s in out["samples"]] == ["--list", "-z"]
