@@ -103,14 +103,21 @@ def normalize_answer(text: str) -> str:
     return text.strip().strip(_END_PUNCT).strip()
 
 
-def exact_match(prediction: str, answers: list[str]) -> bool:
-    """The prediction, stripped, equals one accepted spelling."""
-    p = normalize_answer(prediction)
-    return any(p == normalize_answer(a) for a in answers)
+def exact_match(prediction: str | None, answers: list[str]) -> bool:
+    """The prediction, stripped, equals one accepted spelling; or it lists spellings of the one option
+    ("-h, --dereference", as the option line writes it and as a multi-part reader answer joins parts),
+    each of them accepted."""
+    accepted = {normalize_answer(a) for a in answers}
+    p = normalize_answer(prediction or "")
+    if p in accepted:
+        return True
+    parts = [normalize_answer(x) for x in re.split(r",\s*|\s+or\s+", p)]
+    return len(parts) > 1 and all(x in accepted for x in parts)
 
 
-def contains_match(prediction: str, answers: list[str]) -> bool:
+def contains_match(prediction: str | None, answers: list[str]) -> bool:
     """One accepted spelling occurs in the prediction as a whole option (not inside a longer one)."""
+    prediction = prediction or ""
     for a in answers:
         a = normalize_answer(a)
         if re.search(rf"(?<![\w-]){re.escape(a)}(?![\w-])", prediction):
@@ -365,7 +372,8 @@ def recall(ranked: list[int], gold: list[int], k: int) -> float:
 def answer_questions(reader, rows: list[dict], neighbours_of) -> dict:
     """Exact / contains match of a reader's answers, from the cascade's top 10 and from the gold chunk.
 
-    reader: any object with `answer(question, neighbour_texts) -> obj with .text`.
+    reader: any object with `answer(question, neighbour_texts) -> obj with .text` (.text None = abstained;
+    retro.reader.Reader on the reader branch fits).
     rows: question records, each with "gold_text" (the gold neighbour text) added by `run`.
     neighbours_of: question -> list of neighbour texts (the cascade's top 10, best first).
     Returns {"cascade": {...}, "oracle": {...}, "samples": [...]}, the first two per split and overall.
@@ -379,8 +387,10 @@ def answer_questions(reader, rows: list[dict], neighbours_of) -> dict:
         s = {"id": r["id"], "split": r["split"]}
         for name, get in settings.items():
             texts = get(r)
-            pred = reader.answer(r["question"], texts).text if texts else ""
+            ans = reader.answer(r["question"], texts) if texts else None
+            pred = (ans.text if ans is not None else None) or ""  # None: the reader abstained
             s[f"{name}_answer"] = pred
+            s[f"{name}_abstained"] = bool(ans is None or getattr(ans, "abstained", not pred))
             s[f"{name}_em"] = exact_match(pred, r["answers"])
             s[f"{name}_contains"] = contains_match(pred, r["answers"])
         samples.append(s)

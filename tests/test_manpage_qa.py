@@ -70,6 +70,9 @@ def test_match_helpers():
     assert m.exact_match("`-h`", answers)
     assert not m.exact_match("dereference", answers)  # dashes are part of the answer
     assert not m.exact_match("--hard-dereference", answers)
+    assert m.exact_match("-h, --dereference", answers)  # the option line's own spellings
+    assert not m.exact_match("-h, --hard-dereference", answers)
+    assert not m.exact_match(None, answers) and not m.contains_match(None, answers)
     assert m.contains_match("use tar -h to follow links", answers)
     assert not m.contains_match("use tar --hard-dereference", answers)
     assert not m.contains_match("use -hv", ["-h"])
