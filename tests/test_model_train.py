@@ -85,6 +85,7 @@ def trained(tmp_path_factory, store):
     return tmp_path, train(cfg_for(tmp_path, "run", store, steps=40), quiet=True)
 
 
+@pytest.mark.slow
 def test_training_loss_falls_and_resume(trained, store):
     tmp_path, res = trained
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -95,6 +96,7 @@ def test_training_loss_falls_and_resume(trained, store):
     assert res2["start_step"] == 40 and res2["step"] == 45
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(trained, store):
     tmp_path, _ = trained
     model, step = ckpt.load_model(tmp_path / "run")
@@ -163,6 +165,7 @@ def test_retrieval_lr_mult_scales_only_encoder_and_cca_updates(store, tmp_path, 
         cfg_for(tmp_path, "bad", store, retrieval_lr_mult=0.0)
 
 
+@pytest.mark.slow
 def test_eval_lm_cli_writes_results(trained, store, tmp_path):
     from pipelines.cli import build_parser, main
 
