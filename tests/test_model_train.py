@@ -112,6 +112,7 @@ def test_checkpoint_round_trip(trained, store):
     np.testing.assert_array_equal(np.asarray(model(tok, nb)), np.asarray(again(tok, nb)))
 
 
+@pytest.mark.slow
 def test_retrofit_trains_only_encoder_and_cca(tmp_path, store):
     train(cfg_for(tmp_path, "base", store, steps=4, retrieval=False, model={"cca_layers": []}), quiet=True)
     _, base = ckpt.restore_params(tmp_path / "base")
@@ -128,7 +129,7 @@ def test_retrofit_trains_only_encoder_and_cca(tmp_path, store):
     assert "encoder" in fit and "cca" in fit["blocks"]["1"]
 
 
-@pytest.mark.parametrize("cca_out_init", ["zero", "normal"])
+@pytest.mark.parametrize("cca_out_init", [pytest.param("zero", marks=pytest.mark.slow), "normal"])
 def test_retrieval_lr_mult_scales_only_encoder_and_cca_updates(store, tmp_path, cca_out_init):
     """With retrieval_lr_mult=3 the encoder / CCA parameters move exactly 3x as far as with 1.0 from the
     same init on the same batch, and every decoder parameter moves identically."""
