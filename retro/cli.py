@@ -168,6 +168,8 @@ def cmd_eval_lm(args) -> int:
         batch_size=args.batch_size,
         alpha=args.alpha,
         quiet=args.quiet,
+        leakage=args.leakage,
+        leakage_k=args.leakage_k,
     )
     print(markdown_table(res))
     if not args.out:
@@ -240,6 +242,19 @@ def register(subparsers) -> None:
         p.add_argument("--max-sequences", type=int, default=0, help="0 = all held-out sequences")
         p.add_argument(
             "--alpha", type=float, default=0.125, help="leakage filter: max longest-common-run / M"
+        )
+        p.add_argument(
+            "--leakage",
+            default="read",
+            choices=["read", "paper"],
+            help="neighbours a chunk's leakage is measured against: read (default; the K read when "
+            "predicting it, those of chunk u-1; a deviation) | paper (its own --leakage-k nearest, section 2.6)",
+        )
+        p.add_argument(
+            "--leakage-k",
+            type=int,
+            default=10,
+            help="with --leakage paper: nearest neighbours per chunk (10 in the paper; the store must hold them)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=cmd_eval_lm)

@@ -5,11 +5,15 @@ u*M - 1 ... u*M + M-2, all of which read (through CCA) the neighbours retrieved 
 chunk 0 of each sequence is never scored (it has no retrieval and its first token no context).
 bpb = sum of NLL (nats) / ln 2 / sum of the chunks' UTF-8 bytes (from the store's chunk_bytes).
 
-Leakage filter (the paper's alpha, section 4.4 / appendix): a chunk's leakage is the longest run of
-tokens it shares with any of the neighbours used to predict it, divided by M; "filtered" bpb keeps
-chunks with leakage <= alpha (0.125 = 8 of 64 tokens). We measure it against the neighbours that are
-actually read when predicting the chunk (retrieved with chunk u-1, i.e. their continuation is what
-can leak), which is the conservative choice.
+Leakage filter (the paper's alpha, section 2.6): a chunk's leakage is the longest run of tokens it
+shares with a set of neighbours (each chunk + continuation, R = 2M tokens), divided by M; "filtered"
+bpb keeps chunks with leakage <= alpha (0.125 = 8 of 64 tokens). Which neighbours (`leakage`):
+- "read" (the default; a deviation from the paper): the K neighbours actually read when predicting
+  chunk u, i.e. those retrieved with chunk u-1, whose continuations are what can leak into it. It
+  measures the overlap the model could copy from, with the same K as the bpb;
+- "paper": the `leakage_k` (10 in the paper) nearest training chunks of chunk u itself, from the
+  neighbour store (so by the store's retriever, BM25 or static, where the paper used BERT
+  embeddings). The store must hold that many neighbours per chunk (`retro neighbours --k 10`).
 
 Shapes: B batch, L length, C chunks, M chunk length, K neighbours, R retrieved length.
 """
@@ -30,6 +34,8 @@ from flax import nnx
 from retro.checkpoint import load_model
 from retro.data import NeighbourStore
 from util.runinfo import atomic_write_json, atomic_write_text, run_info
+
+LEAKAGE_FILTERS = ("read", "paper")  # which neighbours a chunk's leakage is measured against (module doc)
 
 
 def bits_per_byte(nats, nbytes):
@@ -57,6 +63,36 @@ def chunk_leakage(chunk: np.ndarray, neighbours: np.ndarray, pad_id: int) -> flo
     return max(runs, default=0) / len(chunk)
 
 
+def leakage_per_chunk(
+    store: NeighbourStore, seqs: np.ndarray, leakage: str = "read", k: int = 2, leakage_k: int = 10
+) -> tuple[np.ndarray, int]:
+    """seqs: [S, C] chunk ids -> (leakage [S, C-1] of the scored chunks 1..C-1, neighbours per chunk).
+
+    leakage "read": against the k neighbours of chunk u-1 (read when predicting chunk u); "paper":
+    against the leakage_k nearest neighbours of chunk u itself (see the module doc)."""
+    if leakage not in LEAKAGE_FILTERS:
+        raise ValueError(f"eval lm: leakage filter {leakage!r}: expected one of {', '.join(LEAKAGE_FILTERS)}")
+    held = store.neighbours.shape[1]
+    if leakage == "paper" and not 1 <= leakage_k <= held:
+        raise ValueError(
+            f"eval lm: --leakage paper uses the {leakage_k} nearest neighbours of each chunk, but "
+            f"{store.path} holds {held} per chunk: rebuild it with `retro neighbours --k {max(leakage_k, 1)}` "
+            f"or pass --leakage-k {held}"
+        )
+    n, c = seqs.shape
+    r = 2 * store.chunk_len
+    if leakage == "read":  # read while predicting chunk u: the neighbours of chunk u-1
+        ids, kl = np.asarray(store.neighbours)[seqs[:, :-1].reshape(-1)][:, :k], k
+    else:  # the paper's: the nearest training chunks of chunk u itself
+        ids, kl = np.asarray(store.neighbours)[seqs[:, 1:].reshape(-1)][:, :leakage_k], leakage_k
+    nb_tok = store.neighbour_tokens(ids, r).reshape(n, c - 1, kl, r)
+    chunk_tok = np.asarray(store.chunks)[seqs[:, 1:]]
+    leak = np.array(
+        [[chunk_leakage(chunk_tok[s, u], nb_tok[s, u], store.pad_id) for u in range(c - 1)] for s in range(n)]
+    )
+    return leak.reshape(n, c - 1), kl
+
+
 def _nll_fn(model):
     """(state, jitted f(state, tokens [B, L], neighbours [B, C, K, R] | None) -> NLL nats [B, L-1], 0 at pad)."""
     graphdef, state = nnx.split(model)
@@ -80,8 +116,13 @@ def evaluate_runs(
     batch_size: int = 8,
     alpha: float = 0.125,
     quiet: bool = False,
+    leakage: str = "read",
+    leakage_k: int = 10,
 ) -> dict:
-    """Score each run on the store's held-out sequences with retrieval on (if it has CCA) and off."""
+    """Score each run on the store's held-out sequences with retrieval on (if it has CCA) and off.
+
+    leakage: "read" (the neighbours read when predicting a chunk: those of chunk u-1, K = k) or
+    "paper" (the `leakage_k` nearest neighbours of chunk u itself); see the module doc."""
     from tqdm import tqdm
 
     store = NeighbourStore(data)
@@ -96,13 +137,7 @@ def evaluate_runs(
     c = seqs.shape[1]
     scored = seqs[:, 1:]  # [S, C-1] chunk ids that are scored
     nbytes = np.asarray(store.chunk_bytes)[scored].astype(np.float64)
-    r_store = 2 * m
-    nb_ids = np.asarray(store.neighbours)[seqs[:, :-1].reshape(-1)][:, :k]  # read by chunk u: those of u-1
-    nb_tok = store.neighbour_tokens(nb_ids, r_store).reshape(n, c - 1, k, r_store)
-    chunk_tok = np.asarray(store.chunks)[scored]
-    leak = np.array(
-        [[chunk_leakage(chunk_tok[s, u], nb_tok[s, u], store.pad_id) for u in range(c - 1)] for s in range(n)]
-    )
+    leak, kl = leakage_per_chunk(store, seqs, leakage, k, leakage_k)
     keep = leak <= alpha
     rows, per_chunk = [], {}
     for run in runs:
@@ -129,6 +164,8 @@ def evaluate_runs(
     res = {
         "rows": rows,
         "alpha": alpha,
+        "leakage": leakage,
+        "leakage_k": kl,
         "k": k,
         "seq_len": seq_len,
         "sequences": n,
@@ -169,6 +206,13 @@ def markdown_table(res: dict) -> str:
         f"\n{res['sequences']} held-out sequences, {res['chunks_scored']} chunks scored, "
         f"{res['chunks_filtered']} pass the leakage filter"
     )
+    if "leakage" in res:
+        which = (
+            "read by it (those of chunk u-1)"
+            if res["leakage"] == "read"
+            else "nearest to chunk u (the paper's)"
+        )
+        foot += f" (longest common run with the {res['leakage_k']} neighbours {which})"
     return head + body + foot
 
 

@@ -5,7 +5,9 @@ Algorithm 1 of the paper, per decoder layer l (pre-norm residuals, RMSNorm):
     if l == min(P): E = ENCODER(RET(chunks), x)       neighbours encoded once, conditioned on x
     if l in P:      x = x + CCA(x, E)                 retro/cca.py
     x = x + FFW(x)
-P is `ModelConfig.cca_set()` (retro/model_config.py). With `neighbours=None` the encoder and CCA are
+P is `ModelConfig.cca_set()` (retro/model_config.py). The encoder's deviations from the paper
+(cross-attention in every encoder layer, the decoder's embedding shared) are options there
+(`enc_cross_layers`, `shared_embeddings`) with the paper's choices available. With `neighbours=None` the encoder and CCA are
 skipped: RETRO[OFF], identical to the same weights without CCA sublayers.
 The encoder and CCA parameters are drawn after all decoder parameters, so the decoder starts from the
 same weights as a model without CCA from the same seed; with the default zero-initialised CCA output
@@ -89,7 +91,15 @@ class Retro(nnx.Module):
             self.blocks[p - 1].add_cca(cfg, rngs=rngs)
         self.encoder = (
             NeighbourEncoder(
-                cfg.d_model, cfg.enc_dim, cfg.enc_layers, cfg.enc_heads, rope_base=cfg.rope_base, rngs=rngs
+                cfg.d_model,
+                cfg.enc_dim,
+                cfg.enc_layers,
+                cfg.enc_heads,
+                rope_base=cfg.rope_base,
+                cross_layers=cfg.enc_cross_set(),
+                vocab_size=None if cfg.shared_embeddings else cfg.vocab_size,
+                init_std=cfg.init_std,
+                rngs=rngs,
             )
             if cca
             else None
@@ -106,12 +116,16 @@ class Retro(nnx.Module):
 
     def encode(self, neighbours: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
         """neighbours: [B, C, K, R] token ids; h: residual stream [B, L, D] at the first CCA layer.
-        Returns E [B, C, K, R, De] and its mask [B, C, K, R] (False on padding)."""
+        Returns E [B, C, K, R, De] and its mask [B, C, K, R] (False on padding).
+
+        The neighbours of chunk u are conditioned on H_u = h[:, u*M:(u+1)*M], the activations of the
+        chunk that retrieved them (the paper's query conditioning; pinned by
+        tests/test_model_forward.py::test_encoder_conditions_neighbours_on_their_own_chunk)."""
         b, length, d = h.shape
         c, m = neighbours.shape[1], self.cfg.chunk_len
         ctx = jnp.pad(h, ((0, 0), (0, max(0, c * m - length)), (0, 0)))[:, : c * m].reshape(b, c, m, d)
         mask = neighbours != self.cfg.pad_id
-        return self.encoder(self.embed(neighbours), mask, ctx), mask
+        return self.encoder(self.encoder.embed_neighbours(neighbours, self.embed), mask, ctx), mask
 
     def __call__(self, tokens: jax.Array, neighbours: jax.Array | None = None) -> jax.Array:
         """tokens: [B, L]; neighbours: [B, C, K, R] with C >= L // M, or None (RETRO[OFF]).

@@ -9,6 +9,17 @@ Where chunked cross-attention (CCA) sits (`cca_layer_positions`), 1-indexed like
 - fewer than 12 layers (our small presets; a deviation, the paper has no such model): every 3rd
   layer from the middle layer, so half the stack reads text before the first CCA (6 layers -> 3, 6).
   `tiny` pins (2, 4) so tests exercise two CCA layers.
+
+Deviations from the paper kept as options, each with the paper's choice one override away (defaults
+are today's behaviour, so shipped configs, checkpoints and BENCHMARKS.md figures are unchanged):
+- `enc_cross_layers`: which encoder layers cross-attend to the retrieving chunk's activations. Default
+  None = every encoder layer; the paper conditions once, in the first layer (Table 10, P_enc = [1]):
+  `enc_cross_layers=[1]`.
+- `shared_embeddings`: the encoder reads the decoder's token embedding (projected to the encoder
+  width). Default True; the paper's encoder has its own embedding (App. B.1.4): `shared_embeddings=false`.
+- `cca_out_init`: "zero" (a fresh RETRO computes its decoder without CCA, retro/cca.py); the paper's
+  is "normal".
+Run folders written before these fields existed load with the defaults (old model.yaml lacks them).
 """
 
 from __future__ import annotations
@@ -54,6 +65,12 @@ class ModelConfig:
     # init of the CCA output projection: "zero" = a fresh RETRO computes exactly its decoder without CCA
     # (a deviation, see retro/cca.py), "normal" = the paper's attention init
     cca_out_init: str = "zero"
+    # 1-indexed encoder layers with cross-attention to the retrieving chunk's activations (query
+    # conditioning); None = every layer (a deviation, kept as the default), (1,) = the paper's P_enc
+    enc_cross_layers: tuple[int, ...] | None = None
+    # the encoder embeds neighbour tokens with the decoder's embedding (a deviation, the default);
+    # False = its own embedding at the encoder width, disjoint from the decoder's, as in the paper
+    shared_embeddings: bool = True
 
     def cca_set(self) -> tuple[int, ...]:
         """The CCA layer positions (1-indexed), resolved from `cca_layers` or the paper's rule."""
@@ -61,6 +78,18 @@ class ModelConfig:
         bad = [p for p in layers if not 1 <= p <= self.n_layers]
         if bad:
             raise ValueError(f"cca_layers {bad} outside 1..{self.n_layers}")
+        return tuple(sorted(set(layers)))
+
+    def enc_cross_set(self) -> tuple[int, ...]:
+        """The encoder layers (1-indexed) that cross-attend to the chunk: `enc_cross_layers` or all."""
+        layers = (
+            tuple(range(1, self.enc_layers + 1))
+            if self.enc_cross_layers is None
+            else tuple(self.enc_cross_layers)
+        )
+        bad = [p for p in layers if not 1 <= p <= self.enc_layers]
+        if bad:
+            raise ValueError(f"enc_cross_layers {bad} outside 1..{self.enc_layers}")
         return tuple(sorted(set(layers)))
 
     def validate(self) -> ModelConfig:
@@ -72,6 +101,7 @@ class ModelConfig:
         if self.cca_out_init not in ("zero", "normal"):
             raise ValueError(f"cca_out_init {self.cca_out_init!r} must be 'zero' or 'normal'")
         self.cca_set()
+        self.enc_cross_set()
         return self
 
 

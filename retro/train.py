@@ -158,13 +158,6 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-def lm_loss(logits: jax.Array, targets: jax.Array, pad_id: int) -> tuple[jax.Array, jax.Array]:
-    """logits [B, L, V], targets [B, L] -> (sum of NLL in nats over non-pad targets, their count)."""
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    mask = targets != pad_id
-    return jnp.sum(jnp.where(mask, nll, 0.0)), jnp.sum(mask)
-
-
 def deep_merge(a: dict, b: dict) -> dict:
     """Union of two nested pure dicts (disjoint leaves), e.g. trainable and frozen params."""
     out = dict(a)
@@ -183,7 +176,7 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation, pad_id: int
         targets = tokens[:, 1:].reshape(-1)
         mask = targets != pad_id
         weights = mask / jnp.maximum(jnp.sum(mask), 1)
-        # = lm_loss(model(...)) / count, without materialising the [B*L, V] logits (retro/layers.py)
+        # mean NLL over non-pad targets, without materialising the [B*L, V] logits (retro/layers.py)
         return readout_xent(h.reshape(-1, h.shape[-1]), model.readout_kernel(), targets, weights)
 
     def step(trainable, opt_state, frozen, tokens, neighbours):

@@ -110,6 +110,7 @@ def test_on_demand_medium_respects_its_time_budget(plain_index, encoder):
     assert free.hops[0].stages["medium"].scored == 32
 
 
+@pytest.mark.slow
 def test_multi_hop_follows_the_chain_and_stops_early(dense_index, encoder):
     cascade = Cascade(dense_index, CascadeConfig(), encoder=encoder)
     one = cascade.search(QUESTION, k=1, hops=1)
@@ -139,6 +140,7 @@ def test_bad_input(plain_index, encoder):
     assert cascade.search("lighthouse", k=plain_index.num_chunks).k == plain_index.num_chunks
 
 
+@pytest.mark.slow
 def test_cli_search_and_ask(dense_index, tmp_path, capsys):
     idx = str(dense_index.path)
     assert main(["search", idx, "Blue Falcon project leader", "-k", "2", "--json"]) == 0

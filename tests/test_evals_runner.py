@@ -154,6 +154,7 @@ def _no_latency(rows):
     return [{k: v for k, v in r.items() if not k.startswith("latency")} for r in rows]
 
 
+@pytest.mark.slow
 def test_runner_writes_everything_and_resumes(tmp_path, capsys):
     cfg = NiahConfig(
         reader="none",
@@ -315,6 +316,7 @@ def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch)
     assert not (tmp_path / "X").exists()
 
 
+@pytest.mark.slow
 def test_end_to_end_real_index(tmp_path):
     """50K tokens, 8 needles: haystack -> index.build -> BM25 + static retrieval -> the shipped reader
     answers from the neighbours -> scores, answer recall beside retrieval recall, two-panel heatmap."""

@@ -173,6 +173,7 @@ def _tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_append_adds_shards_without_touching_old_ones(tmp_path, real_corpus):
     docs = _docs(real_corpus)
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
@@ -223,6 +224,7 @@ def _fixed_queries(idx: Index) -> list:
     ]
 
 
+@pytest.mark.slow
 def test_killed_build_resumes_to_an_identical_index(tmp_path, real_corpus):
     """kill -9 at several moments; each rerun resumes; the end result equals an uninterrupted build."""
     reference = tmp_path / "reference"
@@ -278,6 +280,7 @@ def test_ivf_factory_and_too_few_training_vectors(tmp_path, real_corpus):
         )
 
 
+@pytest.mark.slow
 def test_dense_tier_with_minilm(tmp_path, real_corpus):
     small = tmp_path / "small.jsonl"
     small.write_text(
@@ -295,6 +298,7 @@ def test_dense_tier_with_minilm(tmp_path, real_corpus):
     assert (np.argmax(vecs @ q.T, axis=0) == [3, 10]).all()
 
 
+@pytest.mark.slow
 def test_build_over_mixed_folder_reports_bad_input_with_file_and_line(tmp_path, real_corpus, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -1,5 +1,7 @@
 """Shapes, causality (through retrieval), RETRO[OFF] parity and KV-cache decoding of the RETRO model."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,6 +148,7 @@ def test_kv_cache_decoding_equals_full_forward(model):
     np.testing.assert_allclose(np.concatenate(outs, 1), np.asarray(fwd(model, tok)), atol=2e-5)
 
 
+@pytest.mark.slow
 def test_sampler_prefill_and_greedy_generation_match_full_forward(model):
     from retro.sampling import Sampler
 
@@ -178,6 +181,7 @@ def test_unread_neighbour_chunks_change_nothing(model):
     np.testing.assert_array_equal(np.asarray(fwd(model, short, nb[:, :1])), np.asarray(fwd(model, short)))
 
 
+@pytest.mark.slow
 def test_zero_cca_out_init_starts_as_retro_off_and_learns():
     """The default cca_out_init="zero": a fresh model's logits with neighbours equal those without
     (exactly: every CCA adds 0) and those of the no-CCA model from the same seed, yet the CCA output projection gets a non-zero gradient, and one step
@@ -218,3 +222,91 @@ def test_zero_cca_out_init_starts_as_retro_off_and_learns():
 def test_cca_out_init_is_validated():
     with pytest.raises(ValueError, match="cca_out_init 'ones' must be 'zero' or 'normal'"):
         model_config("tiny", {"cca_out_init": "ones"})
+
+
+def _algorithm1_reference(model, tokens, neighbours):
+    """The full forward rebuilt from the model's sublayers, chunk by chunk, as Algorithm 1 of the paper
+    states it: at the first CCA layer, the neighbours of chunk u (neighbours[:, u]) are encoded
+    conditioned on H_u = the residual stream at positions u*M ... u*M + M-1, i.e. chunk u itself."""
+    from retro.layers import causal_mask
+
+    b, length = tokens.shape
+    m = model.cfg.chunk_len
+    pos = np.arange(length)
+    mask = causal_mask(pos, pos)
+    x = model.embed(tokens)
+    enc = enc_mask = None
+    for blk in model.blocks:
+        x = x + blk.attn.self_attend(blk.norm_attn(x), mask, pos)
+        if blk.cca is not None:
+            if enc is None:
+                per_chunk = []
+                for u in range(length // m):
+                    nb_u = neighbours[:, u : u + 1]  # [B, 1, K, R], retrieved with chunk u
+                    h_u = x[:, u * m : (u + 1) * m][:, None]  # [B, 1, M, D], chunk u's activations
+                    emb = model.encoder.embed_neighbours(nb_u, model.embed)
+                    per_chunk.append(model.encoder(emb, nb_u != model.cfg.pad_id, h_u))
+                enc = jnp.concatenate(per_chunk, axis=1)
+                enc_mask = neighbours[:, : length // m] != model.cfg.pad_id
+            x = x + blk.cca(blk.norm_cca(x), enc, enc_mask)
+        x = x + blk.ffw(blk.norm_ff(x))
+    return np.asarray(model.logits(x))
+
+
+def test_encoder_conditions_neighbours_on_their_own_chunk(model):
+    """E_u, the encoding of the neighbours retrieved with chunk u, is conditioned on chunk u's decoder
+    activations (the paper's query conditioning), not on chunk u-1's: the model's forward equals a
+    chunk-by-chunk reference, and E_u moves with H_u alone. (Incremental decoding is held to the
+    forward by test_kv_cache_decoding_equals_full_forward.) Conditioning E_u on chunk u-1, in both the
+    forward and decode, passes every other test of test_model_forward.py, test_model_cca.py and
+    test_model_sampling_cascade.py and fails this one."""
+    length = 3 * M + 2  # chunks 0, 1, 2 are read
+    tok = tokens_of(2, length, seed=11)
+    nb = fake_retrieve(tok)
+    ref = _algorithm1_reference(model, tok, nb)
+    np.testing.assert_allclose(np.asarray(fwd(model, tok, nb)), ref, atol=2e-5)
+    assert np.abs(ref - np.asarray(fwd(model, tok, None))).max() > 1e-3  # retrieval is not a no-op here
+    # encode: perturbing the activations of chunk 1 only changes E_1
+    h = jnp.asarray(np.random.default_rng(12).normal(size=(2, 3 * M, CFG.d_model)), jnp.float32)
+    e0, _ = model.encode(nb[:, :3], h)
+    e1, _ = model.encode(nb[:, :3], h.at[:, M : 2 * M].add(1.0))
+    changed = np.abs(np.asarray(e1) - np.asarray(e0)).max(axis=(0, 2, 3, 4)) > 1e-5
+    assert changed.tolist() == [False, True, False]
+
+
+def test_paper_encoder_options():
+    """The paper's encoder choices are options: cross-attention to the chunk in the first encoder layer
+    only (P_enc = [1]) and an embedding of its own; the defaults (every layer, shared) are today's, with
+    today's parameter names, so checkpoints written before load unchanged."""
+    from retro.checkpoint import load_model_config
+    from util.configs import config_to_dict
+
+    default = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: Retro(CFG, rngs=nnx.Rngs(0))), nnx.Param))
+    enc = default["encoder"]
+    assert "embed" not in enc and "proj_in" in enc  # shared: the decoder's embedding, projected 32 -> 24
+    assert all("cross_attn" in layer for layer in enc["layers"].values())
+    paper = model_config(
+        "tiny", {"cca_out_init": "normal", "enc_cross_layers": [1], "shared_embeddings": False}
+    )
+    assert paper.enc_cross_set() == (1,) and CFG.enc_cross_set() == (1, 2)
+    model = Retro(paper, rngs=nnx.Rngs(0))
+    assert model.encoder.embed.embedding[...].shape == (V, paper.enc_dim) and model.encoder.proj_in is None
+    assert model.encoder.layers[0].cross_attn is not None and model.encoder.layers[1].cross_attn is None
+    tok = tokens_of(2, 2 * M + 1, seed=13)
+    nb = fake_retrieve(tok)
+    # the neighbours of chunk u are still conditioned on chunk u: the reference holds with these choices
+    np.testing.assert_allclose(
+        np.asarray(fwd(model, tok, nb)), _algorithm1_reference(model, tok, nb), atol=2e-5
+    )
+    with pytest.raises(ValueError, match="enc_cross_layers"):
+        model_config("tiny", {"enc_cross_layers": [3]})
+    # a run folder from before these fields existed: its model.yaml lacks them, the defaults apply
+    import tempfile
+
+    import yaml
+
+    old = {k: v for k, v in config_to_dict(CFG).items() if k not in ("enc_cross_layers", "shared_embeddings")}
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "model.yaml").write_text(yaml.safe_dump(old))
+        loaded = load_model_config(d)
+    assert loaded == CFG

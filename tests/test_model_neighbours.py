@@ -54,6 +54,7 @@ def test_index_retriever_shapes(built):
     assert 5 not in log[-1]
 
 
+@pytest.mark.slow
 def test_generate_cli_end_to_end(built, tmp_path):
     """precompute -> train 2 steps -> `retro generate` retrieving from the index at chunk boundaries."""
     import json

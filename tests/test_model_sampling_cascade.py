@@ -120,6 +120,7 @@ def test_cascade_retriever_returns_the_cascades_top_chunks(idx):
             cascade_retriever(idx, k=bad_k, r=128, config=CFG, encoder=cascade.encoder)
 
 
+@pytest.mark.slow
 def test_sampler_with_cascade_retriever_matches_full_forward(idx, model):
     """(a) one retrieval per completed chunk, (b) the cascade's top chunks, (c) KV cache == full forward."""
     m, k, r = idx.chunk_len, 2, model.cfg.retrieved_len
@@ -158,6 +159,7 @@ def test_sampler_with_cascade_retriever_matches_full_forward(idx, model):
     assert out["tokens"] == np.argmax(full[len(prompt) - 1 : -1], axis=-1).tolist()
 
 
+@pytest.mark.slow
 def test_generate_cli_with_cascade_end_to_end(index_path, idx, tmp_path, capsys):
     from retro.data import precompute_neighbours
 

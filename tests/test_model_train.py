@@ -10,7 +10,7 @@ from flax import nnx
 
 from retro import checkpoint as ckpt
 from retro.data import NeighbourStore, filter_neighbours, heldout_docs, write_store
-from retro.evaluate import paired_bpb_difference, read_per_chunk
+from retro.evaluate import leakage_per_chunk, paired_bpb_difference, read_per_chunk
 from retro.train import TrainConfig, train
 
 M, V = 4, 61
@@ -85,6 +85,7 @@ def trained(tmp_path_factory, store):
     return tmp_path, train(cfg_for(tmp_path, "run", store, steps=40), quiet=True)
 
 
+@pytest.mark.slow
 def test_training_loss_falls_and_resume(trained, store):
     tmp_path, res = trained
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -95,6 +96,7 @@ def test_training_loss_falls_and_resume(trained, store):
     assert res2["start_step"] == 40 and res2["step"] == 45
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(trained, store):
     tmp_path, _ = trained
     model, step = ckpt.load_model(tmp_path / "run")
@@ -110,6 +112,7 @@ def test_checkpoint_round_trip(trained, store):
     np.testing.assert_array_equal(np.asarray(model(tok, nb)), np.asarray(again(tok, nb)))
 
 
+@pytest.mark.slow
 def test_retrofit_trains_only_encoder_and_cca(tmp_path, store):
     train(cfg_for(tmp_path, "base", store, steps=4, retrieval=False, model={"cca_layers": []}), quiet=True)
     _, base = ckpt.restore_params(tmp_path / "base")
@@ -126,7 +129,7 @@ def test_retrofit_trains_only_encoder_and_cca(tmp_path, store):
     assert "encoder" in fit and "cca" in fit["blocks"]["1"]
 
 
-@pytest.mark.parametrize("cca_out_init", ["zero", "normal"])
+@pytest.mark.parametrize("cca_out_init", [pytest.param("zero", marks=pytest.mark.slow), "normal"])
 def test_retrieval_lr_mult_scales_only_encoder_and_cca_updates(store, tmp_path, cca_out_init):
     """With retrieval_lr_mult=3 the encoder / CCA parameters move exactly 3x as far as with 1.0 from the
     same init on the same batch, and every decoder parameter moves identically."""
@@ -163,6 +166,7 @@ def test_retrieval_lr_mult_scales_only_encoder_and_cca_updates(store, tmp_path, 
         cfg_for(tmp_path, "bad", store, retrieval_lr_mult=0.0)
 
 
+@pytest.mark.slow
 def test_eval_lm_cli_writes_results(trained, store, tmp_path):
     from pipelines.cli import build_parser, main
 
@@ -244,3 +248,37 @@ def test_fused_readout_xent_matches_softmax_cross_entropy():
         np.testing.assert_allclose(float(got), 3.0 * float(want), rtol=1e-5)
         np.testing.assert_allclose(np.asarray(hx), 3.0 * np.asarray(gx), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(np.asarray(hw), 3.0 * np.asarray(gw), rtol=1e-4, atol=1e-6)
+
+
+def test_leakage_filter_read_and_paper(tmp_path):
+    """`eval lm --leakage`: "read" measures chunk u against the neighbours of chunk u-1 (what the model
+    reads while predicting it), "paper" against chunk u's own nearest neighbours (section 2.6).
+    One-chunk documents whose first neighbour is the identical sister chunk: the paper's leakage is 1 for
+    every chunk; the read neighbour is chunk u-1's copy (its continuation is another document: padding)."""
+    store = NeighbourStore(make_store(tmp_path / "s", n_docs=400, chunks_per_doc=1, seed=3))
+    seqs = store.sequences("heldout", 4 * M)
+    assert len(seqs) >= 2
+    paper, kp = leakage_per_chunk(store, seqs, "paper", k=1, leakage_k=1)
+    read, kr = leakage_per_chunk(store, seqs, "read", k=1)
+    assert (kp, kr) == (1, 1) and paper.shape == read.shape == (len(seqs), 3)
+    assert (paper == 1.0).all()
+    chunks = np.asarray(store.chunks)
+    for s, seq in enumerate(seqs):
+        for u in range(1, 4):  # the longest common run of chunk u and the copy of chunk u-1
+            prev, cur = chunks[seq[u - 1]], chunks[seq[u]]
+            run = max(
+                (
+                    n
+                    for i in range(M)
+                    for j in range(M)
+                    for n in range(1, M + 1)
+                    if i + n <= M and j + n <= M and (cur[i : i + n] == prev[j : j + n]).all()
+                ),
+                default=0,
+            )
+            assert read[s, u - 1] == run / M
+    assert (read < 1.0).all()
+    with pytest.raises(ValueError, match="holds 2 per chunk"):
+        leakage_per_chunk(store, seqs, "paper", leakage_k=10)
+    with pytest.raises(ValueError, match="expected one of read, paper"):
+        leakage_per_chunk(store, seqs, "nearest")
