@@ -11,12 +11,13 @@ The reader is any object with `answer(question, texts, mode=...)` returning the 
 `latency_ms`): `retro.reader.Reader` (the RETRO model, loaded by the CLI from a higher layer) is the
 one the project ships. pipelines/ never imports retro/.
 
-Multi-hop: hop h's reader answer is a bridge (a variable, a person) that the question needs next.
-Hop h+1 searches with the question followed by every bridge so far (`hop_question`), and the
-reader reads that hop's neighbours with the same augmented question, so "who supervises the courier
-who carries shipment X" becomes "... shipment X? Mara Lindqvist" once fact 1 named the courier.
-The loop stops when the reader abstains (the last answer stands), repeats an answer it gave (the
-chain has converged) or after `hops` hops. Each hop is logged with its query, answer and evidence.
+Multi-hop: when the evidence holds only part of a chain, the reader answers with the bridge (the
+person or variable the question needs next). Hop h+1 searches with the question followed by every
+bridge so far (`hop_question`), so "who supervises the courier who carries shipment X" searches
+"... shipment X? Mara Lindqvist" once fact 1 named the courier, and the reader reads that hop's
+neighbours with the question as asked. The loop stops when the reader abstains (the last answer
+stands), repeats an answer it gave (the chain has converged) or after `hops` hops. Each hop is
+logged with its query, answer and evidence.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def ask(
                 rank_of[n.chunk] = len(neighbours) + 1
                 neighbours.append(dataclasses.replace(n, rank=rank_of[n.chunk], hop=h))
         hop_ranks = [rank_of[n.chunk] for n in res.neighbours]
-        out = reader.answer(query, [n.text for n in res.neighbours], **kwargs)
+        out = reader.answer(question, [n.text for n in res.neighbours], **kwargs)
         reader_ms += float(out.latency_ms)
         text = None if out.abstained else out.text
         log.append(HopAnswer(h, query, text, tuple(hop_ranks), round(float(out.latency_ms), 3)))

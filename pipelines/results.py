@@ -195,7 +195,7 @@ class HopAnswer:
     """One hop of reading: what was searched, what the reader said, which neighbours it read."""
 
     hop: int  # 1-based
-    query: str  # the question as searched and read at this hop (question + bridges so far)
+    query: str  # what this hop searched with (the question + the bridges so far)
     answer: str | None  # the reader's answer at this hop (None: abstained)
     evidence: tuple[int, ...]  # ranks (in the result's neighbour list) of the neighbours it read
     latency_ms: float  # reader time of this hop

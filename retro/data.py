@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from util.runinfo import atomic_write_json
+from util.runinfo import atomic_path, atomic_write_json
 
 META = "meta.json"
 
@@ -70,9 +70,8 @@ def write_store(
         ("neighbours", neighbours, np.int64),
         ("chunk_bytes", chunk_bytes, np.int32),
     ):
-        tmp = out / f".{name}.tmp.npy"
-        np.save(tmp, np.asarray(arr, dt))
-        os.replace(tmp, out / f"{name}.npy")
+        with atomic_path(out / f"{name}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(arr, dt))
     meta = {
         "num_chunks": int(len(chunks)),
         "chunk_len": int(chunks.shape[1]),
