@@ -221,8 +221,14 @@ def test_ask_json_round_trips_from_the_typed_result(dense_index, encoder):
     assert [Neighbour.from_dict(n) for n in rec["neighbours"]] == list(res.neighbours)
     search = json.loads(res.to_json())
     assert search["query"] == QUESTION and "id" not in search and "answer" not in search
-    answered = res.with_answer({"text": "Lisbon", "citations": [1]})
-    assert json.loads(answered.to_json(None, ask=True))["answer"] == {"text": "Lisbon", "citations": [1]}
+    from pipelines.results import Answer, Citation, HopAnswer
+
+    hop = HopAnswer(1, QUESTION, "Lisbon", (1,), 12.5)
+    answer = Answer("Lisbon", False, (Citation(1, 7, 30, 36),), "constrained", "test", 12.5, (hop,))
+    answered = res.with_answer(answer)
+    rec = json.loads(answered.to_json(None, ask=True))["answer"]
+    assert rec["text"] == "Lisbon" and rec["citations"] == [{"rank": 1, "chunk": 7, "char_start": 30, "char_end": 36}]
+    assert rec["hops"][0]["evidence"] == [1] and rec["abstained"] is False
     assert res.answer is None  # the original is unchanged
 
 
