@@ -111,22 +111,14 @@ class EntityFacts:
     answer: str  # the person the question asks for
 
 
-def _person(rng: random.Random, used: set[str]) -> str:
+def _fresh(make, used: set[str], what: str) -> str:
+    """A string from `make()` not yet in `used` (then added to it)."""
     for _ in range(10_000):
-        name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
-        if name not in used:
-            used.add(name)
-            return name
-    raise ValueError("ran out of distinct person names; ask for fewer two-hop needles")
-
-
-def _item_id(rng: random.Random, rel: Relation, used: set[str]) -> str:
-    for _ in range(10_000):
-        tok = f"{rel.id_prefix}-{rng.randrange(10_000, 100_000)}"
+        tok = make()
         if tok not in used:
             used.add(tok)
             return tok
-    raise ValueError("ran out of distinct item ids")
+    raise ValueError(f"ran out of distinct {what}; ask for fewer two-hop needles")
 
 
 def make_facts(rng: random.Random, form: int, used: set[str]) -> EntityFacts:
@@ -134,8 +126,10 @@ def make_facts(rng: random.Random, form: int, used: set[str]) -> EntityFacts:
     if form not in range(len(FORMS)):
         raise ValueError(f"form must be 0 or 1, got {form}")
     rel = rng.choice(FORMS[form])
-    item = rel.item.format(id=_item_id(rng, rel, used))
-    bridge, answer = _person(rng, used), _person(rng, used)
+    item = rel.item.format(
+        id=_fresh(lambda: f"{rel.id_prefix}-{rng.randrange(10_000, 100_000)}", used, "ids")
+    )
+    bridge, answer = (_fresh(lambda: f"{rng.choice(FIRST)} {rng.choice(LAST)}", used, "names") for _ in "ab")
     cap = item[0].upper() + item[1:]
     return EntityFacts(
         fact1=rel.fact1.format(Item=cap, item=item, bridge=bridge),
