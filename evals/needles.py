@@ -10,7 +10,9 @@ needs and the strings a correct answer contains. Tasks (how `n` needles become s
 - `multihop`   n chains `VAR A = 12345. VAR B = VAR A. ...` of `hops` hops (hops + 1 needles each);
                the question asks the value of the last variable;
 - `nonliteral` n needles whose question shares no content word with the needle (paraphrase pairs
-               written for this project, see `evals.nonliteral`).
+               written for this project, see `evals.nonliteral`);
+- `twohop`     n questions, two facts each: the first names a bridge person, the second that
+               person's superior, whom the question asks for (`evals.entities`; `form` 0 or 1).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from evals import nonliteral
+from evals import entities, nonliteral
 from evals.words import ADJECTIVES, NOUNS, UPPER
 
-TASKS = ("single", "multikey", "multivalue", "multiquery", "multihop", "nonliteral")
+TASKS = ("single", "multikey", "multivalue", "multiquery", "multihop", "nonliteral", "twohop")
 KEY_TYPES = ("word", "number", "uuid")
 _KIND = {"word": "words", "number": "numbers", "uuid": "uuids"}
 
@@ -38,6 +40,7 @@ class NeedleConfig:
     queries_per_question: int = 4  # multiquery: keys asked in one question
     hops: int = 4  # multihop: assignments after the first (4 hops = 5 needles per chain)
     distractors_per_needle: int = 3  # multikey: extra needles of the same form with other keys
+    form: int = 0  # twohop: surface form of facts and questions (0 or 1; pick settings on one, report the other)
 
     def check(self) -> NeedleConfig:
         """Raise ValueError with a one-line message if a field is out of range."""
@@ -51,6 +54,8 @@ class NeedleConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.distractors_per_needle < 0:
             raise ValueError("distractors_per_needle must be >= 0")
+        if self.form not in (0, 1):
+            raise ValueError(f"form must be 0 or 1, got {self.form}")
         return self
 
 
@@ -185,6 +190,12 @@ def make_needles(cfg: NeedleConfig, n: int, seed: int) -> NeedleSet:
                 ids.append(add(sid, b, value, f"VAR {b} = VAR {a}."))
             q = f"What is the value of VAR {names[-1]}?"
             samples.append(Sample(sid, cfg.task, q, (value,), tuple(ids), {"chain": names}))
+    elif cfg.task == "twohop":
+        for i in range(n):
+            sid = f"q{i:04d}"
+            f = entities.make_facts(rng, cfg.form, used_keys)
+            ids = (add(sid, f.bridge, f.bridge, f.fact1), add(sid, f.bridge, f.answer, f.fact2))
+            samples.append(Sample(sid, cfg.task, f.question, (f.answer,), ids, {"bridge": f.bridge}))
     else:  # nonliteral
         for i, (needle_text, question, value) in enumerate(nonliteral.make(n, rng)):
             sid = f"q{i:04d}"
@@ -208,6 +219,9 @@ def distractor_stream(cfg: NeedleConfig, true_keys: frozenset[str], seed: int) -
     """An endless, seeded stream of distractor sentences of the same form as `cfg`'s needles,
     never using a key in `true_keys` (multihop: unrelated `VAR X = n.` assignments)."""
     rng = _rng(seed, f"distractors|{cfg.key_type}|{cfg.value_type}|{cfg.task}")
+    if cfg.task == "twohop":
+        yield from entities.distractor_facts(rng, cfg.form, true_keys)
+        return
     if cfg.task == "multihop":
         while True:
             name = "".join(rng.choice(UPPER) for _ in range(5))

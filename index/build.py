@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from index.corpus import CorpusReader, Document, corpus_bytes
 from index.shard import ShardBuffer, read_shard_meta, write_shard
 from index.tokenizer import Tokenizer, sha256_file, train_tokenizer
 from util.configs import config_to_dict
-from util.runinfo import atomic_write_json, run_info
+from util.runinfo import atomic_path, atomic_write_json, run_info
 
 FORMAT_VERSION = 2  # 2: word-level BM25 with term hashes (bm25/term_hash.npy)
 
@@ -156,9 +157,8 @@ def _make_template(path: Path, factory: str, dim: int, train_tokens: np.ndarray,
                 f"{len(train_tokens)}; use faiss_factory=Flat or a smaller IVF"
             )
         ann.train(embed(train_tokens))
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(ann, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        faiss.write_index(ann, str(tmp))
 
 
 def _release_memory() -> None:
@@ -197,7 +197,8 @@ class _Builder:
                 )
             if not self.append:
                 raise FileExistsError(
-                    f"{out}: already holds an index; use --append to add documents or choose another --out"
+                    f"{out}: already holds an index of another corpus or config; use --append to add "
+                    "documents, or choose another --out"
                 )
         elif self.append:
             raise FileNotFoundError(f"{out}: no index to append to (no index.json)")
@@ -258,8 +259,8 @@ class _Builder:
             timings = {"sample_s": time.time() - t0}
             t0 = time.time()
             if cfg.tokenizer:
-                shutil.copyfile(cfg.tokenizer, tok_path.with_suffix(".tmp"))
-                os.replace(tok_path.with_suffix(".tmp"), tok_path)
+                with atomic_path(tok_path) as tmp:
+                    shutil.copyfile(cfg.tokenizer, tmp)
             else:
                 train_tokenizer(sample, tok_path, vocab_size=cfg.vocab_size, threads=cfg.threads)
             self.tokenizer = Tokenizer(tok_path)
@@ -511,6 +512,18 @@ class _Builder:
         return manifest
 
 
+def finished_build(out: str | os.PathLike, corpus: str | os.PathLike, cfg: BuildConfig) -> dict | None:
+    """The manifest when `out` already holds the finished build of exactly `corpus` with `cfg` (one
+    corpus, no appends, the same resolved config), else None: rerunning a build is a no-op, like make."""
+    path = Path(out) / "index.json"
+    if not path.is_file() or (Path(out) / "build.json").exists():
+        return None
+    manifest = json.loads(path.read_text())
+    corpora = manifest.get("corpora", [])
+    same_corpus = len(corpora) == 1 and corpora[0].get("path") == str(Path(corpus).resolve())
+    return manifest if same_corpus and manifest.get("build_config") == config_to_dict(cfg) else None
+
+
 def build_index(
     corpus: str | os.PathLike,
     out: str | os.PathLike,
@@ -521,13 +534,18 @@ def build_index(
 ) -> dict:
     """Build (or resume, or append to) the index at `out` from the file or folder `corpus`.
 
-    Returns the manifest (index.json) as a dict. Raises FileNotFoundError / FileExistsError /
-    ValueError with a one-line message for bad input.
+    Returns the manifest (index.json) as a dict. A finished build of the same corpus and config is
+    left as it is (`finished_build`). Raises FileNotFoundError / FileExistsError / ValueError with a
+    one-line message for bad input.
     """
     cfg = config or BuildConfig()
     cfg.validate()
     if not Path(corpus).exists():
         raise FileNotFoundError(f"{corpus}: no such file or directory")
+    if not append and (done := finished_build(out, corpus, cfg)) is not None:
+        if not quiet:
+            print(f"{out}: complete (same corpus and config); nothing to do", file=sys.stderr)
+        return done
     manifest_path = Path(out) / "index.json"
     if append and manifest_path.is_file():  # chunking, tiers and scoring must match the shards already there
         built_with = json.loads(manifest_path.read_text())["build_config"]

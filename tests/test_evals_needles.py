@@ -93,3 +93,28 @@ def test_bad_needle_config():
         make_needles(NeedleConfig(), 0, 0)
     with pytest.raises(ValueError, match="distinct questions"):
         make_needles(NeedleConfig(task="nonliteral"), 5000, 0)
+
+
+def test_twohop_questions_need_the_bridge_and_forms_differ():
+    import itertools
+
+    from evals.entities import FORMS
+
+    a = make_needles(NeedleConfig(task="twohop"), 20, seed=5)
+    assert a == make_needles(NeedleConfig(task="twohop"), 20, seed=5)  # deterministic
+    by_id = {nd.needle_id: nd for nd in a.needles}
+    for s in a.samples:
+        fact1, fact2 = (by_id[i].text for i in s.needle_ids)
+        bridge, answer = s.meta["bridge"], s.answers[0]
+        item = s.question.rstrip("?").split()[-1]
+        assert item in fact1 and bridge in fact1 and answer not in fact1
+        assert bridge in fact2 and answer in fact2 and item not in fact2
+        assert bridge not in s.question and answer not in s.question
+    words = [{w for r in form for w in f"{r.fact1} {r.fact2} {r.question}".lower().split()} for form in FORMS]
+    verbs = {"carried", "assigned", "analysed", "signed", "piloted", "led", "supervises", "taught"}
+    assert not (words[0] & words[1] & verbs)  # the two surface forms share no relation verb
+    stream = NeedleConfig(task="twohop", form=1)
+    facts = list(itertools.islice(distractor_stream(stream, a.true_keys, seed=5), 200))
+    assert not any(k in f for f in facts for k in a.true_keys)
+    with pytest.raises(ValueError, match="form must be 0 or 1"):
+        NeedleConfig(task="twohop", form=2).check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -112,11 +113,23 @@ def test_output_folder_that_holds_something_else_is_refused(tmp_path, real_corpu
     with pytest.raises(FileExistsError, match="holds no retro index"):
         build_index(real_corpus, tmp_path / "busy", FAST, quiet=True)
     assert (tmp_path / "busy" / "thesis.tex").read_text() == "precious"
-    with pytest.raises(FileExistsError, match="already holds an index"):
-        build_index(real_corpus, built, FAST, quiet=True)
+    other = dataclasses.replace(FAST, shard_chunks=300)
+    with pytest.raises(FileExistsError, match="already holds an index of another corpus or config"):
+        build_index(real_corpus, built, other, quiet=True)
     assert main(["index", "build", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x")]) == 2
     with pytest.raises(ValueError, match="not a retro index"):
         Index.open(tmp_path / "busy")
+
+
+def test_rerun_of_a_finished_build_is_complete_and_touches_nothing(built, real_corpus, capsys):
+    before = {p: p.stat().st_mtime_ns for p in built.rglob("*")}
+    manifest = json.loads((built / "index.json").read_text())
+    assert build_index(real_corpus, built, FAST, quiet=True) == manifest
+    args = ["index", "build", str(real_corpus), "--out", str(built), "--set", "vocab_size=1000"]
+    args += ["--set", "dense=off", "--set", "shard_chunks=400"]
+    assert main(args) == 0
+    assert "complete (same corpus and config); nothing to do" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in built.rglob("*")} == before
 
 
 def test_mismatched_tokenizer_or_embedder_is_refused(tmp_path, built, real_corpus):

@@ -1,0 +1,165 @@
+"""Two-hop entity questions: one fact names a bridge entity, a second fact about that entity holds
+the answer, and the question names neither the bridge nor the answer.
+
+    fact 1   "Shipment KX-48213 is carried by the courier Mara Lindqvist."
+    fact 2   "The courier Mara Lindqvist reports to the supervisor Tomas Okafor."
+    question "Who supervises the courier who carries shipment KX-48213?"   -> Tomas Okafor
+
+Retrieval with the question alone finds fact 1 (it shares the shipment id) but not fact 2 (it shares
+only common words), so a system must read the bridge (Mara Lindqvist) and search again with it: the
+"who supervises the courier who carries shipment X" case that raw-text re-querying lost.
+
+Two surface forms with disjoint wording (`form` 0 and 1): pick settings on one, report the other.
+Each form has several relations, so a reader cannot learn one sentence pattern. Written for this
+project; names are drawn from lists written here, ids are random.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+FIRST = tuple(
+    """
+    Mara Tomas Ines Kofi Lena Arjun Noor Pavel Sofia Emeka Hana Luis Yara Oskar Mei Dario Ama Felix
+    Rosa Kenji Lior Asha Bruno Elif Hugo Nadia Tariq Vera Idris Maya Soren Lucia Omar Freya Jonas
+    Zainab Milan Keiko Rafael Ilse Kwame Anya Mateo Greta Samir Leila Viktor Nia Pedro Ada Hamid
+    Clara Yusuf Irene Bastian Amara Dmitri Paula Teodor Selin
+    """.split()
+)
+LAST = tuple(
+    """
+    Lindqvist Okafor Marchetti Haddad Novak Brennan Takahashi Oyelaran Castillo Petrov Moreau Ibsen
+    Kowalski Achebe Varga Delgado Nakamura Rahman Fischer Mensah Quintero Lund Sato Aydin Caruso
+    Holm Adeyemi Ferreira Vogel Bianchi Kader Sorensen Yilmaz Duarte Engel Mwangi Laurent Bergstrom
+    Ortega Hayashi Nilsson Abara Conti Falk Gallo Iqbal Jensen Keller Lopes Matsuda Njoroge Pereira
+    Rossi Strand Tanaka Ueda Wolff Zamora Aalto Brandt
+    """.split()
+)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One two-hop pattern: fact 1 links an item to a bridge person, fact 2 the bridge to the answer."""
+
+    item: str  # what the question starts from, with {id}: "shipment {id}"
+    fact1: str  # "{Item} is carried by the courier {bridge}." ({Item}: item with a capital)
+    fact2: str  # "The courier {bridge} reports to the supervisor {answer}."
+    question: str  # "Who supervises the courier who carries {item}?"
+    id_prefix: str  # letters before the item's digits, e.g. "KX"
+
+
+FORMS: tuple[tuple[Relation, ...], ...] = (
+    (  # form 0: logistics, clinics, labs
+        Relation(
+            "shipment {id}",
+            "{Item} is carried by the courier {bridge}.",
+            "The courier {bridge} reports to the supervisor {answer}.",
+            "Who supervises the courier who carries {item}?",
+            "KX",
+        ),
+        Relation(
+            "patient file {id}",
+            "{Item} was assigned to the nurse {bridge}.",
+            "The nurse {bridge} works under the head physician {answer}.",
+            "Which head physician oversees the nurse assigned to {item}?",
+            "PF",
+        ),
+        Relation(
+            "sample {id}",
+            "{Item} was analysed by the technician {bridge}.",
+            "The technician {bridge} is trained by the senior chemist {answer}.",
+            "Who trained the technician who analysed {item}?",
+            "SM",
+        ),
+    ),
+    (  # form 1: other roles, other verbs, other word order
+        Relation(
+            "invoice {id}",
+            "The accountant {bridge} signed off {item}.",
+            "{answer} is the auditor who reviews the work of {bridge}.",
+            "Name the auditor reviewing whoever signed off {item}.",
+            "IV",
+        ),
+        Relation(
+            "flight {id}",
+            "Captain {bridge} piloted {item}.",
+            "{answer} taught Captain {bridge} to fly.",
+            "Who taught the pilot of {item} to fly?",
+            "FL",
+        ),
+        Relation(
+            "case {id}",
+            "Detective {bridge} led the inquiry into {item}.",
+            "{answer} is the chief inspector who commands Detective {bridge}.",
+            "Which chief inspector commands the detective who led the inquiry into {item}?",
+            "CS",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class EntityFacts:
+    """One two-hop question with its two facts."""
+
+    fact1: str  # names the item and the bridge
+    fact2: str  # names the bridge and the answer
+    question: str  # names only the item
+    bridge: str  # the person fact 1 leads to
+    answer: str  # the person the question asks for
+
+
+def _person(rng: random.Random, used: set[str]) -> str:
+    for _ in range(10_000):
+        name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+        if name not in used:
+            used.add(name)
+            return name
+    raise ValueError("ran out of distinct person names; ask for fewer two-hop needles")
+
+
+def _item_id(rng: random.Random, rel: Relation, used: set[str]) -> str:
+    for _ in range(10_000):
+        tok = f"{rel.id_prefix}-{rng.randrange(10_000, 100_000)}"
+        if tok not in used:
+            used.add(tok)
+            return tok
+    raise ValueError("ran out of distinct item ids")
+
+
+def make_facts(rng: random.Random, form: int, used: set[str]) -> EntityFacts:
+    """One question of surface form `form` (0 or 1); `used` keeps names and ids distinct."""
+    if form not in range(len(FORMS)):
+        raise ValueError(f"form must be 0 or 1, got {form}")
+    rel = rng.choice(FORMS[form])
+    item = rel.item.format(id=_item_id(rng, rel, used))
+    bridge, answer = _person(rng, used), _person(rng, used)
+    cap = item[0].upper() + item[1:]
+    return EntityFacts(
+        fact1=rel.fact1.format(Item=cap, item=item, bridge=bridge),
+        fact2=rel.fact2.format(bridge=bridge, answer=answer),
+        question=rel.question.format(item=item),
+        bridge=bridge,
+        answer=answer,
+    )
+
+
+def distractor_facts(rng: random.Random, form: int, avoid: frozenset[str]) -> Iterator[str]:
+    """An endless stream of facts of the same relations about other items and people (never a name
+    or id in `avoid`), so the haystack is full of look-alike facts. Repeats among distractors are
+    allowed (a stream of a billion tokens cannot keep them distinct)."""
+    if form not in range(len(FORMS)):
+        raise ValueError(f"form must be 0 or 1, got {form}")
+    while True:
+        rel = rng.choice(FORMS[form])
+        item = rel.item.format(id=f"{rel.id_prefix}-{rng.randrange(10_000, 100_000)}")
+        a, b = (f"{rng.choice(FIRST)} {rng.choice(LAST)}" for _ in range(2))
+        if avoid.intersection((item.split()[-1], a, b)) or a == b:
+            continue
+        cap = item[0].upper() + item[1:]
+        if rng.random() < 0.5:
+            yield rel.fact1.format(Item=cap, item=item, bridge=a)
+        else:
+            yield rel.fact2.format(bridge=a, answer=b)
