@@ -158,7 +158,10 @@ class Reader:
         cache = self.net.retro.init_cache(1, total, k)
         u = len(prefix) // m - 1
         tokens = list(prefix)
-        keys = (jnp.zeros((1, k * cfg.retrieved_len, cfg.copy_dim)), jnp.zeros((1, k * cfg.retrieved_len), jnp.int32))
+        keys = (
+            jnp.zeros((1, k * cfg.retrieved_len, cfg.copy_dim)),
+            jnp.zeros((1, k * cfg.retrieved_len), jnp.int32),
+        )
         p = 0
         while p < len(prefix):  # prefill, one attending chunk at a time
             q = min(len(prefix), m - 1 if p < m - 1 else p + m)

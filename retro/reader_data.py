@@ -15,6 +15,10 @@ neighbour for answers[i] (`{key} is: {value}` for key/value needles; `VAR B = VA
 Multi-hop chains give one question per variable: the answer to "What is the value of VAR E?" is the
 right-hand side of E's assignment, `VAR D` (the bridge: fed back as the next query) or the number at the
 chain's start, so a 4-hop chain is 5 reader calls.
+Two-hop entity questions (evals/entities.py) give two records: hop 0 searches with the question, hop 1
+with the bridge person's name (the hop-0 answer fed back as the query); both ask the question. The
+target depends on which facts the given neighbours hold: both -> the answer; only fact 1 -> the bridge
+(the name to look up next); neither -> <abstain>. Training uses surface form 0 only; form 1 is held out.
 
 Seeds: training haystacks use 1000+, held-out 2000+; the evals use 0-3, never seen here.
 `python -m retro.reader_data --out data/reader --split train` (about 3 minutes for the train split on
@@ -94,11 +98,40 @@ def _specs(split: str) -> list[HaySpec]:
     return out
 
 
+def twohop_specs(split: str) -> list[HaySpec]:
+    """Two-hop entity haystacks: train on surface form 0 only; held out: form 0 and the unseen form 1."""
+    if split == "train":
+        forms = (0, 0, 0, 0)
+        base, tokens = 1100, 120_000
+    else:
+        forms = (0, 1, 1)
+        base, tokens = 2100, 250_000
+    return [
+        HaySpec(f"twohop-f{f}-{base + i}", NeedleConfig("twohop", form=f), 40, tokens, base + i)
+        for i, f in enumerate(forms)
+    ]
+
+
 def _questions(ns) -> list[dict]:
     """(question, answers, evidence) per reader call; multihop chains give one call per variable."""
     by_id = {nd.needle_id: nd for nd in ns.needles}
     out = []
     for smp in ns.samples:
+        if smp.task == "twohop":  # hop 0 asks the question, hop 1 looks the bridge up
+            facts = [by_id[i].text.rstrip(".") for i in smp.needle_ids]
+            for h, query in enumerate((smp.question, smp.meta["bridge"])):
+                out.append(
+                    {
+                        "id": f"{smp.sample_id}-h{h}",
+                        "task": "twohop",
+                        "question": smp.question,
+                        "query": query,
+                        "answers": list(smp.answers),
+                        "bridge": smp.meta["bridge"],
+                        "evidence": facts,
+                    }
+                )
+            continue
         if smp.task == "multihop":
             names = smp.meta["chain"]
             for i, name in enumerate(names):
@@ -141,7 +174,7 @@ def build_haystack(spec: HaySpec, work: Path, quiet: bool = True) -> list[dict]:
     idx = Index.open(hay / "index")
     records = []
     for q in _questions(ns):
-        ids, _ = idx.search_bm25(q["question"], TOP_N)
+        ids, _ = idx.search_bm25(q.get("query", q["question"]), TOP_N)
         ids = [int(i) for i in np.asarray(ids).reshape(-1) if i >= 0]
         texts = idx.neighbour_text(ids) if ids else []
         gold = [[e for e, ev in enumerate(q["evidence"]) if ev in t] for t in texts]
@@ -164,11 +197,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="data/reader")
     ap.add_argument("--split", choices=("train", "heldout"), default="train")
     ap.add_argument("--limit", type=int, default=0, help="only the first N haystacks (for tests)")
+    ap.add_argument("--tasks", default="needles,twohop", help="needles (RULER tasks), twohop, or both")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    specs = _specs(args.split)[: args.limit or None]
-    tmp = out / f"{args.split}.jsonl.tmp"
+    tasks = args.tasks.split(",")
+    specs = (_specs(args.split) if "needles" in tasks else []) + (
+        twohop_specs(args.split) if "twohop" in tasks else []
+    )
+    specs = specs[: args.limit or None]
+    name = args.split if tasks == ["needles", "twohop"] else f"{args.split}-{'-'.join(tasks)}"
+    tmp = out / f"{name}.jsonl.tmp"
     t0 = time.perf_counter()
     n = 0
     with open(tmp, "w") as f:
@@ -178,12 +217,15 @@ def main(argv: list[str] | None = None) -> None:
                 f.write(json.dumps(r) + "\n")
             n += len(recs)
             hit = sum(any(len(g) > 0 for g in r["gold"]) for r in recs) / max(1, len(recs))
-            print(f"[{i + 1}/{len(specs)}] {spec.name}: {len(recs)} questions, gold in top-{TOP_N} {hit:.2f}"
-                  f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+            print(
+                f"[{i + 1}/{len(specs)}] {spec.name}: {len(recs)} questions, gold in top-{TOP_N} {hit:.2f}"
+                f" ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, out / f"{args.split}.jsonl")
-    print(f"wrote {n} records to {out / (args.split + '.jsonl')}")
+    os.replace(tmp, out / f"{name}.jsonl")
+    print(f"wrote {n} records to {out / (name + '.jsonl')}")
 
 
 if __name__ == "__main__":

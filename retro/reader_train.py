@@ -28,8 +28,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from retro.reader_layout import ReaderConfig, ReaderTokenizer, answer_ids, neighbour_block, question_prefix
-from retro.reader_layout import train_tokenizer, training_example
+from retro.reader_layout import (
+    ReaderConfig,
+    ReaderTokenizer,
+    answer_ids,
+    neighbour_block,
+    question_prefix,
+    train_tokenizer,
+    training_example,
+)
 from retro.reader_model import ReaderNet
 from util.configs import config_to_dict, resolve_config
 from util.runinfo import atomic_write_bytes, atomic_write_json, atomic_write_text, run_info
@@ -55,6 +62,12 @@ class ReaderTrainConfig:
     log_every: int = 25  # steps between log lines
     save_every: int = 200  # steps between weight exports
     seed: int = 1000  # sampling and init seed
+    init: str = ""  # start from this checkpoint folder (its tokenizer and network config), "" = from scratch
+    max_train_answer_chunks: int = (
+        5  # skip questions whose answer needs more chunks (fewer shapes to compile)
+    )
+    tasks: tuple[str, ...] = ()  # only records of these tasks ((): all)
+    then: str = ""  # a next-stage config run after this one, initialised from this one's output
 
 
 class Examples:
@@ -108,7 +121,11 @@ class Examples:
         self.rng.shuffle(chosen)
         present = {e for j in chosen for e in gold[j]}
         keep = [p for e, p in enumerate(parts) if e in present and e not in drop]
-        return prefix, answer_ids(keep), neighbour_block([nbs[j] for j in chosen], self.k, self.rcfg.retrieved_len)
+        return (
+            prefix,
+            answer_ids(keep),
+            neighbour_block([nbs[j] for j in chosen], self.k, self.rcfg.retrieved_len),
+        )
 
     def batch(self, b: int, few: bool, abstain_frac: float):
         """A batch of one shape bucket: tokens, targets, weights [B, L]; neighbours [B, C, K, R]."""
@@ -137,13 +154,16 @@ def save_weights(net: ReaderNet, path: Path) -> None:
 
 def load_weights(net: ReaderNet, path: Path) -> None:
     """Fill `net`'s parameters from save_weights' .npz (every parameter must be present)."""
-    data = np.load(path)
+    with np.load(path) as data:
+        arrays = dict(data)
     state = nnx.state(net, nnx.Param)
     for k, v in state.flat_state():
         name = "/".join(map(str, k))
-        if name not in data:
+        if name not in arrays:
             raise ValueError(f"{path}: missing parameter {name}")
-        v.value = jnp.asarray(data[name])
+        if tuple(arrays[name].shape) != tuple(v.shape):
+            raise ValueError(f"{path}: parameter {name} has shape {arrays[name].shape}, expected {v.shape}")
+        v.set_value(jnp.asarray(arrays[name]))
     nnx.update(net, state)
 
 
@@ -160,14 +180,18 @@ def make_step(graphdef, tx):
         (loss, lp), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, tok, tgt, w, nb)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        good = ((lp > np.log(0.5)) | (w == 0)).all(-1).mean()  # sequences whose every answer token has p > 0.5
+        good = (
+            ((lp > np.log(0.5)) | (w == 0)).all(-1).mean()
+        )  # sequences whose every answer token has p > 0.5
         return params, opt_state, loss, good
 
     return step
 
 
 def _tokenizer(data: Path, records: list[dict], rcfg: ReaderConfig) -> bytes:
-    lines = sorted({r["question"] for r in records}) + sorted({t for r in records for t in r["neighbours"][:6]})
+    lines = sorted({r["question"] for r in records}) + sorted(
+        {t for r in records for t in r["neighbours"][:6]}
+    )
     random.Random(0).shuffle(lines)
     return train_tokenizer(lines[:60_000], rcfg.vocab_size)
 
@@ -180,20 +204,38 @@ def train(cfg: ReaderTrainConfig) -> dict:
         from retro import reader_data
 
         reader_data.main(["--out", str(data), "--split", "train"])
-    records = [json.loads(x) for x in open(data / "train.jsonl")]
-    rcfg = ReaderConfig.from_dict({**ReaderConfig().to_dict(), **cfg.reader})
+    records = [json.loads(x) for f in sorted(data.glob("train*.jsonl")) for x in open(f)]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    spm_bytes = _tokenizer(data, records, rcfg)
+    if cfg.init:
+        rcfg = ReaderConfig.from_dict(json.loads((Path(cfg.init) / "config.json").read_text()))
+        spm_bytes = (Path(cfg.init) / "tokenizer.model").read_bytes()
+    else:
+        rcfg = ReaderConfig.from_dict({**ReaderConfig().to_dict(), **cfg.reader})
+        spm_bytes = _tokenizer(data, [r for r in records if r["task"] != "twohop"], rcfg)
     atomic_write_bytes(out / "tokenizer.model", spm_bytes)
     tok = ReaderTokenizer(spm_bytes)
     rcfg = dataclasses.replace(rcfg, vocab_size=tok.vocab_size)
     atomic_write_json(out / "config.json", rcfg.to_dict())
-    ex = Examples(records, tok, rcfg, cfg.k_train, cfg.seed)
-    print(f"{len(ex.items)} training questions, buckets {dict(zip(ex.keys, ex.weights.astype(int).tolist()))}", flush=True)
+    if cfg.tasks:
+        records = [r for r in records if r["task"] in cfg.tasks]
+    ex = Examples(
+        records,
+        tok,
+        dataclasses.replace(rcfg, max_answer_chunks=cfg.max_train_answer_chunks),
+        cfg.k_train,
+        cfg.seed,
+    )
+    print(
+        f"{len(ex.items)} training questions, buckets {dict(zip(ex.keys, ex.weights.astype(int).tolist(), strict=True))}",
+        flush=True,
+    )
     net = ReaderNet(rcfg.model_config(), rcfg.copy_dim, rngs=nnx.Rngs(cfg.seed))
+    if cfg.init:
+        load_weights(net, Path(cfg.init) / "weights.npz")
     sched = optax.join_schedules(
-        [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)], [cfg.warmup_steps]
+        [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
+        [cfg.warmup_steps],
     )
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
     graphdef, params = nnx.split(net, nnx.Param)
@@ -206,12 +248,26 @@ def train(cfg: ReaderTrainConfig) -> dict:
     for step in range(1, cfg.steps + 1):
         tk, tg, w, nb = ex.batch(cfg.batch_size, step <= cfg.curriculum_steps, cfg.abstain_frac)
         params, opt_state, loss, good = step_fn(params, opt_state, tk, tg, w, nb)
-        loss_acc, good_acc, n_acc, toks = loss_acc + float(loss), good_acc + float(good), n_acc + 1, toks + tk.size
+        loss_acc, good_acc, n_acc, toks = (
+            loss_acc + float(loss),
+            good_acc + float(good),
+            n_acc + 1,
+            toks + tk.size,
+        )
         if step % cfg.log_every == 0:
             el = time.perf_counter() - t_train
-            row = {"step": step, "loss": loss_acc / n_acc, "seq_ok": good_acc / n_acc, "min": el / 60, "tok_s": toks / el}
+            row = {
+                "step": step,
+                "loss": loss_acc / n_acc,
+                "seq_ok": good_acc / n_acc,
+                "min": el / 60,
+                "tok_s": toks / el,
+            }
             log.append(row)
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            print(
+                json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+                flush=True,
+            )
             loss_acc, good_acc, n_acc = 0.0, 0.0, 0
         if step % cfg.save_every == 0:
             nnx.update(net, params)
@@ -220,8 +276,14 @@ def train(cfg: ReaderTrainConfig) -> dict:
             break
     nnx.update(net, params)
     save_weights(net, out / "weights.npz")
-    summary = {"config": config_to_dict(cfg), "reader": rcfg.to_dict(), "steps": step, "log": log,
-               "wall_s": time.perf_counter() - t0, **run_info()}
+    summary = {
+        "config": config_to_dict(cfg),
+        "reader": rcfg.to_dict(),
+        "steps": step,
+        "log": log,
+        "wall_s": time.perf_counter() - t0,
+        **run_info(),
+    }
     atomic_write_text(out / "train.json", json.dumps(summary, indent=1))
     return summary
 
@@ -233,8 +295,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     cfg = resolve_config(ReaderTrainConfig, args.config, args.overrides)
-    s = train(cfg)
-    print(f"done: {s['steps']} steps in {s['wall_s'] / 60:.1f} min -> {cfg.out}")
+    while True:
+        s = train(cfg)
+        print(f"done: {s['steps']} steps in {s['wall_s'] / 60:.1f} min -> {cfg.out}", flush=True)
+        if not cfg.then:
+            break
+        nxt = resolve_config(ReaderTrainConfig, cfg.then)
+        cfg = dataclasses.replace(nxt, init=cfg.out) if not nxt.init else nxt
 
 
 if __name__ == "__main__":

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retro.reader_layout import BOS, EOS, PAD, SPECIALS_IDS, ReaderConfig, answer_ids, question_prefix
-from retro.reader_layout import training_example
+from retro.reader_layout import (
+    BOS,
+    EOS,
+    PAD,
+    SPECIALS_IDS,
+    ReaderConfig,
+    answer_ids,
+    question_prefix,
+    training_example,
+)
 
 NEEDLE = "One of the special magic numbers for quiet-toad is: 4829173."
 FILLER = (
@@ -55,11 +63,16 @@ def test_input_validation(reader):
 
 
 def test_answers_and_cites_spans_present(reader):
-    nbs = [FILLER + "One of the special magic numbers for brave-wolf is: 1234567. " + FILLER, FILLER + NEEDLE + FILLER]
+    nbs = [
+        FILLER + "One of the special magic numbers for brave-wolf is: 1234567. " + FILLER,
+        FILLER + NEEDLE + FILLER,
+    ]
     a = reader.answer(QUESTION, nbs)
     assert a.mode == "constrained" and a.latency_ms > 0
     assert not a.abstained and a.text == "4829173"
-    assert a.citations and all(nbs[c["neighbour"]][c["char_start"] : c["char_end"]] == a.text for c in a.citations)
+    assert a.citations and all(
+        nbs[c["neighbour"]][c["char_start"] : c["char_end"]] == a.text for c in a.citations
+    )
     assert {c["neighbour"] for c in a.citations} == {1}
     again = reader.answer(QUESTION, nbs)  # deterministic
     assert (again.text, again.citations, again.logprob) == (a.text, a.citations, a.logprob)
@@ -68,7 +81,9 @@ def test_answers_and_cites_spans_present(reader):
 def test_abstains_without_evidence(reader):
     a = reader.answer(QUESTION, [])
     assert a.abstained and a.text is None and a.citations == []
-    b = reader.answer(QUESTION, [FILLER * 3, "One of the special magic numbers for brave-wolf is: 1234567. " + FILLER])
+    b = reader.answer(
+        QUESTION, [FILLER * 3, "One of the special magic numbers for brave-wolf is: 1234567. " + FILLER]
+    )
     assert b.abstained and b.text is None
 
 
