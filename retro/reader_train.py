@@ -89,7 +89,8 @@ class Examples:
             a = -(-len(answer_ids(parts)) // rcfg.chunk_len)
             if a > rcfg.max_answer_chunks:
                 continue
-            self.items.append((prefix, parts, nbs + extra, gold, len(nbs), a, r["task"]))
+            bridge = tok.encode(r["bridge"]) if "bridge" in r else []
+            self.items.append((prefix, parts, nbs + extra, gold, len(nbs), a, r["task"], bridge))
         self.buckets: dict[tuple[int, int], list[int]] = {}
         for i, it in enumerate(self.items):
             self.buckets.setdefault((len(it[0]), it[5]), []).append(i)
@@ -97,35 +98,41 @@ class Examples:
         self.weights = np.array([len(self.buckets[k]) for k in self.keys], float)
 
     def sample(self, i: int, few: bool, abstain: bool):
-        """One example of item i: (prefix, target ids, neighbour block [K, R])."""
-        prefix, parts, nbs, gold, n_top, a, _ = self.items[i]
-        n_ev = len(parts)
-        top = list(range(min(n_top, 10)))
+        """One example of item i: (prefix, target ids, neighbour block [K, R]).
+
+        Key/value tasks: part e of the answer needs evidence e; abstain samples forbid a random non-empty
+        subset of the evidence (the target keeps the parts still present, <abstain> when none is).
+        Two-hop: both facts -> the answer; fact 1 only -> the bridge; no fact 1 -> <abstain>."""
+        prefix, parts, nbs, gold, n_top, _, task, bridge = self.items[i]
+        n_ev = 2 if task == "twohop" else len(parts)
+        need: set[int] = set(range(n_ev))
+        forbid: set[int] = set()
         if abstain:
-            drop = set(self.rng.sample(range(n_ev), self.rng.randint(1, n_ev)))
-            pool = [j for j in range(n_top) if not (gold[j] & drop)]
-            chosen = self.rng.sample(pool[:12], min(self.k, len(pool[:12])))
-        else:
-            drop = set()
-            chosen = []
-            for e in range(n_ev):  # one gold neighbour per evidence string (top-10 first, then any)
-                if any(e in gold[j] for j in chosen):
-                    continue
-                cands = [j for j in top if e in gold[j]] or [j for j in range(len(nbs)) if e in gold[j]]
-                if cands:
-                    chosen.append(self.rng.choice(cands))
-            n_dis = self.rng.randint(0, 1) if few else self.k - len(chosen)
-            rest = [j for j in top if j not in chosen]
-            chosen += self.rng.sample(rest, max(0, min(n_dis, len(rest), self.k - len(chosen))))
+            forbid = {0} if task == "twohop" else set(self.rng.sample(range(n_ev), self.rng.randint(1, n_ev)))
+            need = set()
+        elif task == "twohop" and self.rng.random() < 0.5:
+            need, forbid = {0}, {1}
+        pool = [j for j in range(len(nbs)) if not (gold[j] & forbid)]
+        top = [j for j in pool if j < min(n_top, 10)]
+        chosen: list[int] = []
+        for e in sorted(need):  # one gold neighbour per needed evidence string (top-10 first, then any)
+            if any(e in gold[j] for j in chosen):
+                continue
+            cands = [j for j in top if e in gold[j]] or [j for j in pool if e in gold[j]]
+            if cands:
+                chosen.append(self.rng.choice(cands))
+        n_dis = self.rng.randint(0, 1) if few and not abstain else self.k - len(chosen)
+        rest = [j for j in (top if not abstain else pool[:12]) if j not in chosen]
+        chosen += self.rng.sample(rest, max(0, min(n_dis, len(rest), self.k - len(chosen))))
         chosen = chosen[: self.k]
         self.rng.shuffle(chosen)
         present = {e for j in chosen for e in gold[j]}
-        keep = [p for e, p in enumerate(parts) if e in present and e not in drop]
-        return (
-            prefix,
-            answer_ids(keep),
-            neighbour_block([nbs[j] for j in chosen], self.k, self.rcfg.retrieved_len),
-        )
+        if task == "twohop":
+            keep = [parts[0]] if {0, 1} <= present else [bridge] if 0 in present else []
+        else:
+            keep = [p for e, p in enumerate(parts) if e in present and e not in forbid]
+        block = neighbour_block([nbs[j] for j in chosen], self.k, self.rcfg.retrieved_len)
+        return prefix, answer_ids(keep), block
 
     def batch(self, b: int, few: bool, abstain_frac: float):
         """A batch of one shape bucket: tokens, targets, weights [B, L]; neighbours [B, C, K, R]."""
