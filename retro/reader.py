@@ -34,7 +34,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from retro.reader_layout import EOS, PAD, ReaderConfig, ReaderTokenizer, neighbour_block, question_prefix
+from retro.reader_layout import (
+    EOS,
+    PAD,
+    ReaderConfig,
+    ReaderTokenizer,
+    mark_matches,
+    neighbour_block,
+    question_prefix,
+)
 from retro.reader_model import ReaderNet
 
 ASSETS = Path(__file__).parent / "assets" / "reader"
@@ -71,7 +79,8 @@ class Reader:
             inter = nnx.pop(net.retro, nnx.Intermediate)
             h = inter["reader_h"][0][:, -1]  # [B, D]
             if nb is not None:
-                keys = (net.copy.keys(inter["reader_enc"][0][:, 0]), nb.reshape(nb.shape[0], -1))
+                flat = nb.reshape(nb.shape[0], -1) % cfg.vocab_size  # token ids without the match flag
+                keys = (net.copy.keys(inter["reader_enc"][0][:, 0]), flat)
             lpv = jax.nn.log_softmax(logits[:, -1], -1)  # [B, V]
             pk, flat = keys
             a = jax.nn.softmax(net.copy.scores(h[:, None], pk, flat != PAD)[:, 0], -1)  # [B, K*R]
@@ -151,8 +160,10 @@ class Reader:
         """Greedy decoding -> (generated ids without </s>, summed log-prob)."""
         cfg, m = self.cfg, self.cfg.chunk_len
         k = next(b for b in K_BUCKETS if b >= len(nb_ids))
-        nb = jnp.asarray(neighbour_block(nb_ids, k, cfg.retrieved_len))[None]  # [1, K, R]
-        prefix = question_prefix(self.tok.encode(question), cfg)
+        q_ids = self.tok.encode(question)
+        block = mark_matches(neighbour_block(nb_ids, k, cfg.retrieved_len), q_ids, cfg.vocab_size)
+        nb = jnp.asarray(block)[None]  # [1, K, R]
+        prefix = question_prefix(q_ids, cfg)
         max_new = min(max_new, cfg.max_answer_chunks * m - 1)
         total = (cfg.max_question_chunks + cfg.max_answer_chunks) * m
         cache = self.net.retro.init_cache(1, total, k)

@@ -152,6 +152,13 @@ def neighbour_block(nbs: list[list[int]], k: int, r: int) -> np.ndarray:
     return out
 
 
+def mark_matches(block: np.ndarray, question_ids: list[int], v: int) -> np.ndarray:
+    """[..., K, R] neighbour ids -> ids + V where the token occurs in the question (the exact-match
+    feature, see ReaderRetro); padding is never marked."""
+    hit = np.isin(block, np.asarray(question_ids, block.dtype)) & (block != PAD)
+    return block + v * hit.astype(block.dtype)
+
+
 def training_example(
     prefix: list[int], target: list[int], nb: np.ndarray, cfg: ReaderConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

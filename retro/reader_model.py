@@ -46,12 +46,29 @@ NEG = -1e9
 
 
 class ReaderRetro(Retro):
-    """`Retro` that also records (sows) its encoded neighbours and final hidden states, which the copy
-    head reads. Only `encode` and `logits` are extended; the computation is Retro's."""
+    """`Retro` plus an exact-match input feature on neighbour tokens, recording (sowing) its encoded
+    neighbours and final hidden states, which the copy head reads.
+
+    Neighbour ids arrive as `token + V * match`, match = the token occurs in the question (DrQA's
+    exact-match feature); the encoder input is embed(token) + match * m, with m a learned vector that
+    starts at zero (so a checkpoint without it computes the same function). `encode` repeats Retro.encode's
+    three lines with that input; everything else is Retro's."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        """Retro's parameters, then the match vector m [D] (zero)."""
+        super().__init__(cfg, rngs=rngs)
+        self.match = nnx.Param(jnp.zeros((cfg.d_model,)))
 
     def encode(self, neighbours: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Retro.encode, recording E [B, C, K, R, De] as the intermediate `reader_enc`."""
-        enc, mask = super().encode(neighbours, h)
+        """neighbours: [B, C, K, R] ids (+V where matched); h: [B, L, D] -> E [B, C, K, R, De], mask.
+        Records E as the intermediate `reader_enc`."""
+        v = self.cfg.vocab_size
+        tok, match = neighbours % v, (neighbours >= v).astype(h.dtype)
+        b, length, d = h.shape
+        c, m = tok.shape[1], self.cfg.chunk_len
+        ctx = jnp.pad(h, ((0, 0), (0, max(0, c * m - length)), (0, 0)))[:, : c * m].reshape(b, c, m, d)
+        mask = tok != self.cfg.pad_id
+        enc = self.encoder(self.embed(tok) + match[..., None] * self.match[...], mask, ctx)
         self.sow(nnx.Intermediate, "reader_enc", enc)
         return enc, mask
 
@@ -111,7 +128,7 @@ class ReaderNet(nnx.Module):
         b, length = tokens.shape
         c = enc.shape[1]
         lpv = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), targets[..., None], -1)[..., 0]
-        nb = neighbours[:, :c].reshape(b, c, -1)  # [B, C, K*R]
+        nb = neighbours[:, :c].reshape(b, c, -1) % self.retro.cfg.vocab_size  # [B, C, K*R] token ids
         nmask = nb != self.retro.cfg.pad_id
         s = self.copy.scores(attending_chunks(h, m, c), self.copy.keys(enc), nmask)  # [B, C, M, K*R]
         tgt = attending_chunks(targets[..., None], m, c)[..., 0]  # [B, C, M]

@@ -32,6 +32,7 @@ from retro.reader_layout import (
     ReaderConfig,
     ReaderTokenizer,
     answer_ids,
+    mark_matches,
     neighbour_block,
     question_prefix,
     train_tokenizer,
@@ -90,7 +91,8 @@ class Examples:
             if a > rcfg.max_answer_chunks:
                 continue
             bridge = tok.encode(r["bridge"]) if "bridge" in r else []
-            self.items.append((prefix, parts, nbs + extra, gold, len(nbs), a, r["task"], bridge))
+            qids = tok.encode(r["question"])
+            self.items.append((prefix, parts, nbs + extra, gold, len(nbs), a, r["task"], bridge, qids))
         self.buckets: dict[tuple[int, int], list[int]] = {}
         for i, it in enumerate(self.items):
             self.buckets.setdefault((len(it[0]), it[5]), []).append(i)
@@ -103,7 +105,7 @@ class Examples:
         Key/value tasks: part e of the answer needs evidence e; abstain samples forbid a random non-empty
         subset of the evidence (the target keeps the parts still present, <abstain> when none is).
         Two-hop: both facts -> the answer; fact 1 only -> the bridge; no fact 1 -> <abstain>."""
-        prefix, parts, nbs, gold, n_top, _, task, bridge = self.items[i]
+        prefix, parts, nbs, gold, n_top, _, task, bridge, qids = self.items[i]
         n_ev = 2 if task == "twohop" else len(parts)
         need: set[int] = set(range(n_ev))
         forbid: set[int] = set()
@@ -132,7 +134,7 @@ class Examples:
         else:
             keep = [p for e, p in enumerate(parts) if e in present and e not in forbid]
         block = neighbour_block([nbs[j] for j in chosen], self.k, self.rcfg.retrieved_len)
-        return prefix, answer_ids(keep), block
+        return prefix, answer_ids(keep), mark_matches(block, qids, self.rcfg.vocab_size)
 
     def batch(self, b: int, few: bool, abstain_frac: float):
         """A batch of one shape bucket: tokens, targets, weights [B, L]; neighbours [B, C, K, R]."""
@@ -159,13 +161,16 @@ def save_weights(net: ReaderNet, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_weights(net: ReaderNet, path: Path) -> None:
-    """Fill `net`'s parameters from save_weights' .npz (every parameter must be present)."""
+def load_weights(net: ReaderNet, path: Path, strict: bool = True) -> None:
+    """Fill `net`'s parameters from save_weights' .npz (every parameter must be present unless not
+    `strict`: then missing ones keep their initial values, e.g. a zero-initialised new feature)."""
     with np.load(path) as data:
         arrays = dict(data)
     state = nnx.state(net, nnx.Param)
     for k, v in state.flat_state():
         name = "/".join(map(str, k))
+        if name not in arrays and not strict:
+            continue
         if name not in arrays:
             raise ValueError(f"{path}: missing parameter {name}")
         if tuple(arrays[name].shape) != tuple(v.shape):
@@ -239,7 +244,7 @@ def train(cfg: ReaderTrainConfig) -> dict:
     )
     net = ReaderNet(rcfg.model_config(), rcfg.copy_dim, rngs=nnx.Rngs(cfg.seed))
     if cfg.init:
-        load_weights(net, Path(cfg.init) / "weights.npz")
+        load_weights(net, Path(cfg.init) / "weights.npz", strict=False)
     sched = optax.join_schedules(
         [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
         [cfg.warmup_steps],
