@@ -1,0 +1,183 @@
+"""The reader's config, tokenizer and sequence layout (see retro/reader_model.py for the layout picture).
+
+The reader ships its own sentencepiece tokenizer (unigram, 2,048 pieces, split_digits, byte_fallback),
+trained on the reader's training questions and neighbours: every digit is its own piece, so any number or
+uuid is copyable piece by piece, and neighbour text is re-tokenized with it whatever tokenizer the
+index used. Special pieces: <pad>=0 <unk>=1 <s>=2 </s>=3 and <sep> (ends the question), <abstain>
+(the whole answer when the evidence lacks it), <next> (between the parts of a multi-part answer).
+
+Shapes: C chunks, M chunk length, K neighbours, R retrieved length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from retro.model_config import ModelConfig
+
+SPECIALS = ("<sep>", "<abstain>", "<next>")
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """The reader network and its layout (shipped as config.json next to the weights)."""
+
+    vocab_size: int = 2048  # V: reader tokenizer pieces (small: digits split, bytes as fallback)
+    d_model: int = 128  # D: decoder width
+    n_layers: int = 4  # decoder layers
+    n_heads: int = 4  # H: heads in self-attention and CCA
+    head_dim: int = 32  # per-head width
+    d_ff: int = 512  # feed-forward hidden width
+    enc_dim: int = 64  # De: neighbour-encoder width (the encoder sees K*R tokens: most of the FLOPs)
+    enc_layers: int = 2  # encoder layers (2 in the paper)
+    enc_heads: int = 2  # encoder heads
+    chunk_len: int = 32  # M: reader chunk length (a question fits one chunk, a number answer one)
+    retrieved_len: int = 128  # R: reader tokens kept per neighbour (measured: 99% of cascade neighbours fit)
+    cca_layers: tuple[int, ...] = (2, 4)  # 1-indexed decoder layers with CCA
+    copy_dim: int = 64  # P: pointer (copy head) width
+    max_question_chunks: int = 4  # longer questions keep their last 4*M-2 tokens
+    max_answer_chunks: int = 5  # answer budget: 5*M - 1 tokens (four uuids and separators)
+
+    def model_config(self) -> ModelConfig:
+        """The RETRO ModelConfig of the reader network."""
+        return ModelConfig(
+            vocab_size=self.vocab_size,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            head_dim=self.head_dim,
+            d_ff=self.d_ff,
+            enc_dim=self.enc_dim,
+            enc_layers=self.enc_layers,
+            enc_heads=self.enc_heads,
+            chunk_len=self.chunk_len,
+            retrieved_len=self.retrieved_len,
+            cca_layers=tuple(self.cca_layers),
+            pad_id=PAD,
+        ).validate()
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields."""
+        d = dataclasses.asdict(self)
+        d["cca_layers"] = list(self.cca_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ReaderConfig:
+        """Inverse of to_dict (unknown keys are an error)."""
+        d = dict(d)
+        d["cca_layers"] = tuple(d.get("cca_layers", (2, 4)))
+        return cls(**d)
+
+
+def train_tokenizer(lines: list[str], vocab_size: int) -> bytes:
+    """A sentencepiece model (bytes) trained on `lines`."""
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=buf,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        split_digits=True,
+        byte_fallback=True,
+        pad_id=PAD,
+        unk_id=UNK,
+        bos_id=BOS,
+        eos_id=EOS,
+        user_defined_symbols=list(SPECIALS),
+        max_sentence_length=100_000,
+        hard_vocab_limit=False,
+        num_threads=2,
+        minloglevel=2,
+    )
+    return buf.getvalue()
+
+
+class ReaderTokenizer:
+    """The reader's sentencepiece model plus its special ids."""
+
+    def __init__(self, model_bytes: bytes):
+        """model_bytes: a serialized sentencepiece model with the SPECIALS pieces."""
+        import sentencepiece as spm
+
+        self.sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+        self.sep, self.abstain, self.next = (self.sp.piece_to_id(p) for p in SPECIALS)
+        self.vocab_size = self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` (no <s>/</s>)."""
+        return self.sp.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of `ids`."""
+        return self.sp.decode(ids)
+
+
+def question_prefix(tok_q: list[int], cfg: ReaderConfig) -> list[int]:
+    """<s> question <sep>, left-padded so <sep> ends a chunk: length qc*M, qc <= max_question_chunks."""
+    m = cfg.chunk_len
+    body = [BOS, *tok_q][-(cfg.max_question_chunks * m - 1) :]
+    seq = [*body, SPECIALS_IDS["sep"]]
+    qc = -(-len(seq) // m)
+    return [PAD] * (qc * m - len(seq)) + seq
+
+
+SPECIALS_IDS = {"sep": 4, "abstain": 5, "next": 6}  # fixed by train_tokenizer's piece order
+
+
+def answer_ids(parts: list[list[int]] | None) -> list[int]:
+    """Target tokens: parts joined by <next>, then </s>; None or [] = <abstain> </s>."""
+    if not parts:
+        return [SPECIALS_IDS["abstain"], EOS]
+    out: list[int] = []
+    for i, p in enumerate(parts):
+        out += ([SPECIALS_IDS["next"]] if i else []) + p
+    return [*out, EOS]
+
+
+def neighbour_block(nbs: list[list[int]], k: int, r: int) -> np.ndarray:
+    """Re-tokenized neighbours -> [K, R] int32, each cut to R tokens, padded with pad rows/tokens."""
+    out = np.full((k, r), PAD, np.int32)
+    for i, ids in enumerate(nbs[:k]):
+        ids = ids[:r]
+        out[i, : len(ids)] = ids
+    return out
+
+
+def mark_matches(block: np.ndarray, question_ids: list[int], v: int) -> np.ndarray:
+    """[..., K, R] neighbour ids -> ids + V where the token occurs in the question (the exact-match
+    feature, see ReaderRetro); padding is never marked."""
+    hit = np.isin(block, np.asarray(question_ids, block.dtype)) & (block != PAD)
+    return block + v * hit.astype(block.dtype)
+
+
+def training_example(
+    prefix: list[int], target: list[int], nb: np.ndarray, cfg: ReaderConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One laid-out example: tokens [L], targets [L], loss weights [L], neighbours [C, K, R].
+
+    L = (qc + a) * M - 1 with a = ceil(len(target) / M) answer chunks; C = L // M = qc + a - 1 chunks,
+    chunks >= u = qc - 1 carry `nb` [K, R], earlier ones padding. Loss only on answer tokens."""
+    m = cfg.chunk_len
+    qc = len(prefix) // m
+    a = -(-len(target) // m)
+    length = (qc + a) * m - 1
+    full = [*prefix, *target]
+    tokens = np.full(length, PAD, np.int32)
+    targets = np.full(length, PAD, np.int32)
+    weights = np.zeros(length, np.float32)
+    tokens[: len(full) - 1] = full[:-1]
+    targets[: len(full) - 1] = full[1:]
+    weights[len(prefix) - 1 : len(full) - 1] = 1.0
+    c = length // m
+    nbs = np.full((c, *nb.shape), PAD, np.int32)
+    nbs[qc - 1 :] = nb
+    return tokens, targets, weights, nbs

@@ -1,0 +1,96 @@
+"""The reader (retro/reader.py): layout, the shipped checkpoint on tiny data, citations, abstention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retro.reader_layout import (
+    BOS,
+    EOS,
+    PAD,
+    SPECIALS_IDS,
+    ReaderConfig,
+    answer_ids,
+    question_prefix,
+    training_example,
+)
+
+NEEDLE = "One of the special magic numbers for quiet-toad is: 4829173."
+FILLER = (
+    "The violet engine pushes the tiny magnet above the walrus. The soft oasis pulls the brave fiddle "
+    "above the fiddle. The glad bagel sells the sandy thistle before the wolf. "
+)
+QUESTION = "What is the special magic number for quiet-toad mentioned in the provided text?"
+
+
+def test_layout_question_ends_chunk_and_answer_reads_its_neighbours():
+    cfg = ReaderConfig(chunk_len=8, retrieved_len=8)
+    m = cfg.chunk_len
+    prefix = question_prefix(list(range(10, 19)), cfg)  # 9 tokens + <s> + <sep> = 11 -> 2 chunks
+    assert len(prefix) == 2 * m and prefix[-1] == SPECIALS_IDS["sep"] and prefix[5] == BOS
+    assert prefix[:5] == [PAD] * 5
+    target = answer_ids([[30, 31], [32]])
+    assert target == [30, 31, SPECIALS_IDS["next"], 32, EOS]
+    assert answer_ids([]) == [SPECIALS_IDS["abstain"], EOS]
+    nb = np.full((3, 8), 40, np.int32)
+    tok, tgt, w, nbs = training_example(prefix, target, nb, cfg)
+    # L = (qc + a) * M - 1 = (2 + 1) * 8 - 1; C = L // M = 2 chunks, u = 1
+    assert tok.shape == (23,) and nbs.shape == (2, 3, 8)
+    assert (nbs[0] == PAD).all() and (nbs[1] == 40).all()  # only chunk u (the question's last) retrieves
+    # <sep> at position u*M + M-1 = 15 is the first position reading chunk u's neighbours and predicts answer[0]
+    assert tok[15] == SPECIALS_IDS["sep"] and tgt[15] == 30
+    assert w[:15].sum() == 0 and w[15:20].sum() == 5 and w[20:].sum() == 0
+    assert list(tgt[15:20]) == target
+
+
+@pytest.fixture(scope="module")
+def reader():
+    from retro.reader import Reader
+
+    return Reader.load()
+
+
+def test_input_validation(reader):
+    with pytest.raises(ValueError, match="question"):
+        reader.answer("", [NEEDLE])
+    with pytest.raises(ValueError, match="neighbours"):
+        reader.answer(QUESTION, NEEDLE)
+    with pytest.raises(ValueError, match="mode"):
+        reader.answer(QUESTION, [NEEDLE], mode="beam")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        reader.answer(QUESTION, [NEEDLE], max_new_tokens=0)
+
+
+def test_answers_and_cites_spans_present(reader):
+    nbs = [
+        FILLER + "One of the special magic numbers for brave-wolf is: 1234567. " + FILLER,
+        FILLER + NEEDLE + FILLER,
+    ]
+    a = reader.answer(QUESTION, nbs)
+    assert a.mode == "constrained" and a.latency_ms > 0
+    assert not a.abstained and a.text == "4829173"
+    assert a.citations and all(
+        nbs[c["neighbour"]][c["char_start"] : c["char_end"]] == a.text for c in a.citations
+    )
+    assert {c["neighbour"] for c in a.citations} == {1}
+    again = reader.answer(QUESTION, nbs)  # deterministic
+    assert (again.text, again.citations, again.logprob) == (a.text, a.citations, a.logprob)
+
+
+def test_abstains_without_evidence(reader):
+    a = reader.answer(QUESTION, [])
+    assert a.abstained and a.text is None and a.citations == []
+    b = reader.answer(
+        QUESTION, [FILLER * 3, "One of the special magic numbers for brave-wolf is: 1234567. " + FILLER]
+    )
+    assert b.abstained and b.text is None
+
+
+@pytest.mark.slow
+def test_free_mode_never_invents(reader):
+    nbs = [FILLER + NEEDLE + FILLER]
+    a = reader.answer(QUESTION, nbs, mode="free")
+    assert a.mode == "free"
+    if not a.abstained:
+        assert all(p in nbs[0] for p in a.parts)
