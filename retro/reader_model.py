@@ -68,7 +68,8 @@ class ReaderRetro(Retro):
         c, m = tok.shape[1], self.cfg.chunk_len
         ctx = jnp.pad(h, ((0, 0), (0, max(0, c * m - length)), (0, 0)))[:, : c * m].reshape(b, c, m, d)
         mask = tok != self.cfg.pad_id
-        enc = self.encoder(self.embed(tok) + match[..., None] * self.match[...], mask, ctx)
+        x = self.embed(tok) + match[..., None] * self.match[...]  # the shared embedding, matches marked
+        enc = self.encoder(self.encoder.proj_in(x) if self.encoder.proj_in is not None else x, mask, ctx)
         self.sow(nnx.Intermediate, "reader_enc", enc)
         return enc, mask
 
