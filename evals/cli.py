@@ -87,6 +87,17 @@ def register(subparsers) -> None:
     _common(p)
     p.set_defaults(func=cmd_niah)
 
+    t = subparsers.add_parser(
+        "train-reader",
+        help="train the RETRO reader from nothing: QA data from generated haystacks, then retro.reader_train",
+        description="Make the reader's QA data (evals.reader_data, seeds 1000+; skipped when "
+        "DATA/train.jsonl exists), then train the tokenizer and the network and write the checkpoint "
+        "(retro/assets/reader/ by default). configs/reader.yaml reproduces the shipped reader.",
+    )
+    t.add_argument("--config", default="configs/reader.yaml", help="ReaderTrainConfig YAML")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="ReaderTrainConfig overrides")
+    t.set_defaults(func=cmd_train_reader)
+
     d = subparsers.add_parser("demo", help=DEMO_HELP, description=DEMO_HELP)
     d.add_argument("--tokens", default="128K,1M", help="haystack sizes (the largest should be >= 1M)")
     d.add_argument("--needles", default="100", help="needle counts")
@@ -158,4 +169,21 @@ def cmd_demo(args) -> int:
         f"demo finished in {results['seconds']:.0f} s: {out}/results.json, {out}/heatmap_*.png, "
         f"{out}/recall_vs_tokens.png"
     )
+    return 0
+
+
+def cmd_train_reader(args) -> int:
+    """`retro train-reader`: the reader's data (when missing), then its training (retro/reader_train.py)."""
+    from pathlib import Path
+
+    from evals import reader_data
+    from retro import reader_train
+    from util.configs import resolve_config
+
+    if not Path(args.config).is_file():
+        raise FileNotFoundError(f"{args.config}: no such config file")
+    cfg = resolve_config(reader_train.ReaderTrainConfig, args.config, args.overrides)
+    if not (Path(cfg.data) / "train.jsonl").is_file():
+        reader_data.main(["--out", cfg.data, "--split", "train"])
+    reader_train.main(["--config", args.config, *args.overrides])
     return 0

@@ -24,6 +24,7 @@ Shapes: B batch (1), K neighbours, R retrieved length, P pointer dim, V vocab, S
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class Reader:
     def __init__(self, net: ReaderNet, cfg: ReaderConfig, tok: ReaderTokenizer):
         """Use `Reader.load`."""
         self.net, self.cfg, self.tok = net, cfg, tok
+        self.name = "retro-reader"  # `load` adds the checkpoint folder and its weights' sha256
         graphdef, state = nnx.split(net)
 
         def run(state, tokens, start, cache, nb, keys):
@@ -105,7 +107,10 @@ class Reader:
         tok = ReaderTokenizer((folder / "tokenizer.model").read_bytes())
         net = nnx.eval_shape(lambda: ReaderNet(cfg.model_config(), cfg.copy_dim, rngs=nnx.Rngs(0)))
         load_weights(net, folder / "weights.npz")
-        return cls(net, cfg, tok)
+        reader = cls(net, cfg, tok)
+        digest = hashlib.sha256((folder / "weights.npz").read_bytes()).hexdigest()[:12]
+        reader.name = f"retro-reader:{folder.name}@{digest}"  # what answered, in every answer object
+        return reader
 
     # ------------------------------------------------------------------ answering
     def answer(

@@ -21,7 +21,7 @@ target depends on which facts the given neighbours hold: both -> the answer; onl
 (the name to look up next); neither -> <abstain>. Training uses surface form 0 only; form 1 is held out.
 
 Seeds: training haystacks use 1000+, held-out 2000+; the evals use 0-3, never seen here.
-`python -m retro.reader_data --out data/reader --split train` (about 3 minutes for the train split on
+`python -m evals.reader_data --out data/reader --split train` (about 3 minutes for the train split on
 2 cores, mostly index builds).
 """
 
