@@ -103,9 +103,10 @@ def heatmaps(rows: list[dict], out_dir: str | os.PathLike, depths: int) -> list[
         fig, axes = plt.subplots(
             1,
             len(panels),
-            figsize=(0.6 + (1.0 + 1.1 * len(rs)) * len(panels), 1.4 + 0.38 * depths),
+            figsize=(1.2 + (1.6 + 1.1 * len(rs)) * len(panels), 1.8 + 0.38 * depths),
             squeeze=False,
         )
+        fig.suptitle(f"{hay} / {task} / {n} needles{f' / {ret}' if multi else ''}", fontsize=9)
         for ax, (key, what) in zip(axes[0], panels, strict=True):
             grid = np.full((depths, len(rs)), np.nan)
             for j, r in enumerate(rs):
@@ -120,10 +121,11 @@ def heatmaps(rows: list[dict], out_dir: str | os.PathLike, depths: int) -> list[
             labels = (
                 [f"{100 * b / max(depths - 1, 1):.0f}%" for b in range(depths)] if depths > 1 else ["50%"]
             )
-            ax.set_yticks(range(depths), labels)
+            ax.set_yticks(range(depths), labels if ax is axes[0][0] else [])
             ax.set_xlabel("haystack tokens")
-            ax.set_ylabel("needle depth")
-            ax.set_title(f"{hay} / {task} / {n} needles{f' / {ret}' if multi else ''}: {what}", fontsize=9)
+            if ax is axes[0][0]:
+                ax.set_ylabel("needle depth")
+            ax.set_title(what, fontsize=9)
         fig.colorbar(im, ax=axes[0].tolist(), fraction=0.05)
         path = Path(out_dir) / _safe(f"heatmap_{hay}_{task}_n{n}{f'_{ret}' if multi else ''}.png")
         fig.savefig(path, dpi=110)
