@@ -88,3 +88,14 @@ def real_corpus(tmp_path_factory) -> Path:
         for d in stdlib_docs(limit=60):
             f.write(json.dumps(d) + "\n")
     return path
+
+
+def build_small_index(docs: list[dict], folder: Path, vocab_size: int) -> Path:
+    """Write `docs` ({"id", "text"}) as folder/corpus.jsonl and build an index without the dense tier
+    at folder/idx; returns the index folder."""
+    from index.build import BuildConfig, build_index
+
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    build_index(corpus, folder / "idx", BuildConfig(vocab_size=vocab_size, dense="off"), quiet=True)
+    return folder / "idx"

@@ -12,9 +12,9 @@ from evals.entities import distractor_facts, make_facts
 from evals.filler import words_docs
 from evals.retrievers import IndexRetriever
 from index import Index
-from index.build import BuildConfig, build_index
 from pipelines.answer import ask, hop_question, load_reader
 from pipelines.cli import main
+from tests.conftest import build_small_index
 
 VALUE = "4829175"
 SINGLE = f"One of the special magic numbers for lemon-parrot is: {VALUE}."
@@ -38,11 +38,7 @@ def index_path(tmp_path_factory, facts):
     look_alike = distractor_facts(random.Random(11), 0, frozenset({facts.bridge, facts.answer}))
     for i in range(20):
         docs[i]["text"] += " " + " ".join(next(look_alike) for _ in range(3))
-    corpus = tmp_path_factory.mktemp("answer") / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    out = corpus.parent / "idx"
-    build_index(corpus, out, BuildConfig(vocab_size=600, dense="off"), quiet=True)
-    return out
+    return build_small_index(docs, tmp_path_factory.mktemp("answer"), vocab_size=600)
 
 
 @pytest.fixture(scope="module")

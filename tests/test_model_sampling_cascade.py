@@ -14,12 +14,11 @@ import pytest
 from flax import nnx
 
 from index import Index
-from index.build import BuildConfig, build_index
 from pipelines.cascade import Cascade
 from pipelines.cascade_config import CascadeConfig
 from pipelines.cli import main
 from retro.sampling import Sampler, cascade_retriever
-from tests.conftest import stdlib_docs
+from tests.conftest import build_small_index, stdlib_docs
 
 # Small stage sizes keep each on-demand MiniLM pass short; every stage still runs.
 CFG = CascadeConfig(n2=8, medium_ondemand_max=8)
@@ -29,11 +28,7 @@ SETS = ["--set", "n2=8", "--set", "medium_ondemand_max=8"]
 @pytest.fixture(scope="module")
 def index_path(tmp_path_factory):
     docs = [{"id": d["id"], "text": d["text"][:2500]} for d in stdlib_docs(limit=12)]
-    path = tmp_path_factory.mktemp("sampling-cascade") / "corpus.jsonl"
-    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    out = path.parent / "idx"
-    build_index(path, out, BuildConfig(vocab_size=800, dense="off"), quiet=True)
-    return out
+    return build_small_index(docs, tmp_path_factory.mktemp("sampling-cascade"), vocab_size=800)
 
 
 @pytest.fixture(scope="module")
