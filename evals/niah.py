@@ -29,6 +29,7 @@ from evals.haystack import HAYSTACK_KINDS, HaystackConfig, write_haystack
 from evals.needles import TASKS, NeedleConfig, Sample, answer_span, distractor_stream, make_needles
 from evals.retrievers import check_result, make_retriever
 from pipelines.answer import ask, load_reader
+from pipelines.results import SearchResult
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kKmMbBgG]?)\s*$")
 _MULT = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000, "g": 1_000_000_000}
@@ -124,8 +125,6 @@ class NiahConfig:
             raise ValueError(f"reader_mode must be constrained or free, got {self.reader_mode!r}")
         if self.hops < 0:
             raise ValueError(f"hops must be >= 0 (0 = what the task needs), got {self.hops}")
-        if self.reader not in ("shipped", "none") and not Path(self.reader).is_dir():
-            raise ValueError(f"--reader {self.reader}: no such checkpoint folder")
         NeedleConfig(key_type=self.key_type, value_type=self.value_type).check()
         if self.index and len(self.haystacks) * len(self.tasks) * len(self.tokens) * len(self.needles) != 1:
             raise ValueError(
@@ -202,21 +201,19 @@ def hops_for(sample: Sample, hops: int) -> int:
     return 2 if sample.task == "twohop" else 1
 
 
-def _ask(retriever, reader, sample: Sample, k: int, hops: int, mode: str) -> tuple[dict, list[dict]]:
+def _ask(
+    retriever, reader, sample: Sample, k: int, hops: int, mode: str
+) -> tuple[SearchResult, dict, list[dict]]:
     """Ask one sample the way a user's `retro ask` does: one search without a reader; with one,
     retrieve -> read -> cite over `hops_for(sample, hops)` hops (pipelines/answer.py). Returns the
-    flat view the scorer reads (every hop's neighbours count as found) and the rounds: per hop its
-    query, final ids, stage ids and the typed SearchResult (`result`)."""
+    typed result, the flat view the scorer reads (every hop's neighbours count as found) and the
+    rounds: per hop its query and the ids of each ranked list."""
     if reader is None:
         res = retriever.search(sample.question, k)
     else:
         res = ask(retriever, reader, sample.question, k, hops=hops_for(sample, hops), mode=mode)
-    flat = check_result(res, k * len(res.hops))
-    rounds = [
-        {"query": hop.query, "final": list(hop.final), "stages": _hop_stages(hop), "result": res}
-        for hop in res.hops
-    ]
-    return flat, rounds
+    rounds = [{"query": hop.query, "stages": _hop_stages(hop)} for hop in res.hops]
+    return res, check_result(res, k * len(res.hops)), rounds
 
 
 def _hop_stages(hop) -> dict[str, list[int]]:
@@ -331,6 +328,7 @@ def run_niah(
     from util.runinfo import atomic_write_json, run_info
 
     cfg.check()
+    reader = niah_reader(cfg.reader)  # a bad --reader fails here, before any output is written
     backend = backend or IndexBackend()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -363,7 +361,6 @@ def run_niah(
 
     cells_info, wanted_cells = [], set()
     specs = cfg.retrievers()
-    reader = niah_reader(cfg.reader)
     multi = len(specs) > 1
     t_start = time.perf_counter()
     with open(samples_path, "a", encoding="utf-8") as sink:
@@ -440,7 +437,7 @@ def run_niah(
                                         nd["text"],
                                         answer_span(nd["task"], nd["key"], nd["value"]),
                                     )
-                            res, rounds = _ask(retriever, reader, s, cfg.k, cfg.hops, cfg.reader_mode)
+                            result, res, rounds = _ask(retriever, reader, s, cfg.k, cfg.hops, cfg.reader_mode)
                             scored, retrieved = _score(res, s, needles, located, cfg.k, rounds)
                             rec = {
                                 "key": key,
@@ -464,7 +461,7 @@ def run_niah(
                                 "latency_ms": {st: round(v, 3) for st, v in res["latency_ms"].items()},
                                 "warnings": info["warnings"],
                                 # the typed result, as `retro ask --json` prints it
-                                "search": rounds[0]["result"].ask_dict(s.sample_id),
+                                "search": result.ask_dict(s.sample_id),
                                 "hop_queries": [r["query"] for r in rounds],
                             }
                             sink.write(json.dumps(rec) + "\n")

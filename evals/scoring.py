@@ -166,6 +166,7 @@ def summarize(samples: list[dict], stages_order: Sequence[str] | None = None) ->
         lat = [s["latency_ms"]["total"] for s in ss]
         stage_lat = {st: _p50([s["latency_ms"][st] for s in ss if st in s["latency_ms"]]) for st in stages}
         tot = max(len(needles), 1)
+        found = sum(nd["found"] for nd in needles) / tot
         rows.append(
             {
                 "haystack": hay,
@@ -178,7 +179,7 @@ def summarize(samples: list[dict], stages_order: Sequence[str] | None = None) ->
                 "samples": len(ss),
                 "needles_total": len(needles),
                 "k": ss[0].get("k"),
-                "retrieval_recall": round(sum(nd["found"] for nd in needles) / tot, 6),
+                "retrieval_recall": round(found, 6),
                 "retrieval_recall_whole": round(
                     sum(nd.get("found_whole", nd["found"]) for nd in needles) / tot, 6
                 ),
@@ -197,9 +198,7 @@ def summarize(samples: list[dict], stages_order: Sequence[str] | None = None) ->
                     str(b): round(statistics.mean(v), 6) for b, v in sorted(answer_by_depth.items())
                 },
                 "abstain_rate": _ratio(abstained),
-                "answer_vs_retrieval": round(
-                    statistics.mean(answers) / max(sum(nd["found"] for nd in needles) / tot, 1e-9), 6
-                )
+                "answer_vs_retrieval": round(statistics.mean(answers) / max(found, 1e-9), 6)
                 if answers
                 else None,
                 "latency_ms_p50": _p50(lat),

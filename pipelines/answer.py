@@ -59,18 +59,18 @@ def load_reader(path: str | None = None, spec: str = READER_CLASS) -> Reader:
 
 
 def hop_question(question: str, bridges: Sequence[str]) -> str:
-    """What hop h searches and reads: the question, then each bridge answer found so far."""
+    """What hop h searches with: the question, then each bridge answer found so far."""
     return " ".join([question.strip(), *bridges])
 
 
-def _cite(out: Any, hop_ranks: Sequence[int], by_rank: dict[int, int]) -> tuple[Citation, ...]:
-    """The reader's citations (positions in what it read) as ranks and chunk ids of the result."""
+def _cite(out: Any, read: Sequence, rank_of: dict[int, int]) -> tuple[Citation, ...]:
+    """The reader's citations (positions in the neighbours it `read`) as ranks in the merged result."""
     cites = []
     for c in getattr(out, "citations", None) or ():
         i = int(c["neighbour"])
-        if 0 <= i < len(hop_ranks):
-            rank = hop_ranks[i]
-            cites.append(Citation(rank, by_rank[rank], int(c["char_start"]), int(c["char_end"])))
+        if 0 <= i < len(read):
+            chunk = read[i].chunk
+            cites.append(Citation(rank_of[chunk], chunk, int(c["char_start"]), int(c["char_end"])))
     return tuple(cites)
 
 
@@ -114,11 +114,11 @@ def ask(
         log.append(HopAnswer(h, query, text, tuple(hop_ranks), round(float(out.latency_ms), 3)))
         final_mode = out.mode
         if text is None or text in bridges:
-            if text is not None:
-                final_cites = _cite(out, hop_ranks, {n.rank: n.chunk for n in neighbours}) or final_cites
-            break  # abstained (the last answer stands) or converged
+            if text == final:  # converged: this hop's evidence cites the answer too
+                final_cites = _cite(out, res.neighbours, rank_of) or final_cites
+            break  # abstained or repeated itself: the last answer stands
         final = text
-        final_cites = _cite(out, hop_ranks, {n.rank: n.chunk for n in neighbours})
+        final_cites = _cite(out, res.neighbours, rank_of)
         bridges.append(text)
     total = (time.perf_counter() - t0) * 1e3
     answer = Answer(

@@ -185,7 +185,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index folder built by `retro index build`")
     p.add_argument("-k", type=int, default=None, help="neighbours per hop (the config's k, default 10)")
     p.add_argument(
-        "--hops", type=int, default=None, help="retrieval hops; stops early when a hop finds nothing new"
+        "--hops",
+        type=int,
+        default=None,
+        help="hops (ask: each reads the evidence and searches again with the bridge it found; "
+        "search / --no-reader: with the text of the best new chunk); stops early when nothing new comes",
     )
     p.add_argument("--config", help="YAML file of CascadeConfig fields")
     p.add_argument("--json", action="store_true", help="one JSON object instead of a table")

@@ -76,8 +76,8 @@ def run_info() -> dict[str, Any]:
     }
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory so a rename inside it survives a crash."""
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file, or a folder so that a rename inside it survives a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -86,23 +86,15 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 def _fsync_tree(path: Path) -> None:
-    """fsync a file, or every file and folder under a folder."""
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                _fsync_file(p)
-        for d in {path, *(p.parent for p in path.rglob("*"))}:
-            fsync_dir(d)
-    elif path.exists():
-        _fsync_file(path)
+    """fsync a file, or a folder with every file and folder under it."""
+    if path.exists():
+        for p in (path, *path.rglob("*")) if path.is_dir() else (path,):
+            fsync_path(p)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _remove(path: Path) -> None:
+    """Delete a file or a folder tree, if there."""
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -114,7 +106,7 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")  # one writer per path; a killed run's leftover is reused
-    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    _remove(tmp)
     if folder:
         tmp.mkdir()
     try:
@@ -123,9 +115,9 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
         if folder and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
 
 
