@@ -40,6 +40,8 @@ class Reader(Protocol):
 
     def answer(self, question: str, neighbours: Sequence[str], mode: str = ...) -> Any: ...
 
+    def warm(self, k: int) -> None: ...  # compile / load lazily built parts for k neighbours
+
 
 READER_CLASS = (
     "retro.reader:Reader"  # the shipped RETRO reader, named so that pipelines/ never imports retro/

@@ -137,6 +137,8 @@ def _ask(args: argparse.Namespace) -> int:
         raise ValueError("question is empty")
     cascade = _open(args)
     reader = None if args.no_reader else load_reader(args.reader)
+    if reader is not None:
+        reader.warm(cascade.cfg.k)  # compilation stays out of the reported reader latency
     hops = cascade.cfg.hops
 
     def answer(question: str) -> SearchResult:
