@@ -11,15 +11,16 @@ with other keys), an index over it (index/, dense tier off) and one *QA record* 
 
 `answers` are what the reader must generate, in order (multivalue / multiquery: several, separated by
 the reader's <next> token); `evidence[i]` is the string whose presence in a neighbour makes it a gold
-neighbour for answers[i] (`{key} is: {value}` for key/value needles; `VAR B = VAR A` for chains).
-Multi-hop chains give one question per variable: the answer to "What is the value of VAR E?" is the
-right-hand side of E's assignment, `VAR D` (the bridge: fed back as the next query) or the number at the
-chain's start, so a 4-hop chain is 5 reader calls.
-Two-hop entity questions (evals/entities.py) give two records: hop 0 searches with the question, hop 1
-with the bridge person's name (the hop-0 answer fed back as the query); both ask the question. The
-target depends on which facts the given neighbours hold: both -> the answer; only fact 1 -> the bridge
-(the name to look up next); neither -> <abstain>. Training uses surface form 0 only; form 1 is held out.
+neighbour for answers[i] (`{key} is: {value}` for key/value needles).
 
+Chains (variable chains and two-hop entity questions) are *links*: `evidence` lists the links in the
+order they are followed from the question (`VAR E = VAR D`, `VAR D = VAR C`, ..., `VAR A = 12345`; or
+fact 1 naming the bridge person, fact 2 naming the answer) and `targets[i]` is what link i resolves to
+(`VAR D`, ..., `12345`). The reader always reads the question as asked; its target is the *furthest
+link reachable* from the question through the links present in its neighbours (none -> <abstain>),
+which is what `pipelines.answer.ask` needs: hop h searches with `hop_question(question, [bridge])`
+and the reader reads the neighbours it cited at earlier hops plus hop h's. One record per hop h, whose
+`neighbours` are BM25's top-N for hop h's query (`query`, the bridge being `targets[h-1]`).
 Seeds: training haystacks use 1000+, held-out 2000+; the evals use 0-3, never seen here.
 `python -m evals.reader_data --out data/reader --split train` (about 3 minutes for the train split on
 2 cores, mostly index builds).
@@ -39,6 +40,7 @@ import numpy as np
 
 from evals.haystack import HaystackConfig, write_haystack
 from evals.needles import NeedleConfig, make_needles
+from pipelines.answer import hop_question
 
 TOP_N = 20  # BM25 neighbours stored per question (training samples draw from them; evaluation uses 10)
 
@@ -95,6 +97,17 @@ def _specs(split: str) -> list[HaySpec]:
         for _ in range(2):
             out.append(HaySpec(f"multihop-{s}", NeedleConfig("multihop", hops=4), 24, tokens, s))
             s += 1
+    if split == "train":  # more chains (the hop-by-hop targets) and multi-part answers, seeds 1044+
+        for i in range(4):
+            out.append(HaySpec(f"multihop-{s}", NeedleConfig("multihop", hops=2 + i % 3), 24, tokens, s))
+            s += 1
+        for vt in ("word", "number", "uuid"):
+            nc = NeedleConfig("multivalue", "word", vt, values_per_key=2 + s % 3)
+            out.append(HaySpec(f"multivalue-word-{vt}-{s}", nc, 48, tokens, s))
+            s += 1
+            nc = NeedleConfig("multiquery", "word", vt, queries_per_question=2 + s % 3)
+            out.append(HaySpec(f"multiquery-word-{vt}-{s}", nc, 48, tokens, s))
+            s += 1
     return out
 
 
@@ -112,39 +125,39 @@ def twohop_specs(split: str) -> list[HaySpec]:
     ]
 
 
+def _chain(sid: str, task: str, question: str, answers, links: list[str], targets: list[str]) -> list[dict]:
+    """One record per hop of a chain of links (see the module doc): hop h searches with the bridge
+    `targets[h-1]` after the question."""
+    return [
+        {
+            "id": f"{sid}-h{h}",
+            "task": task,
+            "question": question,
+            "query": hop_question(question, [targets[h - 1]] if h else []),
+            "hop": h,
+            "answers": list(answers),
+            "evidence": links,
+            "targets": targets,
+        }
+        for h in range(len(links))
+    ]
+
+
 def _questions(ns) -> list[dict]:
-    """(question, answers, evidence) per reader call; multihop chains give one call per variable."""
+    """(question, answers, evidence) per reader call; chains give one record per hop."""
     by_id = {nd.needle_id: nd for nd in ns.needles}
     out = []
     for smp in ns.samples:
-        if smp.task == "twohop":  # hop 0 asks the question, hop 1 looks the bridge up
+        if smp.task == "twohop":  # fact 1 names the bridge person, fact 2 the answer
             facts = [by_id[i].text.rstrip(".") for i in smp.needle_ids]
-            for h, query in enumerate((smp.question, smp.meta["bridge"])):
-                out.append(
-                    {
-                        "id": f"{smp.sample_id}-h{h}",
-                        "task": "twohop",
-                        "question": smp.question,
-                        "query": query,
-                        "answers": list(smp.answers),
-                        "bridge": smp.meta["bridge"],
-                        "evidence": facts,
-                    }
-                )
+            targets = [smp.meta["bridge"], smp.answers[0]]
+            out += _chain(smp.sample_id, "twohop", smp.question, smp.answers, facts, targets)
             continue
-        if smp.task == "multihop":
-            names = smp.meta["chain"]
-            for i, name in enumerate(names):
-                rhs = smp.answers[0] if i == 0 else f"VAR {names[i - 1]}"
-                out.append(
-                    {
-                        "id": f"{smp.sample_id}-h{len(names) - 1 - i}",
-                        "task": "multihop",
-                        "question": f"What is the value of VAR {name}?",
-                        "answers": [rhs],
-                        "evidence": [f"VAR {name} = {rhs}"],
-                    }
-                )
+        if smp.task == "multihop":  # followed from the asked variable back to the number
+            names = smp.meta["chain"][::-1]  # asked variable first
+            targets = [f"VAR {b}" for b in names[1:]] + [smp.answers[0]]
+            links = [f"VAR {a} = {t}" for a, t in zip(names, targets, strict=True)]
+            out += _chain(smp.sample_id, "multihop", smp.question, smp.answers, links, targets)
             continue
         needles = [by_id[i] for i in smp.needle_ids]
         out.append(

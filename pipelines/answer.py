@@ -11,13 +11,15 @@ The reader is any object with `answer(question, texts, mode=...)` returning the 
 `latency_ms`): `retro.reader.Reader` (the RETRO model, loaded by the CLI from a higher layer) is the
 one the project ships. pipelines/ never imports retro/.
 
-Multi-hop: when the evidence holds only part of a chain, the reader answers with the bridge (the
-person or variable the question needs next). Hop h+1 searches with the question followed by every
-bridge so far (`hop_question`), so "who supervises the courier who carries shipment X" searches
-"... shipment X? Mara Lindqvist" once fact 1 named the courier, and the reader reads that hop's
-neighbours with the question as asked. The loop stops when the reader abstains (the last answer
-stands), repeats an answer it gave (the chain has converged) or after `hops` hops. Each hop is
-logged with its query, answer and evidence.
+Multi-hop: the reader answers with the *furthest link it can reach* from the question through the
+evidence it reads: the bridge (the person or variable the question needs next) while the chain is
+incomplete, the answer once it is complete. Hop h+1 searches with the question followed by the latest
+bridge (`hop_question`), so "who supervises the courier who carries shipment X" searches "... shipment
+X? Mara Lindqvist" once fact 1 named the courier; the reader reads the question as asked over the
+neighbours cited at earlier hops (the links followed so far, at most `CARRY` per hop) followed by hop
+h+1's own. The loop stops when the reader abstains (the last answer stands), repeats an answer it gave
+(the chain has converged) or after `hops` hops. Each hop is logged with its query, answer and the ranks
+of the evidence it read.
 """
 
 from __future__ import annotations
@@ -60,9 +62,13 @@ def load_reader(path: str | None = None, spec: str = READER_CLASS) -> Reader:
     return cls.load(path)
 
 
+CARRY = 3  # neighbours cited by one hop's answer that later hops read again (the links followed so far)
+
+
 def hop_question(question: str, bridges: Sequence[str]) -> str:
-    """What hop h searches with: the question, then each bridge answer found so far."""
-    return " ".join([question.strip(), *bridges])
+    """What the next hop searches with: the question, then the latest bridge answer (earlier links are
+    already in the carried evidence)."""
+    return " ".join([question.strip(), *bridges[-1:]])
 
 
 def _cite(out: Any, read: Sequence, rank_of: dict[int, int]) -> tuple[Citation, ...]:
@@ -101,6 +107,8 @@ def ask(
     rank_of: dict[int, int] = {}  # chunk id -> rank in the merged list
     bridges: list[str] = []
     final, final_cites, final_mode, reader_ms = None, (), mode or "", 0.0
+    carried: list = []  # neighbours cited at earlier hops: the links followed so far
+    limit = getattr(reader, "max_neighbours", None)  # the most the reader reads at once
     for h in range(1, hops + 1):
         query = hop_question(question, bridges)
         res = retriever.search(query, k, hops=1)
@@ -109,19 +117,25 @@ def ask(
             if n.chunk not in rank_of:
                 rank_of[n.chunk] = len(neighbours) + 1
                 neighbours.append(dataclasses.replace(n, rank=rank_of[n.chunk], hop=h))
-        hop_ranks = [rank_of[n.chunk] for n in res.neighbours]
-        out = reader.answer(question, [n.text for n in res.neighbours], **kwargs)
+        seen = {n.chunk for n in carried}
+        read = (carried + [n for n in res.neighbours if n.chunk not in seen])[:limit]
+        out = reader.answer(question, [n.text for n in read], **kwargs)
         reader_ms += float(out.latency_ms)
         text = None if out.abstained else out.text
-        log.append(HopAnswer(h, query, text, tuple(hop_ranks), round(float(out.latency_ms), 3)))
+        log.append(
+            HopAnswer(h, query, text, tuple(rank_of[n.chunk] for n in read), round(float(out.latency_ms), 3))
+        )
         final_mode = out.mode
+        cites = _cite(out, read, rank_of)
         if text is None or text in bridges:
             if text == final:  # converged: this hop's evidence cites the answer too
-                final_cites = _cite(out, res.neighbours, rank_of) or final_cites
+                final_cites = cites or final_cites
             break  # abstained or repeated itself: the last answer stands
-        final = text
-        final_cites = _cite(out, res.neighbours, rank_of)
+        final, final_cites = text, cites
         bridges.append(text)
+        new = [c.chunk for c in cites if c.chunk not in seen]
+        by_chunk = {n.chunk: n for n in read}
+        carried += [by_chunk[c] for c in dict.fromkeys(new)][:CARRY]
     total = (time.perf_counter() - t0) * 1e3
     answer = Answer(
         text=final,

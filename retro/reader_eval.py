@@ -10,8 +10,11 @@ both decoding modes are scored:
 - abstain: the same question with every gold neighbour removed from the list (the next BM25 results
   fill it to k): share of abstentions (a partial answer from a still-present part counts as wrong only
   for single-answer tasks, where nothing is left);
-- chains: multihop chains followed hop by hop (each hop's answer must be the next variable; the next
-  hop's neighbours are BM25's for the record of that variable): share complete;
+- chains (variable chains; two-hop entity questions, form 0 trained, form 1 unseen): per hop, the
+  earlier links given (as `ask` carries them) plus that hop's top-k, scored against the furthest link
+  reachable; `chain_complete`: the chain followed as `ask` follows it (the cited neighbours carried,
+  the next hop's top-k being the record searched with the reader's own bridge answer), share that
+  converges on the chain's answer; `abstain`: hop 0 with the first link removed;
 - latency p50 / p90 per answer() call at k neighbours.
 Writes a markdown table to stdout and results json to --out.
 """
@@ -25,13 +28,16 @@ from collections import defaultdict
 
 import numpy as np
 
+from pipelines.answer import CARRY
 from retro.reader import Reader
 
 
-def _twohop_expected(r: dict, k: int) -> list[str]:
-    """Two-hop: both facts in the top-k -> the answer; fact 1 only -> the bridge; else [] (abstain)."""
-    present = {e for g in r["gold"][:k] for e in g}
-    return list(r["answers"]) if {0, 1} <= present else [r["bridge"]] if 0 in present else []
+def _reach(present: set[int], targets: list[str]) -> list[str]:
+    """A chain's expected answer from the links present: the furthest one reachable ([] = abstain)."""
+    j = 0
+    while j in present:
+        j += 1
+    return [targets[j - 1]] if j else []
 
 
 def _score(ans, expected: list[str]) -> tuple[float, bool]:
@@ -42,26 +48,47 @@ def _score(ans, expected: list[str]) -> tuple[float, bool]:
     return hit / len(expected), set(parts) == set(expected)
 
 
+def _chain_name(r: dict) -> str:
+    """multihop, or twohop-f0 / twohop-f1 (form 1: wording never trained on)."""
+    return r["task"] if r["task"] == "multihop" else f"twohop-{r['hay'].split('-')[1]}"
+
+
+def _follow(reader: Reader, hops: dict[int, dict], k: int, mode: str, lat: list) -> bool:
+    """Follow one chain as `ask` does: hop h reads the neighbours cited so far plus the top-k of the
+    record searched with the latest bridge; complete when it converges on the chain's answer."""
+    first = hops[0]
+    by_bridge = {first["targets"][h - 1]: r for h, r in hops.items() if h}
+    carried: list[str] = []
+    r, last = first, None
+    for _ in range(len(first["targets"]) + 1):
+        read = carried + [t for t in r["neighbours"][:k] if t not in carried]
+        a = reader.answer(r["question"], read, mode=mode)
+        lat.append(a.latency_ms)
+        if a.abstained or a.text == last:
+            break
+        last = a.text
+        carried += [t for t in dict.fromkeys(read[c["neighbour"]] for c in a.citations) if t not in carried][
+            :CARRY
+        ]
+        if a.text not in by_bridge:
+            break
+        r = by_bridge[a.text]
+    return last == first["answers"][0]
+
+
 def evaluate(
     reader: Reader, records: list[dict], k: int, per_task: int, modes: list[str], seed: int = 0
 ) -> dict:
     """Scores per mode and task (see the module doc)."""
     rng = random.Random(seed)
     by_task = defaultdict(list)
+    chains = defaultdict(lambda: defaultdict(dict))
     for r in records:
-        if r["task"] == "twohop":  # hop 0 and hop 1 scored apart; form 1 (unseen wording) apart
-            r = {
-                **r,
-                "task": f"twohop-{r['hay'].split('-')[1]}-{r['id'][-2:]}",
-                "answers": _twohop_expected(r, k),
-            }
-        if r["task"] != "multihop":
+        if "targets" in r:
+            sid = r["id"].rsplit("-h", 1)[0]
+            chains[_chain_name(r)][(r["hay"], sid)][r["hop"]] = r
+        else:
             by_task[r["task"]].append(r)
-    chains = defaultdict(dict)
-    for r in records:
-        if r["task"] == "multihop":
-            sid, hop = r["id"].rsplit("-h", 1)
-            chains[(r["hay"], sid)][int(hop)] = r
     out = {}
     for mode in modes:  # warm up: compile the decode steps for each prefix length before timing
         for r in [next(iter(v)) for v in by_task.values()][:6]:
@@ -72,10 +99,7 @@ def evaluate(
         for task, recs in sorted(by_task.items()):
             for r in rng.sample(recs, min(per_task, len(recs))):
                 nbs = r["neighbours"][:k]
-                if "bridge" in r:  # two-hop: the expected answer already follows the evidence present
-                    has_gold = bool(r["answers"])
-                else:
-                    has_gold = all(any(e in g for g in r["gold"][:k]) for e in range(len(r["evidence"])))
+                has_gold = all(any(e in g for g in r["gold"][:k]) for e in range(len(r["evidence"])))
                 a = reader.answer(r["question"], nbs, mode=mode)
                 lat.append(a.latency_ms)
                 rec, ex = _score(a, r["answers"])
@@ -87,26 +111,30 @@ def evaluate(
                 clean = [t for t, g in zip(r["neighbours"], r["gold"], strict=True) if not g][:k]
                 b = reader.answer(r["question"], clean, mode=mode)
                 res[task]["abstain"].append(b.abstained)
-        keys = sorted(chains)
-        for key in rng.sample(keys, min(per_task, len(keys))):
-            hops = chains[key]
-            ok = True
-            for h in sorted(hops):
-                r = hops[h]
-                a = reader.answer(r["question"], r["neighbours"][:k], mode=mode)
-                lat.append(a.latency_ms)
-                good = not a.abstained and a.text == r["answers"][0]
-                res["multihop"]["recall"].append(float(good))
-                res["multihop"]["exact"].append(good)
-                if not good:
-                    ok = False
-                    break
-            res["multihop"]["chain_complete"].append(ok)
-            last = hops[max(hops)]
-            clean = [t for t, g in zip(last["neighbours"], last["gold"], strict=True) if not g][:k]
-            res["multihop"]["abstain"].append(reader.answer(last["question"], clean, mode=mode).abstained)
+        for task, by_sid in sorted(chains.items()):
+            keys = sorted(by_sid)
+            for key in rng.sample(keys, min(per_task, len(keys))):
+                hops = by_sid[key]
+                for h, r in sorted(hops.items()):  # per hop: the earlier links carried, this hop's top-k
+                    pool = r["neighbours"] + r["extra"]
+                    carried = [next((t for t in pool if r["evidence"][e] in t), None) for e in range(h)]
+                    read = [t for t in carried if t] + [t for t in r["neighbours"][:k] if t not in carried]
+                    present = {e for e, ev in enumerate(r["evidence"]) if any(ev in t for t in read)}
+                    expected = _reach(present, r["targets"])
+                    a = reader.answer(r["question"], read, mode=mode)
+                    lat.append(a.latency_ms)
+                    rec, ex = _score(a, expected)
+                    res[f"{task} per hop"]["recall"].append(rec)
+                    res[f"{task} per hop"]["exact"].append(ex)
+                    if expected:
+                        res[f"{task} per hop"]["false_abstain"].append(a.abstained)
+                res[task]["chain_complete"].append(_follow(reader, hops, k, mode, lat))
+                first = hops[0]
+                clean = [t for t in first["neighbours"] if first["evidence"][0] not in t][:k]
+                res[task]["abstain"].append(reader.answer(first["question"], clean, mode=mode).abstained)
         table = {
-            t: {m: float(np.mean(v)) for m, v in d.items()} | {"n": len(d["recall"])} for t, d in res.items()
+            t: {m: float(np.mean(v)) for m, v in d.items()} | {"n": max(len(v) for v in d.values())}
+            for t, d in res.items()
         }
         table["_latency_ms"] = {"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90))}
         out[mode] = table

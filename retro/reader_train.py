@@ -48,7 +48,9 @@ from util.runinfo import atomic_write_bytes, atomic_write_json, atomic_write_tex
 class ReaderTrainConfig:
     """A reader training run (YAML + key=value overrides)."""
 
-    data: str = "data/reader"  # folder with train*.jsonl (made by evals.reader_data; `retro train-reader` makes it)
+    data: str = (
+        "data/reader"  # folder with train*.jsonl (made by evals.reader_data; `retro train-reader` makes it)
+    )
     out: str = "retro/assets/reader"  # where config.json, tokenizer.model, weights.npz go
     reader: dict = field(default_factory=dict)  # ReaderConfig overrides (network and layout)
     steps: int = 2000  # optimizer steps
@@ -91,9 +93,12 @@ class Examples:
             a = -(-len(answer_ids(parts)) // rcfg.chunk_len)
             if a > rcfg.max_answer_chunks:
                 continue
-            bridge = tok.encode(r["bridge"]) if "bridge" in r else []
+            targets = [tok.encode(t) for t in r.get("targets", ())]  # chains: what each link resolves to
+            a = max([a, *(-(-len(answer_ids([t])) // rcfg.chunk_len) for t in targets)])
             qids = tok.encode(r["question"])
-            self.items.append((prefix, parts, nbs + extra, gold, len(nbs), a, r["task"], bridge, qids))
+            self.items.append(
+                (prefix, parts, nbs + extra, gold, len(nbs), a, r["task"], targets, qids, r.get("hop", 0))
+            )
         self.buckets: dict[tuple[int, int], list[int]] = {}
         for i, it in enumerate(self.items):
             self.buckets.setdefault((len(it[0]), it[5]), []).append(i)
@@ -105,16 +110,24 @@ class Examples:
 
         Key/value tasks: part e of the answer needs evidence e; abstain samples forbid a random non-empty
         subset of the evidence (the target keeps the parts still present, <abstain> when none is).
-        Two-hop: both facts -> the answer; fact 1 only -> the bridge; no fact 1 -> <abstain>."""
-        prefix, parts, nbs, gold, n_top, _, task, bridge, qids = self.items[i]
-        n_ev = 2 if task == "twohop" else len(parts)
+        Chains (records with `targets`): the first j links are given and link j is withheld, j being
+        what hop h of `ask` reads (h+1 mostly: h carried links plus the one hop h found; h when hop h
+        missed it; any j at times); the target is the furthest link reachable (<abstain> for j = 0)."""
+        prefix, parts, nbs, gold, n_top, _, task, targets, qids, hop = self.items[i]
+        n_ev = len(targets) or len(parts)
         need: set[int] = set(range(n_ev))
         forbid: set[int] = set()
-        if abstain:
-            forbid = {0} if task == "twohop" else set(self.rng.sample(range(n_ev), self.rng.randint(1, n_ev)))
+        if targets:
+            r = self.rng.random()
+            j = (
+                0
+                if abstain
+                else min(n_ev, hop + 1 if r < 0.6 else hop if r < 0.8 else self.rng.randint(1, n_ev))
+            )
+            need, forbid = set(range(j)), ({j} if j < n_ev else set())
+        elif abstain:
+            forbid = set(self.rng.sample(range(n_ev), self.rng.randint(1, n_ev)))
             need = set()
-        elif task == "twohop" and self.rng.random() < 0.5:
-            need, forbid = {0}, {1}
         pool = [j for j in range(len(nbs)) if not (gold[j] & forbid)]
         top = [j for j in pool if j < min(n_top, 10)]
         chosen: list[int] = []
@@ -130,8 +143,11 @@ class Examples:
         chosen = chosen[: self.k]
         self.rng.shuffle(chosen)
         present = {e for j in chosen for e in gold[j]}
-        if task == "twohop":
-            keep = [parts[0]] if {0, 1} <= present else [bridge] if 0 in present else []
+        if targets:
+            reach = 0
+            while reach in present:
+                reach += 1
+            keep = [targets[reach - 1]] if reach else []
         else:
             keep = [p for e, p in enumerate(parts) if e in present and e not in forbid]
         block = neighbour_block([nbs[j] for j in chosen], self.k, self.rcfg.retrieved_len)
