@@ -12,8 +12,8 @@ from pipelines.cli import eval_group
 
 DEMO_HELP = (
     "build a >=1M-token haystack with 100 needles, index it, run the multi-needle eval with BM25 and "
-    "the cascade side by side and write the table + heatmaps (no data needed, ~2-4 minutes on 2 cores; "
-    "--retriever bm25 alone takes well under a minute)"
+    "the cascade side by side, answer with the reader and write the table + heatmaps (no data needed; "
+    "~4 min of CPU on a 2-core box, README; --retriever bm25 alone takes well under a minute)"
 )
 
 
