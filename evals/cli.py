@@ -12,24 +12,35 @@ from pipelines.cli import eval_group
 
 DEMO_HELP = (
     "build a >=1M-token haystack with 100 needles, index it, run the multi-needle eval with BM25 and "
-    "the cascade side by side and write the table + heatmaps (no data needed, ~2-4 minutes on 2 cores; "
-    "--retriever bm25 alone takes well under a minute)"
+    "the cascade side by side, answer with the reader and write the table + heatmaps (no data needed; "
+    "~4 min of CPU on a 2-core box, README; --retriever bm25 --no-reader takes ~11 s)"
 )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=None, help="output folder (results.json, samples.jsonl, PNGs, cells/)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (results.json, samples.jsonl, PNGs, cells/); default: runs/demo for demo, "
+        "required for eval niah",
+    )
     p.add_argument(
         "--retriever",
         action="append",
         default=None,
         help="cheap | bm25 | static | dense | cascade[,KEY=VALUE...] | MODULE:FACTORY; repeat it (or join with +) "
-        "to ask each retriever over the same index, rows side by side",
+        "to ask each retriever over the same index, rows side by side (default: bm25 and cascade for demo, "
+        "cheap for eval niah)",
     )
     p.add_argument(
-        "--max-samples", type=int, default=None, help="ask only the first N questions of each cell (0: all)"
+        "--max-samples",
+        type=int,
+        default=None,
+        help="ask only the first N questions of each cell (default: 0, all)",
     )
-    p.add_argument("-k", type=int, default=None, help="neighbours kept at the final stage (recall@k)")
+    p.add_argument(
+        "-k", type=int, default=None, help="neighbours kept at the final stage (recall@k; default: 10)"
+    )
     p.add_argument(
         "--build",
         action="append",
@@ -50,7 +61,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--reader-mode", default=None, help="constrained (default: copy spans of the neighbours) | free"
     )
     p.add_argument(
-        "--hops", type=int, default=None, help="reading hops per question (0: what the task needs)"
+        "--hops",
+        type=int,
+        default=None,
+        help="reading hops per question (default: 0, what the task needs: one per chain link plus one "
+        "for multihop, two for twohop, else one)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -64,23 +79,46 @@ def register(subparsers) -> None:
         description="Generate haystacks with hidden needles, index them, ask every question "
         "through a retriever and report recall (results.json, samples.jsonl, PNGs).",
     )
-    p.add_argument("--haystack", default=None, help="comma list of noise | words | needles | text:DIR")
-    p.add_argument("--tokens", default=None, help="comma list of haystack sizes, e.g. 128K,1M,10M")
-    p.add_argument("--needles", default=None, help="comma list of needle counts, e.g. 1,4,8,25,100,1000")
+    # None = not given: the NiahConfig default (evals/niah.py), after --config and --set; the help says it.
+    p.add_argument(
+        "--haystack", default=None, help="comma list of noise | words | needles | text:DIR (default: needles)"
+    )
+    p.add_argument(
+        "--tokens", default=None, help="comma list of haystack sizes, e.g. 128K,1M,10M (default: 128K,1M)"
+    )
+    p.add_argument(
+        "--needles",
+        default=None,
+        help="comma list of needle counts, e.g. 1,4,8,25,100,1000 (default: 1,8,100)",
+    )
     p.add_argument(
         "--task",
         default=None,
-        help="comma list of single | multikey | multivalue | multiquery | multihop | nonliteral | twohop",
+        help="comma list of single | multikey | multivalue | multiquery | multihop | nonliteral | twohop "
+        "(default: single)",
     )
-    p.add_argument("--depths", type=int, default=None, help="depth buckets (heatmap rows)")
+    p.add_argument("--depths", type=int, default=None, help="depth buckets, the heatmap rows (default: 11)")
     p.add_argument(
-        "--trials", type=int, default=None, help="haystacks per cell (0: enough to cover every depth)"
+        "--trials",
+        type=int,
+        default=None,
+        help="haystacks per cell (default: 0, enough to cover every depth bucket)",
     )
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--key-type", default=None, help="word | number | uuid")
-    p.add_argument("--value-type", default=None, help="word | number | uuid")
-    p.add_argument("--index", default=None, help="reuse this index (one cell only) instead of building")
-    p.add_argument("--config", default=None, help="YAML file of NiahConfig fields (flags given override it)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of haystacks, needles and questions (default: 0)"
+    )
+    p.add_argument("--key-type", default=None, help="needle keys: word | number | uuid (default: word)")
+    p.add_argument("--value-type", default=None, help="needle values: word | number | uuid (default: number)")
+    p.add_argument(
+        "--index",
+        default=None,
+        help="reuse this index (one cell only) instead of building (default: none, build one per cell)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML file of NiahConfig fields; flags given override it (default: none, the built-in ones)",
+    )
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="NiahConfig override (repeatable)"
     )
@@ -99,8 +137,10 @@ def register(subparsers) -> None:
     t.set_defaults(func=cmd_train_reader)
 
     d = subparsers.add_parser("demo", help=DEMO_HELP, description=DEMO_HELP)
-    d.add_argument("--tokens", default="128K,1M", help="haystack sizes (the largest should be >= 1M)")
-    d.add_argument("--needles", default="100", help="needle counts")
+    d.add_argument(
+        "--tokens", default="128K,1M", help="comma list of haystack sizes (the largest should be >= 1M)"
+    )
+    d.add_argument("--needles", default="100", help="comma list of needle counts")
     d.add_argument("--haystack", default="needles", help="noise | words | needles | text:DIR")
     _common(d)
     d.set_defaults(func=cmd_demo)

@@ -236,8 +236,8 @@ def _score(
     res: dict, sample: Sample, needles: dict, located: dict, k: int, rounds: list[dict] | None = None
 ) -> tuple[list[dict], list[dict]]:
     """Per-needle found flags and stage ranks; with several `rounds` (multihop), a stage rank is the
-    best over the rounds' own lists."""
-    stage_rank = {s: {i: r for r, i in enumerate(ids)} for s, ids in res["stages"].items()}
+    best over the rounds' own lists. Every rank is 1-based, as in `retro ask`'s output (None: missed)."""
+    stage_rank = {s: {i: r for r, i in enumerate(ids, start=1)} for s, ids in res["stages"].items()}
     final = set(res["final"])
     out = []
     for nid in sample.needle_ids:
@@ -270,7 +270,7 @@ def _score(
         )
     retrieved = [
         {"id": i, "rank": r, "stage_ranks": {s: m.get(i) for s, m in stage_rank.items()}}
-        for r, i in enumerate(res["final"])
+        for r, i in enumerate(res["final"], start=1)
     ]
     return out, retrieved
 

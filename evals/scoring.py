@@ -44,8 +44,8 @@ def answer_recall(answer: str | None, expected: Sequence[str]) -> float | None:
 
 
 def first_rank(gold: set[int], ids: Iterable[int]) -> int | None:
-    """0-based rank of the first gold chunk id in `ids`, or None when absent."""
-    for r, i in enumerate(ids):
+    """1-based rank of the first gold chunk id in `ids` (as `retro ask` ranks neighbours), None when absent."""
+    for r, i in enumerate(ids, start=1):
         if int(i) in gold:
             return r
     return None

@@ -89,10 +89,12 @@ def register(subparsers) -> None:
     )
     p = tok.add_parser("train", help="train on a bounded sample of a corpus")
     p.add_argument("corpus", help="file or folder (.txt .md .jsonl .parquet)")
-    p.add_argument("--vocab", type=int, default=32000, help="vocabulary size (default 32000)")
-    p.add_argument("--sample-chars", type=int, default=10_000_000, help="characters sampled (default 1e7)")
+    p.add_argument("--vocab", type=int, default=32000, help="vocabulary size")
+    p.add_argument(
+        "--sample-chars", type=int, default=10_000_000, help="characters sampled from the corpus start"
+    )
     p.add_argument("--out", required=True, help="output .model file")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="print nothing")
     p.set_defaults(func=_train_tokenizer)
 
     idx = subparsers.add_parser("index", help="build and inspect chunk indexes").add_subparsers(
@@ -110,8 +112,14 @@ def register(subparsers) -> None:
         "--out", required=True, help="index folder (new, empty, or an unfinished build of the same command)"
     )
     p.add_argument("--append", action="store_true", help="add the corpus to the existing index at --out")
-    p.add_argument("--config", help="YAML file of BuildConfig fields")
-    p.add_argument("--tokenizer", help="use this sentencepiece model instead of training one")
+    p.add_argument(
+        "--config", help="YAML file of BuildConfig fields (default: none; flags and key=value override it)"
+    )
+    p.add_argument(
+        "--tokenizer",
+        help="use this sentencepiece model instead of training one (default: train one on the first "
+        "sample_chars characters)",
+    )
     p.add_argument("--vocab", type=int, help="vocabulary size of the trained tokenizer (default 32000)")
     p.add_argument("--factory", help="FAISS factory string for the static tier (default: auto by size)")
     p.add_argument("--static", choices=["pooled", "model2vec"], help="static embedder (default pooled)")
@@ -136,7 +144,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_build)
 
     p = idx.add_parser("info", help="docs, tokens, chunks, shards, tiers, bytes on disk and per token")
-    p.add_argument("index")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("index", help="index folder built by `retro index build`")
+    p.add_argument("--json", action="store_true", help="print the info as one JSON object instead of a table")
     p.add_argument("--verify", action="store_true", help="check every file's sha256")
     p.set_defaults(func=_info)

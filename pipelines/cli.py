@@ -13,6 +13,8 @@ import importlib
 import os
 import sys
 
+from pipelines.cli_parse import parse_args, use_defaults_formatter
+
 # Subcommand groups, in the order `retro --help` lists them.
 COMMAND_MODULES = [
     "index.cli",  # retro tokenizer train | retro index build/info
@@ -23,9 +25,28 @@ COMMAND_MODULES = [
 
 QUICKSTART = """\
 quickstart:
-  retro index build CORPUS --out IDX     build a chunk index from a file or folder (.txt .md .jsonl .parquet)
-  retro index info IDX                   what an index holds: docs, tokens, chunks, shards, bytes per token
+  retro demo                              the main job: haystacks with 100 needles, BM25 beside the cascade
+  retro index build CORPUS --out IDX      index a file or folder (.txt .md .jsonl .parquet)
+  retro index info IDX                    docs, tokens, chunks, shards, bytes on disk and per token
+  retro search IDX "list open sockets"    ranked chunks with each cascade stage's rank and score
+  retro ask IDX "which flag makes tar follow symlinks?"
+                                          the reader's answer, the spans it cites, the evidence
+  retro eval niah --tokens 1M --needles 100 --out runs/niah
+                                          needle recall per stage, depth and haystack size
+
+`retro COMMAND --help` lists a command's options and their defaults; config fields go as key=value.
 """
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata), or a note when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("retro")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 EVAL_HELP = "evaluations: needle-in-a-haystack retrieval (niah), LM bits-per-byte (lm)"
@@ -49,9 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=QUICKSTART,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    use_defaults_formatter(parser)
     return parser
 
 
@@ -60,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)  # key=value words anywhere join a command's overrides
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -191,9 +191,10 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="hops (ask: each reads the evidence and searches again with the bridge it found; "
-        "search / --no-reader: with the text of the best new chunk); stops early when nothing new comes",
+        "search / --no-reader: with the text of the best new chunk); stops early when nothing new comes "
+        "(default: the config's hops, 1)",
     )
-    p.add_argument("--config", help="YAML file of CascadeConfig fields")
+    p.add_argument("--config", help="YAML file of CascadeConfig fields (default: none, the built-in ones)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     p.add_argument("--set", action="append", metavar="key=value", help="CascadeConfig override (repeatable)")
 
@@ -220,8 +221,11 @@ def register(subparsers) -> None:
         help="reader decoding (default: the reader's)",
     )
     p.add_argument("question", nargs="?", help="one question (or use --questions)")
-    p.add_argument("--questions", help='jsonl file, one {"id", "question"} per line')
-    p.add_argument("--out", help="output jsonl, one answer object per question")
+    p.add_argument(
+        "--questions",
+        help='jsonl file, one {"id", "question"} per line (default: none, ask the one question)',
+    )
+    p.add_argument("--out", help="output jsonl, one answer object per question (required with --questions)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="CascadeConfig overrides")
     p.set_defaults(func=_ask)

@@ -192,7 +192,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("train", help="train a RETRO model (retro train --config FILE key=value ...)")
     p.add_argument(
-        "--config", default=None, help="YAML TrainConfig (see retro/train.py); model.NAME=value too"
+        "--config",
+        default=None,
+        help="YAML TrainConfig (see retro/train.py); model.NAME=value too (default: none, the built-in one)",
     )
     p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=500 model.n_layers=4"
@@ -203,9 +205,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="sample from a trained RETRO model with retrieval")
     p.add_argument("run", help="training run folder")
     p.add_argument("--prompt", required=True, help="prompt text")
-    p.add_argument("--index", default=None, help="index to retrieve from (and whose tokenizer to use)")
     p.add_argument(
-        "--tokenizer-index", default=None, help="with --no-retrieval: index whose tokenizer to use"
+        "--index",
+        default=None,
+        help="index to retrieve from, whose tokenizer is used (default: none; required unless --no-retrieval)",
+    )
+    p.add_argument(
+        "--tokenizer-index",
+        default=None,
+        help="with --no-retrieval: index whose tokenizer to use (default: none)",
     )
     p.add_argument("--no-retrieval", action="store_true", help="decode RETRO[OFF]")
     p.add_argument("-k", type=int, default=None, help="neighbours per chunk (default 2; or --set k=N)")
@@ -218,15 +226,26 @@ def register(subparsers) -> None:
     p.add_argument(
         "--set", action="append", metavar="key=value", help="CascadeConfig override (repeatable), e.g. n2=16"
     )
-    p.add_argument("--config", default=None, metavar="FILE", help="YAML file of CascadeConfig fields")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="YAML file of CascadeConfig fields (default: none, the built-in ones)",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=0,
+        help="with --temperature > 0: sample from the K most likely tokens only; 0 = from all",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
     p.add_argument(
         "--out",
         default=None,
-        help="folder for generation.json (text, retrieved chunks, evidence, per-stage latency)",
+        help="folder for generation.json: text, retrieved chunks, evidence, per-stage latency "
+        "(default: none, print the text only)",
     )
     p.set_defaults(func=cmd_generate)
 
@@ -235,10 +254,14 @@ def register(subparsers) -> None:
         p = group.add_parser("lm", help="held-out bits-per-byte with retrieval on/off (leakage-filtered too)")
         p.add_argument("runs", nargs="+", help="training run folder(s); all are scored on the same chunks")
         p.add_argument("--data", required=True, help="neighbour store (its held-out documents are scored)")
-        p.add_argument("--out", default=None, help="folder for results.json and per_chunk.jsonl")
+        p.add_argument(
+            "--out",
+            default=None,
+            help="folder for results.json and per_chunk.jsonl (default: none, print the table only)",
+        )
         p.add_argument("-k", type=int, default=2, help="neighbours per chunk")
-        p.add_argument("--seq-len", type=int, default=512)
-        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--seq-len", type=int, default=512, help="tokens per held-out sequence")
+        p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
         p.add_argument("--max-sequences", type=int, default=0, help="0 = all held-out sequences")
         p.add_argument(
             "--alpha", type=float, default=0.125, help="leakage filter: max longest-common-run / M"

@@ -101,7 +101,7 @@ def test_scoring_on_constructed_cases():
     assert not scoring.needle_in_text("a b c d", "a b c")
     assert scoring.answer_recall(None, ["x"]) is None
     assert scoring.answer_recall("The Values are 12 and ABC", ["abc", "12", "99"]) == pytest.approx(2 / 3)
-    assert scoring.first_rank({5}, [3, 5, 5]) == 1 and scoring.first_rank({7}, [1]) is None
+    assert scoring.first_rank({5}, [3, 5, 5]) == 2 and scoring.first_rank({7}, [1]) is None  # 1-based
     # the locator maps documents by id when the index dropped one
     idx2 = FakeIndex(docs[1:] + docs[:1], m=100)
     assert scoring.NeedleLocator(idx2).locate(0, "a", 300, needle)["gold_chunks"] == [10, 11]
@@ -338,9 +338,10 @@ def test_end_to_end_real_index(tmp_path):
         assert a["abstained"] == (a["text"] is None)
         texts = {n["rank"]: n["text"] for n in s["search"]["neighbours"]}
         for c in a["citations"]:
-            assert a["text"] in texts[c["rank"]][c["char_start"] : c["char_end"]] or texts[c["rank"]][
-                c["char_start"] : c["char_end"]
-            ] in a["text"]
+            assert (
+                a["text"] in texts[c["rank"]][c["char_start"] : c["char_end"]]
+                or texts[c["rank"]][c["char_start"] : c["char_end"]] in a["text"]
+            )
 
 
 def test_eval_group_is_made_in_one_place():
@@ -387,8 +388,10 @@ def test_multihop_stage_ranks_are_per_round():
     }
     rounds = [{"stages": {"bm25": [10, 1, 2]}}, {"stages": {"bm25": [50, 3, 4]}}]
     res = {"final": [10, 1, 50, 3], "stages": {"bm25": [10, 1, 2, 50, 3, 4]}}
-    scored, _ = _score(res, sample, needles, located, 2, rounds)
-    assert [nd["stage_ranks"]["bm25"] for nd in scored] == [0, 0]  # round 2's own rank, not 3
+    scored, retrieved = _score(res, sample, needles, located, 2, rounds)
+    assert [nd["stage_ranks"]["bm25"] for nd in scored] == [1, 1]  # round 2's own rank, not 4
+    assert [nd["final_rank"] for nd in scored] == [3, 1]  # 1-based, as `retro ask` ranks neighbours
+    assert [r["rank"] for r in retrieved] == [1, 2, 3, 4] and retrieved[2]["stage_ranks"]["bm25"] == 4
     assert all(nd["found"] for nd in scored)
 
 
