@@ -6,7 +6,8 @@ An index folder:
                       counts, build config, corpora and the shard list. No index.json = not an index.
     tokenizer.model   sentencepiece model (trained on a bounded sample when none is given)
     static/           the static embedder (static.json + its table or model)
-    faiss.template    the trained, empty FAISS index every shard copies (one coarse quantizer for all)
+    faiss.template    the trained, empty FAISS index every shard copies (one coarse quantizer for all);
+                      these three are made by index/shared.py
     shards/000000/    see index/shard.py
     build.json        only while a build or append is unfinished: its plan, so a rerun resumes it
 
@@ -34,13 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from index.corpus import CorpusReader, Document, corpus_bytes
+from index.corpus import CorpusReader, Document
 from index.dedup import DUPLICATE, DocDigests, text_digests
 from index.shard import ShardBuffer, read_shard_meta, write_shard
-from index.tokenizer import MAX_VOCAB, MIN_VOCAB, Tokenizer, sha256_file, train_tokenizer, vocab_warning
+from index.shared import make_shared
+from index.tokenizer import MAX_VOCAB, MIN_VOCAB, Tokenizer, sha256_file
 from util.configs import config_to_dict
 from util.progress import bar, note, phase
-from util.runinfo import atomic_path, atomic_write_json, remove_path, run_info
+from util.runinfo import atomic_write_json, remove_path, run_info
 
 FORMAT_VERSION = 2  # 2: word-level BM25 with term hashes (bm25/term_hash.npy)
 
@@ -110,63 +112,6 @@ class BuildConfig:
 _PER_RUN_FIELDS = ("shard_chunks", "batch_chars", "max_doc_chars", "threads")
 # What a build makes before its shards; an abandoned attempt's are removed when another one starts.
 _SHARED_PARTS = ("tokenizer.model", "static", "faiss.template", "shards")
-
-
-def _sample_docs(corpus: str | os.PathLike, sample_chars: int, max_doc_chars: int) -> list[str]:
-    """The texts of the first documents of the corpus, `sample_chars` characters in all."""
-    texts, total = [], 0
-    for doc in CorpusReader(corpus, max_doc_chars=max_doc_chars):
-        texts.append(doc.text[: max(1000, sample_chars - total)])
-        total += len(texts[-1])
-        if total >= sample_chars:
-            break
-    return texts
-
-
-def _auto_factory(est_chunks: int, train_n: int, cfg: BuildConfig) -> str:
-    """Flat for small indexes, IVF + 8-bit scalar codes (4x smaller, ~0.93 recall@10 of Flat) up to
-    sq8_max_chunks, IVF + 4-bit PQ fast-scan (32 bytes a vector) beyond: measured in BENCHMARKS.md."""
-    if est_chunks <= cfg.flat_max_chunks:
-        return "Flat"
-    nlist = 2 ** round(math.log2(4 * math.sqrt(est_chunks)))
-    nlist = max(64, min(nlist, 65536, 2 ** int(math.log2(max(64, train_n // 39)))))
-    if est_chunks <= cfg.sq8_max_chunks:
-        return f"IVF{nlist},SQ8"
-    return f"IVF{nlist},PQ{cfg.static_dim // 8}x4fs"
-
-
-def _min_train(factory: str) -> int:
-    """Training vectors a factory needs at the least (IVF lists; PQ codebooks)."""
-    need = 1
-    for part in factory.replace("_", ",").split(","):
-        if part.startswith("IVF"):
-            need = max(need, int("".join(ch for ch in part[3:] if ch.isdigit()) or 1))
-        if part.startswith("PQ"):
-            bits = 4 if part.endswith("fs") or "x4" in part else 8
-            need = max(need, 2**bits)
-    return need
-
-
-def _make_template(path: Path, factory: str, dim: int, train_tokens: np.ndarray, embed) -> None:
-    """Create (and train on embed(train_tokens), when it needs training) the empty FAISS index shards copy."""
-    import faiss
-
-    try:
-        ann = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        raise ValueError(
-            f"faiss_factory={factory!r}: FAISS cannot build it ({str(e).strip().splitlines()[-1]})"
-        ) from None
-    if not ann.is_trained:
-        need = _min_train(factory)
-        if len(train_tokens) < need:
-            raise ValueError(
-                f"faiss_factory={factory!r} needs at least {need} training vectors, the corpus sample gave "
-                f"{len(train_tokens)}; use faiss_factory=Flat or a smaller IVF"
-            )
-        ann.train(embed(train_tokens))
-    with atomic_path(path) as tmp:
-        faiss.write_index(ann, str(tmp))
 
 
 def _release_memory() -> None:
@@ -285,115 +230,18 @@ class _Builder:
             self.static = load_static(out / "static", self.tokenizer)
             return
         if "tokenizer_sha256" not in plan:
-            self._make_shared(plan)
+            begin = (lambda: None) if self.resumed else (lambda: self._start(plan))
+            self.tokenizer, self.static, decisions = make_shared(
+                self.corpus, out, cfg, quiet=self.quiet, begin=begin
+            )
+            plan.update(decisions)
+            atomic_write_json(out / "build.json", plan)
             return
         # resuming: the shared parts were made by the interrupted run
         self.tokenizer = Tokenizer(tok_path)
         if self.tokenizer.sha256 != plan["tokenizer_sha256"]:
             raise ValueError(f"{tok_path}: changed since this build started; delete {out} and build again")
         self.static = load_static(out / "static", self.tokenizer)
-
-    def _make_shared(self, plan: dict) -> None:
-        """Tokenizer, static embedder and FAISS template from a sample of the corpus, each phase named."""
-        cfg, out, quiet = self.cfg, self.out, self.quiet
-        tok_path = out / "tokenizer.model"
-        t0 = time.time()
-        with phase(f"reading a sample of {self.corpus.name} (up to {cfg.sample_chars:,} characters)", quiet):
-            sample = _sample_docs(self.corpus, cfg.sample_chars, cfg.max_doc_chars)
-        if not sample:
-            raise ValueError(f"{self.corpus}: no readable documents")
-        if not self.resumed:
-            self._start(plan)
-        timings = {"sample_s": time.time() - t0}
-        t0 = time.time()
-        if cfg.tokenizer:
-            with atomic_path(tok_path) as tmp:
-                shutil.copyfile(cfg.tokenizer, tmp)
-        else:
-            chars = sum(len(t) for t in sample)
-            with phase(
-                f"training the tokenizer (vocab_size {cfg.vocab_size:,}, {chars:,} characters)", quiet
-            ):
-                train_tokenizer(sample, tok_path, vocab_size=cfg.vocab_size, threads=cfg.threads)
-        self.tokenizer = Tokenizer(tok_path)
-        timings["tokenizer_s"] = time.time() - t0
-        warning = None if cfg.tokenizer else vocab_warning(self.tokenizer.vocab_size, cfg.vocab_size)
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
-        with phase("tokenizing the sample", quiet):
-            ids = self.tokenizer.encode_batch(sample, threads=cfg.threads)
-        counts = np.bincount(
-            np.concatenate([np.asarray(i, np.int64) for i in ids]), minlength=self.tokenizer.vocab_size
-        )
-        sample_tokens, sample_bytes = int(counts.sum()), sum(len(t.encode("utf-8")) for t in sample)
-        est_chunks = int(
-            corpus_bytes(self.corpus) / max(1e-9, sample_bytes / max(1, sample_tokens)) / cfg.chunk_len
-        )
-        t0 = time.time()
-        self._make_static(counts)
-        timings["static_s"] = time.time() - t0
-        t0 = time.time()
-        train = self._train_tokens(ids)
-        factory = (
-            cfg.faiss_factory if cfg.faiss_factory != "auto" else _auto_factory(est_chunks, len(train), cfg)
-        )
-        with phase(f"FAISS template: {factory} from {len(train):,} sample chunks", quiet):
-            _make_template(out / "faiss.template", factory, self.static.dim, train, self.static.embed_tokens)
-        timings["faiss_template_s"] = time.time() - t0
-        dense = cfg.dense == "on" or (cfg.dense == "auto" and est_chunks <= cfg.dense_auto_max_chunks)
-        plan.update(
-            tokenizer_sha256=self.tokenizer.sha256,
-            est_chunks=est_chunks,
-            faiss_factory=factory,
-            dense=dense,
-            warnings=[warning] if warning else [],
-            timings={k: round(v, 3) for k, v in timings.items()},
-        )
-        atomic_write_json(out / "build.json", plan)
-
-    def _make_static(self, counts: np.ndarray) -> None:
-        from index.embedders import (
-            Model2VecStatic,
-            PooledStatic,
-            build_pooled_table,
-            dense_model_sha,
-            distill_model2vec,
-        )
-
-        cfg, folder = self.cfg, self.out / "static"
-        folder.mkdir(exist_ok=True)
-        if cfg.static == "pooled":
-            table = build_pooled_table(
-                self.tokenizer, cfg.dense_model, counts, dim=cfg.static_dim, quiet=self.quiet
-            )
-            static = PooledStatic(table, self.tokenizer)
-        else:
-            with phase(
-                f"static: model2vec from {cfg.dense_model} (minutes the first time, then cached)", self.quiet
-            ):
-                static = Model2VecStatic(
-                    distill_model2vec(cfg.dense_model, dim=cfg.static_dim), self.tokenizer
-                )
-        meta = static.save(folder)
-        meta.update(
-            dense_model=cfg.dense_model,
-            dense_sha256=dense_model_sha(cfg.dense_model),
-            tokenizer_sha256=self.tokenizer.sha256,
-        )
-        atomic_write_json(folder / "static.json", meta)
-        self.static = static
-
-    def _train_tokens(self, sample_ids: list[list[int]]) -> np.ndarray:
-        """int64 [n, M]: up to faiss_train_size chunks of the sample, to train the coarse quantizer on."""
-        m, cap = self.cfg.chunk_len, self.cfg.faiss_train_size
-        chunks = [np.asarray(ids[i : i + m]) for ids in sample_ids for i in range(0, len(ids), m)]
-        if len(chunks) > cap:
-            pick = np.random.default_rng(0).choice(len(chunks), cap, replace=False)
-            chunks = [chunks[i] for i in np.sort(pick)]
-        block = np.full((len(chunks), m), self.tokenizer.pad_id, dtype=np.int64)
-        for row, c in zip(block, chunks, strict=True):
-            row[: len(c)] = c
-        return block
 
     # -- streaming the corpus into shards ----------------------------------------------------------
     def run(self, plan: dict) -> dict:
