@@ -80,6 +80,9 @@ def test_a_vocabulary_far_below_the_request_is_a_warning_in_the_summary_and_info
     assert re.search(r"\| warning \| tokenizer vocabulary .* far below", got.out)  # the build summary
     assert main(["index", "info", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["warnings"][0].startswith(f"tokenizer vocabulary {vocab:,}")
+    assert main(["tokenizer", "train", str(text), "--vocab", "4000", "--out", str(tmp_path / "t.model")]) == 0
+    err = capsys.readouterr().err
+    assert "training the tokenizer (vocab 4,000)" in err and "warning: tokenizer vocabulary" in err
 
 
 # -- item 6: named phases, a resumed build says so ----------------------------------------------------
@@ -95,6 +98,7 @@ def _interrupt(out: Path, stop: threading.Event) -> None:
             time.sleep(0.005)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # a Ctrl-C dropped in gc
 def test_every_phase_is_named_and_a_resumed_build_says_how_much_was_done(
     tmp_path, corpus, capsys, monkeypatch
 ):
