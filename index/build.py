@@ -6,14 +6,19 @@ An index folder:
                       counts, build config, corpora and the shard list. No index.json = not an index.
     tokenizer.model   sentencepiece model (trained on a bounded sample when none is given)
     static/           the static embedder (static.json + its table or model)
-    faiss.template    the trained, empty FAISS index every shard copies (one coarse quantizer for all)
+    faiss.template    the trained, empty FAISS index every shard copies (one coarse quantizer for all);
+                      these three are made by index/shared.py
     shards/000000/    see index/shard.py
     build.json        only while a build or append is unfinished: its plan, so a rerun resumes it
 
-Resume: each shard records the documents it covers; a rerun of the same command skips the
-documents of finished shards, rebuilds the unfinished one from scratch, and ends byte-identical to
-an uninterrupted build. Append: `append=True` adds the documents of a new corpus as new shards;
-the old shards and the old manifest stay valid until the new manifest replaces it.
+Resume: each shard records how many corpus documents had been read when it closed; a rerun of the
+same command says how much was done, skips those documents, rebuilds the unfinished shard from
+scratch, and ends byte-identical to an uninterrupted build. A command is checked, and its corpus
+sample read, before build.json is written, so a rejected command leaves nothing behind; an unfinished
+build with no finished shard is replaced by the next command, whatever its config.
+Append: `append=True` adds the documents of a new corpus as new shards, skipping documents the index
+already holds (index/dedup.py); the old shards and the old manifest stay valid until the new
+manifest replaces it. Every phase is named on stderr (util/progress.py); `quiet` silences them.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from index.corpus import CorpusReader, Document, corpus_bytes
+from index.corpus import CorpusReader, Document
+from index.dedup import DUPLICATE, DocDigests, text_digests
 from index.shard import ShardBuffer, read_shard_meta, write_shard
-from index.tokenizer import Tokenizer, sha256_file, train_tokenizer
+from index.shared import make_shared
+from index.tokenizer import MAX_VOCAB, MIN_VOCAB, Tokenizer, sha256_file
 from util.configs import config_to_dict
-from util.runinfo import atomic_path, atomic_write_json, run_info
+from util.progress import bar, note, phase
+from util.runinfo import atomic_write_json, remove_path, run_info
 
 FORMAT_VERSION = 2  # 2: word-level BM25 with term hashes (bm25/term_hash.npy)
 
@@ -88,77 +96,22 @@ class BuildConfig:
             ("threads", self.threads >= 1),
             ("sample_chars", self.sample_chars >= 1000),
             ("faiss_train_size", self.faiss_train_size >= 1),
+            ("vocab_size", self.tokenizer is not None or MIN_VOCAB <= self.vocab_size <= MAX_VOCAB),
         ]
+        hints = {"vocab_size": f": must be between {MIN_VOCAB} and {MAX_VOCAB} (--vocab)"}
         for name, ok in checks:
             if not ok:
-                raise ValueError(f"BuildConfig.{name}={getattr(self, name)!r} is not allowed")
+                raise ValueError(
+                    f"BuildConfig.{name}={getattr(self, name)!r} is not allowed{hints.get(name, '')}"
+                )
+        if self.tokenizer is not None and not Path(self.tokenizer).is_file():
+            raise FileNotFoundError(f"{self.tokenizer}: no such tokenizer model (--tokenizer)")
 
 
 # Fields an --append may change; every other field is taken from the index being appended to.
 _PER_RUN_FIELDS = ("shard_chunks", "batch_chars", "max_doc_chars", "threads")
-
-
-def _progress(total: int | None, desc: str, quiet: bool, unit: str = "tok"):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=quiet, dynamic_ncols=True)
-
-
-def _sample_docs(corpus: str | os.PathLike, sample_chars: int, max_doc_chars: int) -> list[str]:
-    """The texts of the first documents of the corpus, `sample_chars` characters in all."""
-    texts, total = [], 0
-    for doc in CorpusReader(corpus, max_doc_chars=max_doc_chars):
-        texts.append(doc.text[: max(1000, sample_chars - total)])
-        total += len(texts[-1])
-        if total >= sample_chars:
-            break
-    return texts
-
-
-def _auto_factory(est_chunks: int, train_n: int, cfg: BuildConfig) -> str:
-    """Flat for small indexes, IVF + 8-bit scalar codes (4x smaller, ~0.93 recall@10 of Flat) up to
-    sq8_max_chunks, IVF + 4-bit PQ fast-scan (32 bytes a vector) beyond: measured in BENCHMARKS.md."""
-    if est_chunks <= cfg.flat_max_chunks:
-        return "Flat"
-    nlist = 2 ** round(math.log2(4 * math.sqrt(est_chunks)))
-    nlist = max(64, min(nlist, 65536, 2 ** int(math.log2(max(64, train_n // 39)))))
-    if est_chunks <= cfg.sq8_max_chunks:
-        return f"IVF{nlist},SQ8"
-    return f"IVF{nlist},PQ{cfg.static_dim // 8}x4fs"
-
-
-def _min_train(factory: str) -> int:
-    """Training vectors a factory needs at the least (IVF lists; PQ codebooks)."""
-    need = 1
-    for part in factory.replace("_", ",").split(","):
-        if part.startswith("IVF"):
-            need = max(need, int("".join(ch for ch in part[3:] if ch.isdigit()) or 1))
-        if part.startswith("PQ"):
-            bits = 4 if part.endswith("fs") or "x4" in part else 8
-            need = max(need, 2**bits)
-    return need
-
-
-def _make_template(path: Path, factory: str, dim: int, train_tokens: np.ndarray, embed) -> None:
-    """Create (and train on embed(train_tokens), when it needs training) the empty FAISS index shards copy."""
-    import faiss
-
-    try:
-        ann = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        raise ValueError(
-            f"faiss_factory={factory!r}: FAISS cannot build it ({str(e).strip().splitlines()[-1]})"
-        ) from None
-    if not ann.is_trained:
-        need = _min_train(factory)
-        if len(train_tokens) < need:
-            raise ValueError(
-                f"faiss_factory={factory!r} needs at least {need} training vectors, the corpus sample gave "
-                f"{len(train_tokens)}; use faiss_factory=Flat or a smaller IVF"
-            )
-        ann.train(embed(train_tokens))
-    with atomic_path(path) as tmp:
-        faiss.write_index(ann, str(tmp))
+# What a build makes before its shards; an abandoned attempt's are removed when another one starts.
+_SHARED_PARTS = ("tokenizer.model", "static", "faiss.template", "shards")
 
 
 def _release_memory() -> None:
@@ -177,13 +130,25 @@ class _Builder:
     """One run of `build_index`: plans, prepares the shared parts, then streams shards."""
 
     def __init__(
-        self, corpus: str | os.PathLike, out: Path, cfg: BuildConfig, append: bool, quiet: bool
+        self,
+        corpus: str | os.PathLike,
+        out: Path,
+        cfg: BuildConfig,
+        append: bool,
+        quiet: bool,
+        keep_duplicates: bool = False,
     ) -> None:
         self.corpus, self.out, self.cfg, self.append, self.quiet = Path(corpus), out, cfg, append, quiet
+        self.keep_duplicates = keep_duplicates
         self.manifest: dict | None = None
+        self.resumed = False  # build.json held this very plan: an interrupted run is continued
+        self.restart = False  # build.json held another plan with no finished shard: it is replaced
 
     # -- the plan: what build.json holds, so a rerun knows it is the same build -------------------
     def plan(self) -> dict:
+        """Check the folder and decide: a new build, a resumed one, or a refusal. Writes nothing, so a
+        command rejected here or while its input is read leaves no build.json to block the corrected
+        one (`_start` writes it, once the build really begins)."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise NotADirectoryError(f"{out}: exists and is not a folder")
@@ -212,21 +177,32 @@ class _Builder:
             "config": config_to_dict(self.cfg),
             "first_shard": len(self.manifest["shards"]) if self.manifest else 0,
         }
+        if self.append:
+            want["keep_duplicates"] = self.keep_duplicates
         if plan_path.is_file():
             old = json.loads(plan_path.read_text())
-            same = {k: old.get(k) for k in want} == want
-            if not same and not self.append:
-                raise FileExistsError(
-                    f"{out}: holds an unfinished build of {old.get('corpus')} with another config; "
-                    "rerun that exact command to resume it, or delete the folder"
-                )
-            if same:
+            if {k: old.get(k) for k in want} == want:
+                self.resumed = True
                 return old  # resume: keep the decisions made then
+            if not self.append:
+                done = self._finished_shards(0)
+                if done:
+                    raise FileExistsError(
+                        f"{out}: holds an unfinished build of {old.get('corpus')} with another config "
+                        f"({len(done)} shards done); rerun that exact command to resume it, or delete the folder"
+                    )
+                self.restart = True  # nothing finished to keep: the corrected command goes ahead
+        return dict(want)
+
+    def _start(self, plan: dict) -> None:
+        """The build begins: clear what an abandoned attempt left, then write build.json."""
+        if self.restart:
+            note(f"{self.out}: replacing an unfinished build there that had no finished shard", self.quiet)
+            for name in _SHARED_PARTS:
+                remove_path(self.out / name)
         self._discard_unlisted_shards()
-        out.mkdir(parents=True, exist_ok=True)
-        plan = dict(want)
-        atomic_write_json(plan_path, plan)
-        return plan
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out / "build.json", plan)
 
     def _discard_unlisted_shards(self) -> None:
         listed = {s["name"] for s in (self.manifest or {}).get("shards", [])}
@@ -248,51 +224,17 @@ class _Builder:
                     f"{cfg.tokenizer}: not the tokenizer this index was built with "
                     f"({self.manifest['tokenizer']['sha256'][:12]}...)"
                 )
+            if not self.resumed:
+                self._start(plan)
             self.tokenizer = Tokenizer(tok_path)
             self.static = load_static(out / "static", self.tokenizer)
             return
         if "tokenizer_sha256" not in plan:
-            t0 = time.time()
-            sample = _sample_docs(self.corpus, cfg.sample_chars, cfg.max_doc_chars)
-            if not sample:
-                raise ValueError(f"{self.corpus}: no readable documents")
-            timings = {"sample_s": time.time() - t0}
-            t0 = time.time()
-            if cfg.tokenizer:
-                with atomic_path(tok_path) as tmp:
-                    shutil.copyfile(cfg.tokenizer, tmp)
-            else:
-                train_tokenizer(sample, tok_path, vocab_size=cfg.vocab_size, threads=cfg.threads)
-            self.tokenizer = Tokenizer(tok_path)
-            timings["tokenizer_s"] = time.time() - t0
-            ids = self.tokenizer.encode_batch(sample, threads=cfg.threads)
-            counts = np.bincount(
-                np.concatenate([np.asarray(i, np.int64) for i in ids]), minlength=self.tokenizer.vocab_size
+            begin = (lambda: None) if self.resumed else (lambda: self._start(plan))
+            self.tokenizer, self.static, decisions = make_shared(
+                self.corpus, out, cfg, quiet=self.quiet, begin=begin
             )
-            sample_tokens, sample_bytes = int(counts.sum()), sum(len(t.encode("utf-8")) for t in sample)
-            est_chunks = int(
-                corpus_bytes(self.corpus) / max(1e-9, sample_bytes / max(1, sample_tokens)) / cfg.chunk_len
-            )
-            t0 = time.time()
-            self._make_static(counts)
-            timings["static_s"] = time.time() - t0
-            t0 = time.time()
-            train = self._train_tokens(ids)
-            factory = (
-                cfg.faiss_factory
-                if cfg.faiss_factory != "auto"
-                else _auto_factory(est_chunks, len(train), cfg)
-            )
-            _make_template(out / "faiss.template", factory, self.static.dim, train, self.static.embed_tokens)
-            timings["faiss_template_s"] = time.time() - t0
-            dense = cfg.dense == "on" or (cfg.dense == "auto" and est_chunks <= cfg.dense_auto_max_chunks)
-            plan.update(
-                tokenizer_sha256=self.tokenizer.sha256,
-                est_chunks=est_chunks,
-                faiss_factory=factory,
-                dense=dense,
-                timings={k: round(v, 3) for k, v in timings.items()},
-            )
+            plan.update(decisions)
             atomic_write_json(out / "build.json", plan)
             return
         # resuming: the shared parts were made by the interrupted run
@@ -301,81 +243,80 @@ class _Builder:
             raise ValueError(f"{tok_path}: changed since this build started; delete {out} and build again")
         self.static = load_static(out / "static", self.tokenizer)
 
-    def _make_static(self, counts: np.ndarray) -> None:
-        from index.embedders import (
-            Model2VecStatic,
-            PooledStatic,
-            build_pooled_table,
-            dense_model_sha,
-            distill_model2vec,
-        )
-
-        cfg, folder = self.cfg, self.out / "static"
-        folder.mkdir(exist_ok=True)
-        if cfg.static == "pooled":
-            table = build_pooled_table(
-                self.tokenizer, cfg.dense_model, counts, dim=cfg.static_dim, quiet=self.quiet
-            )
-            static = PooledStatic(table, self.tokenizer)
-        else:
-            static = Model2VecStatic(distill_model2vec(cfg.dense_model, dim=cfg.static_dim), self.tokenizer)
-        meta = static.save(folder)
-        meta.update(
-            dense_model=cfg.dense_model,
-            dense_sha256=dense_model_sha(cfg.dense_model),
-            tokenizer_sha256=self.tokenizer.sha256,
-        )
-        atomic_write_json(folder / "static.json", meta)
-        self.static = static
-
-    def _train_tokens(self, sample_ids: list[list[int]]) -> np.ndarray:
-        """int64 [n, M]: up to faiss_train_size chunks of the sample, to train the coarse quantizer on."""
-        m, cap = self.cfg.chunk_len, self.cfg.faiss_train_size
-        chunks = [np.asarray(ids[i : i + m]) for ids in sample_ids for i in range(0, len(ids), m)]
-        if len(chunks) > cap:
-            pick = np.random.default_rng(0).choice(len(chunks), cap, replace=False)
-            chunks = [chunks[i] for i in np.sort(pick)]
-        block = np.full((len(chunks), m), self.tokenizer.pad_id, dtype=np.int64)
-        for row, c in zip(block, chunks, strict=True):
-            row[: len(c)] = c
-        return block
-
     # -- streaming the corpus into shards ----------------------------------------------------------
     def run(self, plan: dict) -> dict:
         from index.embedders import load_dense
 
         cfg = self.cfg
         dense_on = self.manifest["dense"]["enabled"] if self.manifest else plan["dense"]
-        dense_model = load_dense(self.dense_id()) if dense_on else None
+        dense_model = None
+        if dense_on:
+            with phase(f"loading the dense model {self.dense_id()}", self.quiet):
+                dense_model = load_dense(self.dense_id())
         first, doc_base = plan["first_shard"], (self.manifest["counts"]["docs"] if self.manifest else 0)
         done = self._finished_shards(first)
-        skip_docs = sum(s["docs"] for s in done)
+        # documents read from the corpus so far, skipped ones included (older shards lack the field)
+        skip_docs = done[-1].get("docs_read", sum(s["docs"] for s in done)) if done else 0
+        if self.resumed:
+            self._say_resuming(plan, done, skip_docs)
+        present = self._present_docs()
         reader = CorpusReader(self.corpus, max_doc_chars=cfg.max_doc_chars)
-        bar = _progress(None, f"index {self.corpus.name}", self.quiet)
-        bar.update(sum(s["tokens"] for s in done))
-        buffer, shard_no, doc_start = ShardBuffer(cfg.chunk_len), first + len(done), doc_base + skip_docs
+        progress = bar(None, f"index {self.corpus.name}", self.quiet, unit="tok")
+        progress.update(sum(s["tokens"] for s in done))
+        buffer, shard_no = ShardBuffer(cfg.chunk_len), first + len(done)
+        doc_start = doc_base + sum(s["docs"] for s in done)
         started = time.time()
-        for batch in self._batches(reader, skip_docs):
-            ids = self.tokenizer.encode_batch([d.text for d in batch], threads=cfg.threads)
-            for doc, toks in zip(batch, ids, strict=True):
+        for start, batch in self._batches(reader, skip_docs):
+            digests = text_digests([d.text for d in batch])
+            fresh = ~present.contains(digests) if present is not None else np.ones(len(batch), bool)
+            for j in np.flatnonzero(~fresh):
+                reader.report.warn(DUPLICATE, f"{batch[j].source}:{batch[j].line or 0}")
+            keep = np.flatnonzero(fresh)
+            ids = self.tokenizer.encode_batch([batch[j].text for j in keep], threads=cfg.threads)
+            for j, toks in zip(keep, ids, strict=True):
+                doc = batch[j]
                 if not toks:
                     reader.report.warn("no tokens (skipped)", f"{doc.source}:{doc.line or 0}")
                     continue
-                buffer.add(doc, toks, self.tokenizer)
-                bar.update(len(toks))
+                buffer.add(doc, toks, self.tokenizer, digests[j])
+                progress.update(len(toks))
                 if buffer.num_chunks >= cfg.shard_chunks:
-                    done.append(self._close(buffer, shard_no, doc_start, dense_model))
+                    done.append(
+                        self._close(progress, buffer, shard_no, doc_start, dense_model, start + int(j) + 1)
+                    )
                     doc_start += len(buffer.docs)
                     buffer, shard_no = ShardBuffer(cfg.chunk_len), shard_no + 1
         if buffer.docs:
-            done.append(self._close(buffer, shard_no, doc_start, dense_model))
-        bar.close()
+            done.append(
+                self._close(progress, buffer, shard_no, doc_start, dense_model, reader.report.documents)
+            )
+        progress.close()
         if not done and not self.manifest:
             raise ValueError(
                 f"{self.corpus}: no documents with text to index ({reader.report.total_warnings} problems: "
                 f"{'; '.join(reader.report.examples[:3])})"
             )
         return self._write_manifest(plan, done, reader.report.to_dict(), time.time() - started)
+
+    def _say_resuming(self, plan: dict, done: list[dict], skip_docs: int) -> None:
+        """One line saying that a build resumes, and how much of it was done."""
+        what = "append" if self.append else "build"
+        est = plan.get("est_chunks")  # an estimate from the sample (new builds only)
+        of = f" of about {max(len(done), math.ceil(est / self.cfg.shard_chunks))}" if est else ""
+        note(
+            f"resuming the {what} in {self.out}: {len(done)}{of} shards done "
+            f"({sum(s['docs'] for s in done):,} documents, {sum(s['tokens'] for s in done):,} tokens); "
+            f"continuing after document {skip_docs:,} of {self.corpus.name}",
+            self.quiet,
+        )
+
+    def _present_docs(self) -> DocDigests | None:
+        """The digests of the documents already in the index an append adds to (None: no check)."""
+        if not self.manifest or self.keep_duplicates or not self.manifest["shards"]:
+            return None
+        folders = [self.out / "shards" / s["name"] for s in self.manifest["shards"]]
+        with phase(f"documents already in the index: digests of {len(folders)} shards", self.quiet):
+            return DocDigests.of_shards(folders, self.tokenizer)
 
     def dense_id(self) -> str:
         return self.manifest["dense"]["model"] if self.manifest else self.cfg.dense_model
@@ -389,27 +330,36 @@ class _Builder:
             done.append(dict(meta, name=f"{n:06d}"))
         return done
 
-    def _batches(self, reader: CorpusReader, skip_docs: int) -> Iterator[list[Document]]:
-        batch, chars = [], 0
+    def _batches(self, reader: CorpusReader, skip_docs: int) -> Iterator[tuple[int, list[Document]]]:
+        """(position in the corpus of the batch's first document, the batch), from document `skip_docs` on."""
+        batch, chars, start = [], 0, skip_docs
         for i, doc in enumerate(reader):
             if i < skip_docs:
                 continue
             batch.append(doc)
             chars += len(doc.text)
             if chars >= self.cfg.batch_chars:
-                yield batch
-                batch, chars = [], 0
+                yield start, batch
+                batch, chars, start = [], 0, i + 1
         if batch:
-            yield batch
+            yield start, batch
 
-    def _close(self, buffer: ShardBuffer, shard_no: int, doc_start: int, dense_model) -> dict:
+    def _close(
+        self, progress, buffer: ShardBuffer, shard_no: int, doc_start: int, dense_model, docs_read
+    ) -> dict:
+        """Write the shard, naming each step on the progress bar (a big shard takes minutes)."""
+        name = f"{shard_no:06d}"
+
+        def status(step: str) -> None:
+            progress.set_postfix_str(f"writing shard {name}: {step}")
+
         try:
-            return self._write(buffer, shard_no, doc_start, dense_model)
+            return self._write(buffer, name, doc_start, dense_model, docs_read, status)
         finally:
+            progress.set_postfix_str("")
             _release_memory()
 
-    def _write(self, buffer: ShardBuffer, shard_no: int, doc_start: int, dense_model) -> dict:
-        name = f"{shard_no:06d}"
+    def _write(self, buffer: ShardBuffer, name: str, doc_start: int, dense_model, docs_read, status) -> dict:
         meta = write_shard(
             self.out / "shards" / name,
             buffer,
@@ -425,6 +375,8 @@ class _Builder:
             },
             dense_model=dense_model,
             quiet=self.quiet,
+            docs_read=docs_read,
+            status=status,
         )
         return dict(meta, name=name)
 
@@ -493,6 +445,7 @@ class _Builder:
                 "chunks": sum(s["chunks"] for s in shards),
             },
             "build_config": old["build_config"] if old else config_to_dict(self.cfg),
+            "warnings": old.get("warnings", []) if old else plan.get("warnings", []),
             "corpora": (old["corpora"] if old else []) + [{"path": plan["corpus"], "input": report}],
             "shards": shards,
         }
@@ -510,6 +463,25 @@ class _Builder:
         )
         (self.out / "build.json").unlink()
         return manifest
+
+
+def _warn_ignored_on_append(cfg: BuildConfig, built_with: dict) -> None:
+    """Say which settings an append ignores: the index's chunking, tokenizer and tiers stay as built.
+    A field counts as set when it differs from the default (a default given explicitly goes unseen)."""
+    default = BuildConfig()
+    ignored = [
+        f"{f.name}={getattr(cfg, f.name)!r} (the index has {built_with.get(f.name)!r})"
+        for f in dataclasses.fields(BuildConfig)
+        if f.name not in (*_PER_RUN_FIELDS, "tokenizer")
+        and getattr(cfg, f.name) != getattr(default, f.name)
+        and getattr(cfg, f.name) != built_with.get(f.name)
+    ]
+    if ignored:
+        print(
+            "warning: --append keeps the index's build settings (tokenizer, chunking, tiers); ignored: "
+            + ", ".join(ignored),
+            file=sys.stderr,
+        )
 
 
 def finished_build(out: str | os.PathLike, corpus: str | os.PathLike, cfg: BuildConfig) -> dict | None:
@@ -531,12 +503,14 @@ def build_index(
     *,
     append: bool = False,
     quiet: bool = False,
+    keep_duplicates: bool = False,
 ) -> dict:
     """Build (or resume, or append to) the index at `out` from the file or folder `corpus`.
 
     Returns the manifest (index.json) as a dict. A finished build of the same corpus and config is
-    left as it is (`finished_build`). Raises FileNotFoundError / FileExistsError / ValueError with a
-    one-line message for bad input.
+    left as it is (`finished_build`). An append skips documents whose text the index already holds
+    (counted as input warnings) unless `keep_duplicates`. Raises FileNotFoundError / FileExistsError /
+    ValueError with a one-line message for bad input.
     """
     cfg = config or BuildConfig()
     cfg.validate()
@@ -551,8 +525,9 @@ def build_index(
         built_with = json.loads(manifest_path.read_text())["build_config"]
         built_with.setdefault("bm25_compounds", False)  # an index from before compound terms
         per_run = {k: getattr(cfg, k) for k in _PER_RUN_FIELDS}
+        _warn_ignored_on_append(cfg, built_with)
         cfg = dataclasses.replace(BuildConfig(**built_with), **per_run, tokenizer=cfg.tokenizer)
-    builder = _Builder(corpus, Path(out), cfg, append, quiet)
+    builder = _Builder(corpus, Path(out), cfg, append, quiet, keep_duplicates)
     plan = builder.plan()
     builder.prepare(plan)
     return builder.run(plan)

@@ -12,13 +12,17 @@ from util.configs import resolve_config
 
 def _train_tokenizer(args: argparse.Namespace) -> int:
     from index.corpus import CorpusReader
-    from index.tokenizer import Tokenizer, train_tokenizer
+    from index.tokenizer import Tokenizer, train_tokenizer, vocab_warning
+    from util.progress import phase
 
     reader = CorpusReader(args.corpus)
-    path = train_tokenizer(
-        (d.text for d in reader), args.out, vocab_size=args.vocab, sample_chars=args.sample_chars
-    )
+    with phase(f"training the tokenizer (vocab {args.vocab:,}) on {args.corpus}", args.quiet):
+        path = train_tokenizer(
+            (d.text for d in reader), args.out, vocab_size=args.vocab, sample_chars=args.sample_chars
+        )
     tok = Tokenizer(path)
+    if warning := vocab_warning(tok.vocab_size, args.vocab):
+        print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(f"tokenizer: {path} (vocab {tok.vocab_size}, sha256 {tok.sha256[:12]}...)")
     return 0
@@ -38,7 +42,14 @@ def _build(args: argparse.Namespace) -> int:
     if args.dense is not None:
         overrides.append(f"dense={'on' if args.dense else 'off'}")
     cfg = resolve_config(BuildConfig, args.config, overrides)
-    manifest = build_index(args.corpus, args.out, cfg, append=args.append, quiet=args.quiet)
+    manifest = build_index(
+        args.corpus,
+        args.out,
+        cfg,
+        append=args.append,
+        quiet=args.quiet,
+        keep_duplicates=args.keep_duplicates,
+    )
     if not args.quiet:
         from index.store import Index
 
@@ -66,6 +77,7 @@ def _print_info(info: dict) -> None:
     ]
     if info["input_warnings"]:
         rows.append(("input warnings", ", ".join(f"{n} {k}" for k, n in info["input_warnings"].items())))
+    rows += [("warning", w) for w in info.get("warnings", [])]
     print(f"| index | {info['path']} |\n|---|---|")
     for k, v in rows:
         print(f"| {k} | {v} |")
@@ -79,6 +91,9 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, sort_keys=True))
     else:
         _print_info(info)
+        if args.verify:  # a damaged index does not open: it exits 2 naming the first bad file
+            v = info["verified"]
+            print(f"\nverified: {v['shards']} shards, {v['files']} files, every sha256 matches: OK")
     return 0
 
 
@@ -113,6 +128,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--append", action="store_true", help="add the corpus to the existing index at --out")
     p.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="with --append, also add documents whose text the index already holds (default: skip them)",
+    )
+    p.add_argument(
         "--config", help="YAML file of BuildConfig fields (default: none; flags and key=value override it)"
     )
     p.add_argument(
@@ -146,5 +166,5 @@ def register(subparsers) -> None:
     p = idx.add_parser("info", help="docs, tokens, chunks, shards, tiers, bytes on disk and per token")
     p.add_argument("index", help="index folder built by `retro index build`")
     p.add_argument("--json", action="store_true", help="print the info as one JSON object instead of a table")
-    p.add_argument("--verify", action="store_true", help="check every file's sha256")
+    p.add_argument("--verify", action="store_true", help="check every file's sha256 and print the verdict")
     p.set_defaults(func=_info)

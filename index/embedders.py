@@ -83,16 +83,27 @@ def _load_dense(path: str, device: str):
     return SentenceTransformer(path, device=device)
 
 
-def encode_dense(model, texts: list[str], *, batch_size: int = 64, quiet: bool = True) -> np.ndarray:
-    """float32 [n, D] L2-normalised dense vectors of `texts`."""
-    vecs = model.encode(
-        texts,
-        batch_size=batch_size,
-        show_progress_bar=not quiet,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-    )
-    return np.asarray(vecs, dtype=np.float32)
+def encode_dense(
+    model, texts: list[str], *, batch_size: int = 64, quiet: bool = True, desc: str = "dense vectors"
+) -> np.ndarray:
+    """float32 [n, D] L2-normalised dense vectors of `texts`, with a bar named `desc` unless `quiet`
+    (our own bar, in texts: sentence-transformers' own says only "Batches", whatever it encodes)."""
+    from util.progress import bar
+
+    parts = []
+    step = batch_size * 8  # a few batches per call: the bar moves, the model still sees full batches
+    with bar(len(texts), desc, quiet, unit="text") as progress:
+        for i in range(0, max(1, len(texts)), step):
+            part = model.encode(
+                texts[i : i + step],
+                batch_size=batch_size,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+            parts.append(np.asarray(part, np.float32))
+            progress.update(len(part))
+    return np.concatenate(parts)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -205,10 +216,19 @@ def build_pooled_table(
     cached = cache_dir() / "pooled" / f"{key}.npy"
     if cached.is_file():
         return np.load(cached)
+    from util.progress import phase
+
     texts = tokenizer.piece_texts()
     live = [i for i, t in enumerate(texts) if t.strip()]
-    model = load_dense(dense_model_id)
-    vecs = encode_dense(model, [texts[i].strip() for i in live], batch_size=512, quiet=quiet)
+    with phase(f"static table: loading {dense_model_id}", quiet):
+        model = load_dense(dense_model_id)
+    vecs = encode_dense(
+        model,
+        [texts[i].strip() for i in live],
+        batch_size=512,
+        quiet=quiet,
+        desc="static table: vocabulary pieces through the dense model",
+    )
     dim = min(dim, vecs.shape[1], len(live))
     centred = vecs - vecs.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)

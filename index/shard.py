@@ -6,10 +6,13 @@ A shard folder holds plain files (numpy arrays readable with `np.load(mmap_mode=
     chunk_doc.npy    int32 [C]             the chunk's document, as a row of docs.jsonl
     chunk_span.npy   int64 [C, 3]          token_start, char_start, char_end within that document's text
     docs.jsonl       one line per document: doc_id, source, line, char_offset, tokens, chunks, first_chunk
+    doc_hash.npy     uint64 [D, 2]          each document's text digest, so an append skips documents
+                                            already present (index/dedup.py)
     bm25/            bm25s index over each chunk's neighbour text (chunk + continuation; index/bm25.py)
     static.faiss     FAISS index of the static chunk vectors (cosine = inner product of unit vectors)
     dense.npy        float16 [C, D] dense vectors (only when the index has the dense tier)
-    shard.json       counts, the document range it covers, and every file's size and sha256 (written last)
+    shard.json       counts, the document range it covers, how many corpus documents had been read when
+                     it closed (where a resumed build continues), every file's size and sha256 (last)
 
 A shard is built in a hidden temporary folder beside it and renamed into place when complete
 (`util.runinfo.atomic_path`), so a shard folder is always whole.
@@ -27,6 +30,7 @@ import numpy as np
 
 from index.bm25 import write_bm25
 from index.corpus import Document
+from index.dedup import HASH_FILE, text_digests
 from index.tokenizer import sha256_file
 from util.runinfo import atomic_path, atomic_write_json
 
@@ -42,11 +46,13 @@ class ShardBuffer:
     tokens: list[np.ndarray] = dataclasses.field(default_factory=list)  # [c, M] blocks
     chunk_doc: list[np.ndarray] = dataclasses.field(default_factory=list)
     spans: list[np.ndarray] = dataclasses.field(default_factory=list)
+    digests: list[np.ndarray] = dataclasses.field(default_factory=list)  # uint64 [2] per document
     num_chunks: int = 0
     num_tokens: int = 0
 
-    def add(self, doc: Document, ids: list[int], tokenizer) -> None:
-        """Cut one tokenized document into chunks and append them."""
+    def add(self, doc: Document, ids: list[int], tokenizer, digest: np.ndarray | None = None) -> None:
+        """Cut one tokenized document into chunks and append them. `digest`: its text's digest, when
+        the caller has it already (index/dedup.py)"""
         m = self.chunk_len
         n = len(ids)
         c = -(-n // m)
@@ -70,6 +76,7 @@ class ShardBuffer:
         self.tokens.append(block)
         self.chunk_doc.append(np.full(c, local_doc, np.int32))
         self.spans.append(span)
+        self.digests.append(text_digests([doc.text])[0] if digest is None else np.asarray(digest, np.uint64))
         self.num_chunks += c
         self.num_tokens += n
 
@@ -112,20 +119,48 @@ def write_shard(
     bm25_params: dict,
     dense_model=None,
     quiet: bool = True,
+    docs_read: int | None = None,
+    status=None,
 ) -> dict:
-    """Build every tier over `buffer` and write the shard to `folder` atomically. Returns shard.json."""
+    """Build every tier over `buffer` and write the shard to `folder` atomically. Returns shard.json.
+
+    docs_read: corpus documents read when the shard closed (skipped ones included), recorded so a
+    resumed build knows where to continue. status: called with the name of each step, so a progress
+    bar can say what a long shard write is doing."""
     with atomic_path(folder, folder=True) as tmp:
         return _write_tiers(
-            tmp, buffer, doc_start, tokenizer, static, faiss_template, bm25_params, dense_model, quiet
+            tmp,
+            buffer,
+            doc_start=doc_start,
+            tokenizer=tokenizer,
+            static=static,
+            faiss_template=faiss_template,
+            bm25_params=bm25_params,
+            dense_model=dense_model,
+            quiet=quiet,
+            docs_read=docs_read,
+            status=status or (lambda step: None),
         )
 
 
 def _write_tiers(
-    tmp, buffer, doc_start, tokenizer, static, faiss_template, bm25_params, dense_model, quiet
+    tmp,
+    buffer,
+    *,
+    doc_start,
+    tokenizer,
+    static,
+    faiss_template,
+    bm25_params,
+    dense_model,
+    quiet,
+    docs_read,
+    status,
 ) -> dict:
     """Every file of a shard, into the (temporary) folder `tmp`; shard.json last."""
     from index.embedders import encode_dense
 
+    status("tokens")
     tokens = np.concatenate(buffer.tokens)
     _save_npy(tmp / "tokens.npy", tokens)
     chunk_doc = np.concatenate(buffer.chunk_doc)  # [C]
@@ -136,7 +171,9 @@ def _write_tiers(
             f.write(json.dumps(d, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
+    _save_npy(tmp / HASH_FILE, np.stack(buffer.digests).astype(np.uint64))
 
+    status("static ANN + BM25")
     # the static tier (numpy/FAISS, GIL released) runs beside the BM25 tier (Python) on the second core
     with ThreadPoolExecutor(1) as pool:
         static_done = pool.submit(_write_static, tmp / "static.faiss", tokens, static, faiss_template)
@@ -149,13 +186,17 @@ def _write_tiers(
         static_done.result()
 
     if dense_model is not None:
-        _save_npy(tmp / "dense.npy", encode_dense(dense_model, texts, quiet=quiet).astype(np.float16))
+        status("dense vectors")
+        vectors = encode_dense(dense_model, texts, quiet=quiet, desc="dense vectors")
+        _save_npy(tmp / "dense.npy", vectors.astype(np.float16))
 
+    status("checksums")
     files = {}
     for p in sorted(tmp.rglob("*")):
         if p.is_file():
             files[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
     meta = {
+        **({"docs_read": docs_read} if docs_read is not None else {}),
         "format": SHARD_FORMAT,
         "docs": len(buffer.docs),
         "chunks": buffer.num_chunks,

@@ -65,6 +65,34 @@ def _merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.
     return ids[order].astype(np.int64), scores[order].astype(np.float32)
 
 
+def _verify_shared(path: Path, manifest: dict) -> int:
+    """Check the shared files that record their sha256 (FAISS template, pooled static table); return
+    how many were checked. The tokenizer is checked on every open."""
+    checked = 0
+    template = path / "faiss.template"
+    if "template_sha256" in manifest["faiss"]:
+        if not template.is_file() or sha256_file(template) != manifest["faiss"]["template_sha256"]:
+            raise ValueError(
+                f"{template}: missing or sha256 differs from index.json (index {path} is damaged)"
+            )
+        checked += 1
+    table = path / "static" / "table.npy"
+    if manifest["static"].get("kind") == "pooled":
+        if not table.is_file() or sha256_file(table) != manifest["static"]["sha256"]:
+            raise ValueError(f"{table}: missing or sha256 differs from index.json (index {path} is damaged)")
+        checked += 1
+    return checked
+
+
+def _counts_on_disk(rel: tuple[str, ...], listed: set[str]) -> bool:
+    """Whether a file (path parts under the index folder) is part of the index as its manifest lists
+    it: not a temporary name left by a killed write (".x.tmp"), not a shard of an unfinished append
+    (complete or not, it is not in index.json), not build bookkeeping (build.json, build logs)."""
+    if any(part.startswith(".") for part in rel) or rel[0].startswith("build"):
+        return False
+    return not (rel[0] == "shards" and len(rel) > 1 and rel[1] not in listed)
+
+
 class Index:
     """A built index, opened read-only. Use `Index.open(path)`."""
 
@@ -82,6 +110,7 @@ class Index:
         self.has_dense: bool = manifest["dense"]["enabled"]
         self.dense_model_id: str = manifest["dense"]["model"]
         self.nprobe: int = manifest["faiss"].get("nprobe", 32)
+        self.verified: dict | None = None  # {"shards", "files"} checked by sha256 when opened with verify
 
     # -- opening -----------------------------------------------------------------------------------
     @classmethod
@@ -130,7 +159,7 @@ class Index:
                     f"dense model {dense_model!r} is not the one {path} was built with "
                     f"({manifest['dense']['model']})"
                 )
-        shards = []
+        shards, files_checked = [], 0
         for entry in manifest["shards"]:
             folder = path / "shards" / entry["name"]
             meta_path = folder / "shard.json"
@@ -142,8 +171,15 @@ class Index:
             problem = check_shard_files(folder, meta, hashes=verify)
             if problem:
                 raise ValueError(f"{problem} (index {path} is damaged)")
+            files_checked += len(meta["files"])
             shards.append(_Shard(folder, entry["doc_start"]))
-        return cls(path, manifest, Tokenizer(tok_file), shards)
+        index = cls(path, manifest, Tokenizer(tok_file), shards)
+        if verify:
+            index.verified = {
+                "shards": len(shards),
+                "files": files_checked + 1 + _verify_shared(path, manifest),
+            }
+        return index
 
     # -- id helpers --------------------------------------------------------------------------------
     def _check_ids(self, ids) -> np.ndarray:
@@ -397,10 +433,11 @@ class Index:
     def info(self) -> dict:
         """Counts, tiers and sizes: what `retro index info` prints."""
         m = self.manifest
+        listed = {s["name"] for s in m["shards"]}
         disk = sum(
             p.stat().st_size
             for p in self.path.rglob("*")
-            if p.is_file() and not p.name.startswith("build-log")
+            if p.is_file() and _counts_on_disk(p.relative_to(self.path).parts, listed)
         )
         tiers = ["bm25", f"static:{m['static']['kind']}:{m['static']['dim']}d ({m['faiss']['factory']})"]
         if self.has_dense:
@@ -422,4 +459,6 @@ class Index:
             "bytes_on_disk": disk,
             "bytes_per_token": round(disk / max(1, self.num_tokens), 3),
             "input_warnings": warnings,
+            "warnings": list(m.get("warnings", [])),
+            **({"verified": self.verified} if self.verified else {}),
         }

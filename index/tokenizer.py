@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,11 @@ from pathlib import Path
 import numpy as np
 
 UNK_ID, PAD_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MIN_VOCAB, MAX_VOCAB = 64, 1 << 22  # what train_tokenizer accepts (sentencepiece may need more pieces)
+VOCAB_WARN_FRACTION = 0.5  # a trained vocabulary below this share of the request is a warning
 _MAX_LINE_BYTES = 4096
+_MAX_PIECE_CHARS = _MAX_LINE_BYTES // 4  # a training sentence: at most 4096 UTF-8 bytes
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")  # a cut after it leaves the space to the next sentence
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -31,17 +36,54 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _pieces(line: str, limit: int) -> Iterator[str]:
+    """`line` cut into sentence-sized pieces of at most `limit` characters: at the last sentence end
+    that fits, else at the last space, else anywhere. The whitespace after a cut starts the next piece,
+    as it does inside the line, so the pieces train the same word-start tokens as whole lines."""
+    while len(line) > limit:
+        window = line[: limit + 1]  # one more character, so a sentence end at the limit is seen
+        cut = max((m.end() for m in _SENTENCE_END.finditer(window)), default=0)
+        if cut == 0:
+            cut = window.rfind(" ", 1, limit + 1)
+        if cut <= 0:
+            cut = limit
+        yield line[:cut]
+        line = line[cut:]
+    yield line
+
+
 def _sample_lines(texts: Iterable[str], sample_chars: int, per_doc_chars: int) -> Iterator[str]:
-    """Lines for training: at most `per_doc_chars` from each document, `sample_chars` in all."""
+    """Training sentences: at most `per_doc_chars` from each document, `sample_chars` in all. Lines
+    longer than a sentence are cut into sentence-sized pieces rather than truncated, so a text with no
+    newline (one 50 MB line) trains as large a vocabulary as the same text with newlines."""
     total = 0
     for text in texts:
         for line in text[:per_doc_chars].split("\n"):
-            line = line[: _MAX_LINE_BYTES // 4]
-            if line.strip():
-                total += len(line)
-                yield line
+            for piece in _pieces(line, _MAX_PIECE_CHARS):
+                if piece.strip():
+                    total += len(piece)
+                    yield piece
         if total >= sample_chars:
             return
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    """Raise ValueError unless `vocab_size` is one sentencepiece can be asked for."""
+    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+        raise ValueError(f"vocab_size={vocab_size}: must be between {MIN_VOCAB} and {MAX_VOCAB}")
+
+
+def vocab_warning(got: int, requested: int) -> str | None:
+    """A warning when a trained vocabulary is far below the request (under VOCAB_WARN_FRACTION of it):
+    the sample was too small or too repetitive, and the static tier, one vector per piece, is then
+    weak. sentencepiece treats the request as an upper bound and says nothing, so we do."""
+    if got >= VOCAB_WARN_FRACTION * requested:
+        return None
+    return (
+        f"tokenizer vocabulary {got:,} is far below the {requested:,} requested: the corpus sample is too "
+        "small or too repetitive, so the static tier will be weak (index more text, ask for a smaller "
+        "vocab_size, or give --tokenizer)"
+    )
 
 
 def train_tokenizer(
@@ -62,8 +104,7 @@ def train_tokenizer(
 
     from util.runinfo import atomic_write_bytes
 
-    if not 64 <= vocab_size <= 1 << 22:
-        raise ValueError(f"vocab_size={vocab_size}: must be between 64 and 4194304")
+    check_vocab_size(vocab_size)
     lines = list(_sample_lines(texts, sample_chars, per_doc_chars))
     if sum(len(s) for s in lines) < 1000:
         raise ValueError(

@@ -436,7 +436,7 @@ def test_bm25_joins_a_word_cut_by_the_chunk_boundary(built):
 
 
 def test_auto_factory_by_estimated_size():
-    from index.build import _auto_factory
+    from index.shared import _auto_factory
 
     cfg = BuildConfig()
     assert _auto_factory(50_000, 10_000, cfg) == "Flat"

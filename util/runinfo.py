@@ -92,7 +92,7 @@ def _fsync_tree(path: Path) -> None:
             fsync_path(p)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     """Delete a file or a folder tree, if there."""
     shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
@@ -106,7 +106,7 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")  # one writer per path; a killed run's leftover is reused
-    _remove(tmp)
+    remove_path(tmp)
     if folder:
         tmp.mkdir()
     try:
@@ -117,7 +117,7 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
         os.replace(tmp, path)
         fsync_path(path.parent)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 
