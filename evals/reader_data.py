@@ -13,14 +13,15 @@ with other keys), an index over it (index/, dense tier off) and one *QA record* 
 the reader's <next> token); `evidence[i]` is the string whose presence in a neighbour makes it a gold
 neighbour for answers[i] (`{key} is: {value}` for key/value needles).
 
-Chains (variable chains and two-hop entity questions) are *links*: `evidence` lists the links in the
-order they are followed from the question (`VAR E = VAR D`, `VAR D = VAR C`, ..., `VAR A = 12345`; or
-fact 1 naming the bridge person, fact 2 naming the answer) and `targets[i]` is what link i resolves to
-(`VAR D`, ..., `12345`). The reader always reads the question as asked; its target is the *furthest
-link reachable* from the question through the links present in its neighbours (none -> <abstain>),
-which is what `pipelines.answer.ask` needs: hop h searches with `hop_question(question, [bridge])`
-and the reader reads the neighbours it cited at earlier hops plus hop h's. One record per hop h, whose
-`neighbours` are BM25's top-N for hop h's query (`query`, the bridge being `targets[h-1]`).
+Chains (variable chains and two-hop entity questions) are followed one link per reader call, as
+`pipelines.answer.ask` follows them: hop h searches *and reads* `hop_question(question, [bridge])`, the
+question followed by the latest bridge (`targets[h-1]`), and its target is what that bridge's link
+resolves to (`targets[h]`: `VAR D` for `VAR E = VAR D`, ..., the number at the chain's start; the bridge
+person, then the answer, for two-hop), with `evidence` = that one link. Hop 0 reads the question alone.
+One more record per chain asks with the final answer as the bridge: no link starts there, so its target
+is <abstain> (the last answer stands). `links` / `targets` / `final` keep the whole chain for scoring.
+Two-hop training uses surface form 0 only; form 1 (evals/entities.py) is held out.
+
 Seeds: training haystacks use 1000+, held-out 2000+; the evals use 0-3, never seen here.
 `python -m evals.reader_data --out data/reader --split train` (about 3 minutes for the train split on
 2 cores, mostly index builds).
@@ -125,21 +126,25 @@ def twohop_specs(split: str) -> list[HaySpec]:
     ]
 
 
-def _chain(sid: str, task: str, question: str, answers, links: list[str], targets: list[str]) -> list[dict]:
-    """One record per hop of a chain of links (see the module doc): hop h searches with the bridge
-    `targets[h-1]` after the question."""
+def _chain(
+    sid: str, task: str, question: str, final: str, links: list[str], targets: list[str]
+) -> list[dict]:
+    """One record per hop of a chain (see the module doc), plus the closing hop that must abstain."""
+    n = len(links)
     return [
         {
             "id": f"{sid}-h{h}",
             "task": task,
-            "question": question,
-            "query": hop_question(question, [targets[h - 1]] if h else []),
+            "question": hop_question(question, [targets[h - 1]] if h else []),
+            "asked": question,
             "hop": h,
-            "answers": list(answers),
-            "evidence": links,
+            "answers": [targets[h]] if h < n else [],
+            "evidence": [links[h]] if h < n else [],
+            "links": links,
             "targets": targets,
+            "final": final,
         }
-        for h in range(len(links))
+        for h in range(n + 1)
     ]
 
 
@@ -151,13 +156,13 @@ def _questions(ns) -> list[dict]:
         if smp.task == "twohop":  # fact 1 names the bridge person, fact 2 the answer
             facts = [by_id[i].text.rstrip(".") for i in smp.needle_ids]
             targets = [smp.meta["bridge"], smp.answers[0]]
-            out += _chain(smp.sample_id, "twohop", smp.question, smp.answers, facts, targets)
+            out += _chain(smp.sample_id, "twohop", smp.question, smp.answers[0], facts, targets)
             continue
         if smp.task == "multihop":  # followed from the asked variable back to the number
             names = smp.meta["chain"][::-1]  # asked variable first
             targets = [f"VAR {b}" for b in names[1:]] + [smp.answers[0]]
             links = [f"VAR {a} = {t}" for a, t in zip(names, targets, strict=True)]
-            out += _chain(smp.sample_id, "multihop", smp.question, smp.answers, links, targets)
+            out += _chain(smp.sample_id, "multihop", smp.question, smp.answers[0], links, targets)
             continue
         needles = [by_id[i] for i in smp.needle_ids]
         out.append(
@@ -187,7 +192,7 @@ def build_haystack(spec: HaySpec, work: Path, quiet: bool = True) -> list[dict]:
     idx = Index.open(hay / "index")
     records = []
     for q in _questions(ns):
-        ids, _ = idx.search_bm25(q.get("query", q["question"]), TOP_N)
+        ids, _ = idx.search_bm25(q["question"], TOP_N)
         ids = [int(i) for i in np.asarray(ids).reshape(-1) if i >= 0]
         texts = idx.neighbour_text(ids) if ids else []
         gold = [[e for e, ev in enumerate(q["evidence"]) if ev in t] for t in texts]

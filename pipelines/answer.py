@@ -11,15 +11,13 @@ The reader is any object with `answer(question, texts, mode=...)` returning the 
 `latency_ms`): `retro.reader.Reader` (the RETRO model, loaded by the CLI from a higher layer) is the
 one the project ships. pipelines/ never imports retro/.
 
-Multi-hop: the reader answers with the *furthest link it can reach* from the question through the
-evidence it reads: the bridge (the person or variable the question needs next) while the chain is
-incomplete, the answer once it is complete. Hop h+1 searches with the question followed by the latest
-bridge (`hop_question`), so "who supervises the courier who carries shipment X" searches "... shipment
-X? Mara Lindqvist" once fact 1 named the courier; the reader reads the question as asked over the
-neighbours cited at earlier hops (the links followed so far, at most `CARRY` per hop) followed by hop
-h+1's own. The loop stops when the reader abstains (the last answer stands), repeats an answer it gave
-(the chain has converged) or after `hops` hops. Each hop is logged with its query, answer and the ranks
-of the evidence it read.
+Multi-hop, one link per hop: hop 1 searches and reads the question; when the evidence answers it only
+with a bridge (the person or variable the question needs next), hop h+1 searches *and reads* the
+question followed by the latest bridge (`hop_question`), "... shipment X? Mara Lindqvist", and the
+reader answers what that bridge leads to. The reader was trained on exactly these hop questions
+(evals/reader_data.py). The loop stops when the reader abstains (nothing follows the latest bridge: the
+last answer stands), repeats an answer it gave (the chain has converged) or after `hops` hops. Each hop
+is logged with its query, answer and the ranks of the evidence it read.
 """
 
 from __future__ import annotations
@@ -62,12 +60,8 @@ def load_reader(path: str | None = None, spec: str = READER_CLASS) -> Reader:
     return cls.load(path)
 
 
-CARRY = 3  # neighbours cited by one hop's answer that later hops read again (the links followed so far)
-
-
 def hop_question(question: str, bridges: Sequence[str]) -> str:
-    """What the next hop searches with: the question, then the latest bridge answer (earlier links are
-    already in the carried evidence)."""
+    """What the next hop searches and reads: the question, then the latest bridge answer."""
     return " ".join([question.strip(), *bridges[-1:]])
 
 
@@ -107,8 +101,6 @@ def ask(
     rank_of: dict[int, int] = {}  # chunk id -> rank in the merged list
     bridges: list[str] = []
     final, final_cites, final_mode, reader_ms = None, (), mode or "", 0.0
-    carried: list = []  # neighbours cited at earlier hops: the links followed so far
-    limit = getattr(reader, "max_neighbours", None)  # the most the reader reads at once
     for h in range(1, hops + 1):
         query = hop_question(question, bridges)
         res = retriever.search(query, k, hops=1)
@@ -117,25 +109,19 @@ def ask(
             if n.chunk not in rank_of:
                 rank_of[n.chunk] = len(neighbours) + 1
                 neighbours.append(dataclasses.replace(n, rank=rank_of[n.chunk], hop=h))
-        seen = {n.chunk for n in carried}
-        read = (carried + [n for n in res.neighbours if n.chunk not in seen])[:limit]
-        out = reader.answer(question, [n.text for n in read], **kwargs)
+        hop_ranks = tuple(rank_of[n.chunk] for n in res.neighbours)
+        out = reader.answer(query, [n.text for n in res.neighbours], **kwargs)
         reader_ms += float(out.latency_ms)
         text = None if out.abstained else out.text
-        log.append(
-            HopAnswer(h, query, text, tuple(rank_of[n.chunk] for n in read), round(float(out.latency_ms), 3))
-        )
+        log.append(HopAnswer(h, query, text, hop_ranks, round(float(out.latency_ms), 3)))
         final_mode = out.mode
-        cites = _cite(out, read, rank_of)
         if text is None or text in bridges:
             if text == final:  # converged: this hop's evidence cites the answer too
-                final_cites = cites or final_cites
+                final_cites = _cite(out, res.neighbours, rank_of) or final_cites
             break  # abstained or repeated itself: the last answer stands
-        final, final_cites = text, cites
+        final = text
+        final_cites = _cite(out, res.neighbours, rank_of)
         bridges.append(text)
-        new = [c.chunk for c in cites if c.chunk not in seen]
-        by_chunk = {n.chunk: n for n in read}
-        carried += [by_chunk[c] for c in dict.fromkeys(new)][:CARRY]
     total = (time.perf_counter() - t0) * 1e3
     answer = Answer(
         text=final,

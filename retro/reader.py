@@ -67,8 +67,6 @@ class ReaderAnswer:
 class Reader:
     """A loaded reader checkpoint: config.json, tokenizer.model, weights.npz in one folder."""
 
-    max_neighbours = K_BUCKETS[-1]  # the most neighbours one answer() reads (ask cuts its list to this)
-
     def __init__(self, net: ReaderNet, cfg: ReaderConfig, tok: ReaderTokenizer):
         """Use `Reader.load`."""
         self.net, self.cfg, self.tok = net, cfg, tok

@@ -10,11 +10,10 @@ both decoding modes are scored:
 - abstain: the same question with every gold neighbour removed from the list (the next BM25 results
   fill it to k): share of abstentions (a partial answer from a still-present part counts as wrong only
   for single-answer tasks, where nothing is left);
-- chains (variable chains; two-hop entity questions, form 0 trained, form 1 unseen): per hop, the
-  earlier links given (as `ask` carries them) plus that hop's top-k, scored against the furthest link
-  reachable; `chain_complete`: the chain followed as `ask` follows it (the cited neighbours carried,
-  the next hop's top-k being the record searched with the reader's own bridge answer), share that
-  converges on the chain's answer; `abstain`: hop 0 with the first link removed;
+- chains (variable chains; two-hop entity questions, form 0 trained, form 1 unseen): `... per hop`
+  scores each hop's record (the question plus the bridge, its own top-k; abstention expected when the
+  link is not in the top-k, and at the closing hop); `chain_complete`: the chain followed as `ask`
+  follows it, each answer choosing the next hop's record, share ending on the chain's answer;
 - latency p50 / p90 per answer() call at k neighbours.
 Writes a markdown table to stdout and results json to --out.
 """
@@ -28,16 +27,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from pipelines.answer import CARRY
 from retro.reader import Reader
-
-
-def _reach(present: set[int], targets: list[str]) -> list[str]:
-    """A chain's expected answer from the links present: the furthest one reachable ([] = abstain)."""
-    j = 0
-    while j in present:
-        j += 1
-    return [targets[j - 1]] if j else []
 
 
 def _score(ans, expected: list[str]) -> tuple[float, bool]:
@@ -54,26 +44,21 @@ def _chain_name(r: dict) -> str:
 
 
 def _follow(reader: Reader, hops: dict[int, dict], k: int, mode: str, lat: list) -> bool:
-    """Follow one chain as `ask` does: hop h reads the neighbours cited so far plus the top-k of the
-    record searched with the latest bridge; complete when it converges on the chain's answer."""
-    first = hops[0]
-    by_bridge = {first["targets"][h - 1]: r for h, r in hops.items() if h}
-    carried: list[str] = []
-    r, last = first, None
-    for _ in range(len(first["targets"]) + 1):
-        read = carried + [t for t in r["neighbours"][:k] if t not in carried]
-        a = reader.answer(r["question"], read, mode=mode)
+    """Follow one chain as `ask` does: each answer is the bridge that picks the next hop's record (the
+    question and that bridge, with its own top-k); complete when the chain's answer is the last one
+    standing (the closing hop abstains or repeats it)."""
+    by_bridge = {r["targets"][h - 1]: r for h, r in hops.items() if h}
+    r, last = hops[0], None
+    for _ in range(len(hops)):
+        a = reader.answer(r["question"], r["neighbours"][:k], mode=mode)
         lat.append(a.latency_ms)
         if a.abstained or a.text == last:
             break
         last = a.text
-        carried += [t for t in dict.fromkeys(read[c["neighbour"]] for c in a.citations) if t not in carried][
-            :CARRY
-        ]
         if a.text not in by_bridge:
             break
         r = by_bridge[a.text]
-    return last == first["answers"][0]
+    return last == hops[0]["final"]
 
 
 def evaluate(
@@ -84,9 +69,10 @@ def evaluate(
     by_task = defaultdict(list)
     chains = defaultdict(lambda: defaultdict(dict))
     for r in records:
-        if "targets" in r:
+        if "targets" in r:  # a chain hop: scored per hop, and chains followed whole
             sid = r["id"].rsplit("-h", 1)[0]
             chains[_chain_name(r)][(r["hay"], sid)][r["hop"]] = r
+            by_task[f"{_chain_name(r)} per hop"].append(r)
         else:
             by_task[r["task"]].append(r)
     out = {}
@@ -100,38 +86,22 @@ def evaluate(
             for r in rng.sample(recs, min(per_task, len(recs))):
                 nbs = r["neighbours"][:k]
                 has_gold = all(any(e in g for g in r["gold"][:k]) for e in range(len(r["evidence"])))
+                expected = r["answers"] if has_gold or "targets" not in r else []
                 a = reader.answer(r["question"], nbs, mode=mode)
                 lat.append(a.latency_ms)
-                rec, ex = _score(a, r["answers"])
+                rec, ex = _score(a, expected)
                 res[task]["recall"].append(rec)
                 res[task]["exact"].append(ex)
                 res[task]["gold_in_k"].append(has_gold)
-                if has_gold:
+                if has_gold and expected:
                     res[task]["false_abstain"].append(a.abstained)
-                clean = [t for t, g in zip(r["neighbours"], r["gold"], strict=True) if not g][:k]
-                b = reader.answer(r["question"], clean, mode=mode)
-                res[task]["abstain"].append(b.abstained)
+                if r["evidence"]:
+                    clean = [t for t, g in zip(r["neighbours"], r["gold"], strict=True) if not g][:k]
+                    res[task]["abstain"].append(reader.answer(r["question"], clean, mode=mode).abstained)
         for task, by_sid in sorted(chains.items()):
             keys = sorted(by_sid)
             for key in rng.sample(keys, min(per_task, len(keys))):
-                hops = by_sid[key]
-                for h, r in sorted(hops.items()):  # per hop: the earlier links carried, this hop's top-k
-                    pool = r["neighbours"] + r["extra"]
-                    carried = [next((t for t in pool if r["evidence"][e] in t), None) for e in range(h)]
-                    read = [t for t in carried if t] + [t for t in r["neighbours"][:k] if t not in carried]
-                    present = {e for e, ev in enumerate(r["evidence"]) if any(ev in t for t in read)}
-                    expected = _reach(present, r["targets"])
-                    a = reader.answer(r["question"], read, mode=mode)
-                    lat.append(a.latency_ms)
-                    rec, ex = _score(a, expected)
-                    res[f"{task} per hop"]["recall"].append(rec)
-                    res[f"{task} per hop"]["exact"].append(ex)
-                    if expected:
-                        res[f"{task} per hop"]["false_abstain"].append(a.abstained)
-                res[task]["chain_complete"].append(_follow(reader, hops, k, mode, lat))
-                first = hops[0]
-                clean = [t for t in first["neighbours"] if first["evidence"][0] not in t][:k]
-                res[task]["abstain"].append(reader.answer(first["question"], clean, mode=mode).abstained)
+                res[task]["chain_complete"].append(_follow(reader, by_sid[key], k, mode, lat))
         table = {
             t: {m: float(np.mean(v)) for m, v in d.items()} | {"n": max(len(v) for v in d.values())}
             for t, d in res.items()

@@ -93,12 +93,8 @@ class Examples:
             a = -(-len(answer_ids(parts)) // rcfg.chunk_len)
             if a > rcfg.max_answer_chunks:
                 continue
-            targets = [tok.encode(t) for t in r.get("targets", ())]  # chains: what each link resolves to
-            a = max([a, *(-(-len(answer_ids([t])) // rcfg.chunk_len) for t in targets)])
             qids = tok.encode(r["question"])
-            self.items.append(
-                (prefix, parts, nbs + extra, gold, len(nbs), a, r["task"], targets, qids, r.get("hop", 0))
-            )
+            self.items.append((prefix, parts, nbs + extra, gold, len(nbs), a, r["task"], qids))
         self.buckets: dict[tuple[int, int], list[int]] = {}
         for i, it in enumerate(self.items):
             self.buckets.setdefault((len(it[0]), it[5]), []).append(i)
@@ -110,22 +106,12 @@ class Examples:
 
         Key/value tasks: part e of the answer needs evidence e; abstain samples forbid a random non-empty
         subset of the evidence (the target keeps the parts still present, <abstain> when none is).
-        Chains (records with `targets`): the first j links are given and link j is withheld, j being
-        what hop h of `ask` reads (h+1 mostly: h carried links plus the one hop h found; h when hop h
-        missed it; any j at times); the target is the furthest link reachable (<abstain> for j = 0)."""
-        prefix, parts, nbs, gold, n_top, _, task, targets, qids, hop = self.items[i]
-        n_ev = len(targets) or len(parts)
+        Chain hops are records of the same form (one link; the closing hop has none: always <abstain>)."""
+        prefix, parts, nbs, gold, n_top, _, task, qids = self.items[i]
+        n_ev = len(parts)
         need: set[int] = set(range(n_ev))
         forbid: set[int] = set()
-        if targets:
-            r = self.rng.random()
-            j = (
-                0
-                if abstain
-                else min(n_ev, hop + 1 if r < 0.6 else hop if r < 0.8 else self.rng.randint(1, n_ev))
-            )
-            need, forbid = set(range(j)), ({j} if j < n_ev else set())
-        elif abstain:
+        if abstain and n_ev:
             forbid = set(self.rng.sample(range(n_ev), self.rng.randint(1, n_ev)))
             need = set()
         pool = [j for j in range(len(nbs)) if not (gold[j] & forbid)]
@@ -143,13 +129,7 @@ class Examples:
         chosen = chosen[: self.k]
         self.rng.shuffle(chosen)
         present = {e for j in chosen for e in gold[j]}
-        if targets:
-            reach = 0
-            while reach in present:
-                reach += 1
-            keep = [targets[reach - 1]] if reach else []
-        else:
-            keep = [p for e, p in enumerate(parts) if e in present and e not in forbid]
+        keep = [p for e, p in enumerate(parts) if e in present and e not in forbid]
         block = neighbour_block([nbs[j] for j in chosen], self.k, self.rcfg.retrieved_len)
         return prefix, answer_ids(keep), mark_matches(block, qids, self.rcfg.vocab_size)
 
