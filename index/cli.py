@@ -8,12 +8,14 @@ import sys
 
 from index.build import BuildConfig, build_index
 from util.configs import resolve_config
+from util.runinfo import check_writable
 
 
 def _train_tokenizer(args: argparse.Namespace) -> int:
     from index.corpus import CorpusReader
     from index.tokenizer import Tokenizer, train_tokenizer
 
+    check_writable(args.out, "--out")
     reader = CorpusReader(args.corpus)
     path = train_tokenizer(
         (d.text for d in reader), args.out, vocab_size=args.vocab, sample_chars=args.sample_chars
@@ -38,6 +40,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.dense is not None:
         overrides.append(f"dense={'on' if args.dense else 'off'}")
     cfg = resolve_config(BuildConfig, args.config, overrides)
+    check_writable(args.out, "--out", folder=True)
     manifest = build_index(args.corpus, args.out, cfg, append=args.append, quiet=args.quiet)
     if not args.quiet:
         from index.store import Index
