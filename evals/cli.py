@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 
 from pipelines.cli import eval_group
+from util.runinfo import check_writable
 
 DEMO_HELP = (
     "build a >=1M-token haystack with 100 needles, index it, run the multi-needle eval with BM25 and "
@@ -189,6 +190,7 @@ def cmd_niah(args) -> int:
     )
     if not args.out:
         raise ValueError("--out is required (e.g. --out runs/niah)")
+    check_writable(args.out, "--out", folder=True)
     results = run_niah(cfg, args.out, resume=args.resume, quiet=args.quiet)
     print(f"wrote {args.out}/results.json, samples.jsonl and {len(results['rows'])} row(s) of plots")
     return 0
@@ -204,6 +206,7 @@ def cmd_demo(args) -> int:
         args.retriever = ["bm25", "cascade"]
     cfg = _config(args, tasks=("single",), depths=11, trials=1)
     out = args.out or "runs/demo"
+    check_writable(out, "--out", folder=True)
     results = run_niah(cfg, out, resume=args.resume, quiet=args.quiet)
     print(
         f"demo finished in {results['seconds']:.0f} s: {out}/results.json, {out}/heatmap_*.png, "

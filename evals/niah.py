@@ -27,7 +27,7 @@ from pathlib import Path
 from evals import report, scoring
 from evals.haystack import HAYSTACK_KINDS, HaystackConfig, write_haystack
 from evals.needles import TASKS, NeedleConfig, Sample, answer_span, distractor_stream, make_needles
-from evals.retrievers import check_result, make_retriever
+from evals.retrievers import check_result, check_spec, make_retriever
 from pipelines.answer import ask, load_reader
 from pipelines.results import SearchResult
 
@@ -120,7 +120,8 @@ class NiahConfig:
             raise ValueError("--needles: every count must be >= 1")
         if self.depths < 1 or self.k < 1 or self.stage_depth < 1 or self.trials < 0 or self.max_samples < 0:
             raise ValueError("depths, k and stage_depth must be >= 1, trials and max_samples >= 0")
-        self.retrievers()
+        for spec in self.retrievers():
+            check_spec(spec)  # a typo fails here, not after the haystacks are built
         if self.reader_mode not in ("constrained", "free"):
             raise ValueError(f"reader_mode must be constrained or free, got {self.reader_mode!r}")
         if self.hops < 0:

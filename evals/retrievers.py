@@ -105,29 +105,46 @@ class CascadeRetriever:
         return self.cascade.search(query, k=k, hops=hops)
 
 
+LIST_RETRIEVERS = ("cheap", "bm25", "static", "dense")
+
+
+def check_spec(spec: str) -> str:
+    """`spec` if `make_retriever` can build it, else a one-line ValueError, without an index or a model
+    (so a typo fails before haystacks are written and indexed): a known name, `cascade` with valid
+    CascadeConfig overrides, or MODULE:FACTORY (imported only when built)."""
+    if spec in LIST_RETRIEVERS:
+        return spec
+    if spec == "cascade" or spec.startswith("cascade,"):
+        resolve_config(CascadeConfig, overrides=[x for x in spec.split(",")[1:] if x])
+        return spec
+    mod_name, _, func = spec.partition(":")
+    if mod_name and func:
+        return spec
+    raise ValueError(
+        f"unknown retriever {spec!r} (known: {', '.join(LIST_RETRIEVERS)}, cascade[,KEY=VALUE...], MODULE:FACTORY)"
+    )
+
+
 def make_retriever(spec: str, index, depth: int = 100) -> Retriever:
     """A retriever by name (cheap | bm25 | static | dense | cascade | MODULE:FACTORY) over `index`."""
+    check_spec(spec)
     if spec in ("cheap", "bm25", "static"):
         return IndexRetriever(index, depth, spec)
     if spec == "dense":
         return DenseRetriever(index, depth)
     if spec == "cascade" or spec.startswith("cascade,"):
         return CascadeRetriever(index, depth, tuple(x for x in spec.split(",")[1:] if x))
-    if ":" in spec:
-        mod_name, func = spec.split(":", 1)
-        try:
-            factory = getattr(importlib.import_module(mod_name), func)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"--retriever {spec}: cannot load ({e})") from None
-        ret = factory(index, depth)
-        if not isinstance(ret, Retriever):
-            raise ValueError(
-                f"--retriever {spec}: factory returned {type(ret).__name__}, which has no search(query, k, hops)"
-            )
-        return ret
-    raise ValueError(
-        f"unknown retriever {spec!r} (known: cheap, bm25, static, dense, cascade[,KEY=VALUE...], MODULE:FACTORY)"
-    )
+    mod_name, func = spec.split(":", 1)
+    try:
+        factory = getattr(importlib.import_module(mod_name), func)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"--retriever {spec}: cannot load ({e})") from None
+    ret = factory(index, depth)
+    if not isinstance(ret, Retriever):
+        raise ValueError(
+            f"--retriever {spec}: factory returned {type(ret).__name__}, which has no search(query, k, hops)"
+        )
+    return ret
 
 
 def check_result(res, k: int) -> dict:

@@ -8,6 +8,7 @@ import sys
 
 from index.build import BuildConfig, build_index
 from util.configs import resolve_config
+from util.runinfo import check_writable
 
 
 def _train_tokenizer(args: argparse.Namespace) -> int:
@@ -15,6 +16,7 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
     from index.tokenizer import Tokenizer, train_tokenizer, vocab_warning
     from util.progress import phase
 
+    check_writable(args.out, "--out")
     reader = CorpusReader(args.corpus)
     with phase(f"training the tokenizer (vocab {args.vocab:,}) on {args.corpus}", args.quiet):
         path = train_tokenizer(
@@ -42,6 +44,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.dense is not None:
         overrides.append(f"dense={'on' if args.dense else 'off'}")
     cfg = resolve_config(BuildConfig, args.config, overrides)
+    check_writable(args.out, "--out", folder=True)
     manifest = build_index(
         args.corpus,
         args.out,

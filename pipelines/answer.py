@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pipelines.query import bound_query, check_query_text
 from pipelines.results import Answer, Citation, HopAnswer, SearchResult, latency_ms
 
 
@@ -50,13 +51,13 @@ READER_CLASS = (
 
 def load_reader(path: str | None = None, spec: str = READER_CLASS) -> Reader:
     """A reader by class spec (`module:Class` with a `load(path)`): path None = its shipped checkpoint."""
+    if path is not None and not Path(path).is_dir():  # before the import: the reader's module loads jax
+        raise ValueError(f"--reader {path}: no such checkpoint folder")
     module, _, name = spec.partition(":")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"reader {spec}: cannot load ({e})") from None
-    if path is not None and not Path(path).is_dir():
-        raise ValueError(f"--reader {path}: no such checkpoint folder")
     return cls.load(path)
 
 
@@ -87,10 +88,13 @@ def ask(
     """Search, read and cite over at most `hops` hops; the result carries the typed `Answer`.
 
     `retriever` follows the retriever protocol (pipelines/retrievers.py); each hop is one search.
-    Raises ValueError for an empty question or hops <= 0 (and whatever the retriever raises for k).
+    A question longer than `pipelines.query.MAX_QUERY_WORDS` words is cut there before the retriever
+    and the reader read it (the result's `truncation` says so).
+    Raises ValueError for an empty question or one without a searchable word, hops <= 0 (and whatever
+    the retriever raises for k).
     """
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("question is empty")
+    asked = check_query_text(question, "question")
+    question, cut = bound_query(asked)
     if hops <= 0:
         raise ValueError(f"hops must be > 0, got {hops}")
     kwargs = {} if mode is None else {"mode": mode}
@@ -142,10 +146,10 @@ def ask(
     }
     return dataclasses.replace(
         first,
-        query=question,
+        query=asked,
         neighbours=tuple(neighbours),
         latency_ms=lat,
         hops=hop_results,
-        truncation=next((r.truncation for r in results if r.truncation), None),
+        truncation=cut or next((r.truncation for r in results if r.truncation), None),
         answer=answer,
     )

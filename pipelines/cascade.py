@@ -26,6 +26,7 @@ from index.embedders import DEFAULT_DENSE
 from pipelines.cascade_config import Budgets, CascadeConfig, resolve_budgets
 from pipelines.dense import DenseEncoder, QueryEncoding
 from pipelines.expansion import QueryExpander
+from pipelines.query import bound_query, check_query_text
 from pipelines.results import HopResult, SearchResult, Truncation, build_neighbours, latency_ms
 from pipelines.stages import cheap_stage, expensive_stage, medium_mode, medium_stage
 
@@ -116,10 +117,13 @@ class Cascade:
     def search(self, query: str, k: int | None = None, hops: int | None = None) -> SearchResult:
         """Run the cascade for `query` over up to `hops` hops; neighbours carry per-stage scores and ranks.
 
-        Raises ValueError for an empty query, k <= 0 or k > num_chunks, hops <= 0.
+        A query longer than `pipelines.query.MAX_QUERY_WORDS` words is cut there before any stage
+        reads it; the result's `truncation` says so (and the `query` it keeps is the one asked).
+        Raises ValueError for an empty query or one without a searchable word, k <= 0 or
+        k > num_chunks, hops <= 0.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError("query is empty")
+        asked = check_query_text(query)
+        query, cut = bound_query(asked)
         hops = self.cfg.hops if hops is None else hops
         if hops <= 0:
             raise ValueError(f"hops must be > 0, got {hops}")
@@ -151,13 +155,12 @@ class Cascade:
             text = self.index.chunk_text([nxt])[0][: self.cfg.hop_query_chars]
             hop_query = f"{query} {text}"
         total = (time.perf_counter() - t_start) * 1e3
-        truncation = None
-        if any(h.truncated for h in results):
+        truncation = cut
+        if cut is None and any(h.truncated for h in results):
             enc = self._encoder
-            n_tok = len(enc.tokenizer(query, truncation=False)["input_ids"])
-            truncation = Truncation("dense", n_tok, enc.max_query_tokens)
+            truncation = Truncation("dense", enc.count_tokens(query), enc.max_query_tokens)
         return SearchResult(
-            query=query,
+            query=asked,
             k=budgets.k,
             budgets=budgets,
             neighbours=build_neighbours(self.index, results),

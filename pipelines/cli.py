@@ -2,8 +2,10 @@
 
 Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its subcommands and
 sets `func` on each parser. Groups several packages add to (`eval`: `eval lm` from retro/, `eval niah`
-from evals/) are made here, once, by `eval_group`. `main` parses, calls `func(args)` and turns user errors into a
-one-line message on stderr with exit status 2 (no traceback for bad input).
+from evals/) are made here, once, by `eval_group`. `main` parses, calls `func(args)` and turns user errors
+(ValueError, and OSError: a file that cannot be read or written) into a one-line message on stderr with
+exit status 2 (no traceback for bad input). Handlers check their arguments and outputs before importing
+anything heavy (torch, sentence-transformers, jax, faiss), so such an error comes in about a second.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: Exception) -> str:
+    """The message of a user error: an OSError the system raised (a disk that filled up, a folder that
+    became read-only mid-run) as "path: reason", without the errno; our own messages as they are."""
+    if isinstance(e, OSError) and e.strerror and e.filename and str(e).startswith("[Errno"):
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `retro` console script."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -89,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
+    except (ValueError, OSError) as e:
         if os.environ.get("RETRO_DEBUG"):
             raise
-        print(f"retro: error: {e}", file=sys.stderr)
+        print(f"retro: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("retro: interrupted", file=sys.stderr)

@@ -107,9 +107,16 @@ class DenseEncoder:
             out.append((tok[b][keep], pooled[b]))
         return out
 
+    def count_tokens(self, text: str) -> int:
+        """WordPiece tokens of `text`, specials included, before any truncation. verbose=False: counting
+        a text longer than the model takes is not running it (no "will result in indexing errors")."""
+        return len(
+            self.tokenizer(text, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+        )
+
     def encode_query(self, text: str) -> QueryEncoding:
         """One query -> QueryEncoding; says whether the model's length limit truncated it."""
-        n_tokens = len(self.tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"])
+        n_tokens = self.count_tokens(text)
         ((tokens, vector),) = self._forward([text], self.max_query_tokens)
         return QueryEncoding(
             vector=vector,

@@ -170,11 +170,16 @@ class Neighbour:
 
 @dataclass(frozen=True)
 class Truncation:
-    """The query was longer than a model takes: what was kept."""
+    """The query was longer than a tier takes: what was kept.
 
-    model: str  # which model truncated it ("dense")
-    query_tokens: int  # the query's length in that model's tokens
-    max_tokens: int  # what the model kept
+    "query": the bound every tier reads (pipelines/query.py, MAX_QUERY_WORDS words), applied first;
+    "dense": the dense model's window (max_query_tokens WordPiece tokens) cut a query within that bound.
+    """
+
+    model: str  # what cut it: "query" (every tier) | "dense" (the medium and expensive stages only)
+    query_tokens: int  # the query's length, in `unit`
+    max_tokens: int  # how many of them were kept
+    unit: str = "tokens"  # "words" (the query bound) | "tokens" (the dense model's WordPiece tokens)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -231,7 +236,7 @@ class SearchResult:
     neighbours: tuple[Neighbour, ...]  # ranked, deduplicated over hops (hop 1 first)
     latency_ms: Mapping[str, float]  # top-level stage/step times summed over hops, plus "total"
     hops: tuple[HopResult, ...]  # each hop's query, stage results and ids
-    truncation: Truncation | None = None  # set when a model truncated the query
+    truncation: Truncation | None = None  # set when the query bound or a model cut the query
     medium_mode: str | None = None  # "stored" | "ondemand" | "off" (None without a medium stage)
     answer: Answer | None = None  # the reader's answer (pipelines/answer.py); None without a reader
 

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from pipelines.query import check_query_text
 from pipelines.results import HopResult, SearchResult, StageResult, build_neighbours, latency_ms
 
 
@@ -28,9 +29,9 @@ class Retriever(Protocol):
 
 
 def check_query(query: str, k: int, hops: int, max_hops: int | None = None) -> None:
-    """One-line ValueError for an empty query, k <= 0, hops <= 0 or more hops than the retriever follows."""
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError("query is empty")
+    """One-line ValueError for an empty query or one without a searchable word (`pipelines.query`),
+    k <= 0, hops <= 0 or more hops than the retriever follows."""
+    check_query_text(query)
     if k <= 0:
         raise ValueError(f"k must be > 0, got {k}")
     if hops <= 0:

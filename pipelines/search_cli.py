@@ -23,27 +23,32 @@ from pathlib import Path
 from pipelines.answer import ask, load_reader
 from pipelines.cascade import Cascade
 from pipelines.cascade_config import cascade_config
+from pipelines.query import check_query_text
 from pipelines.results import STAGES, SearchResult, StageSpec
 from util.configs import config_to_dict
-from util.runinfo import atomic_path
+from util.runinfo import atomic_path, check_writable
 
 
-def _open(args: argparse.Namespace) -> Cascade:
-    """Open the index and build the cascade from --config / overrides (ValueError on bad input)."""
+def _cascade(args: argparse.Namespace) -> Cascade:
+    """The cascade over the opened index, with everything a user can get wrong checked: the config,
+    the index folder and k against its size. Opening reads the manifest and memory-maps the arrays; no
+    model loads here (torch and MiniLM take 25-45 s to import), so a bad argument fails in a second."""
     from index import Index
 
     overrides = list(args.overrides) + list(args.set or [])
     cfg = cascade_config(args.config, overrides, k=args.k, hops=getattr(args, "hops", None))
     cascade = Cascade(Index.open(args.index), cfg)
-    cascade.warm()  # lazy loads (BM25, FAISS, MiniLM) stay out of the reported per-stage latency
+    cascade.budgets()  # k <= 0 or larger than the index
     return cascade
 
 
 def print_table(result: SearchResult, out=None, stages: tuple[StageSpec, ...] = STAGES) -> None:
     """Ranked neighbours as a markdown table (one column per stage with `column`), then the latency."""
     out = sys.stdout if out is None else out
-    if result.truncation:
-        t = result.truncation
+    t = result.truncation
+    if t is not None and t.model == "query":
+        print(f"note: query cut to its first {t.max_tokens} of {t.query_tokens} words", file=out)
+    elif t is not None:
         print(
             f"note: query truncated to {t.max_tokens} of {t.query_tokens} tokens for the dense model",
             file=out,
@@ -90,7 +95,9 @@ def print_answer(result: SearchResult, out=None) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    cascade = _open(args)
+    check_query_text(args.query)
+    cascade = _cascade(args)
+    cascade.warm()  # lazy loads (BM25, FAISS, MiniLM) stay out of the reported per-stage latency
     result = cascade.search(args.query)
     if args.json:
         print(result.to_json())
@@ -102,6 +109,8 @@ def _search(args: argparse.Namespace) -> int:
 def read_questions(path: str) -> tuple[list[tuple[object, str]], list[str]]:
     """Q.jsonl -> ([(id, question)], ["file:line: problem"]) ; bad lines are skipped, not fatal."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{path}: is a folder, not a questions file (jsonl)")
     if not p.is_file():
         raise FileNotFoundError(f"{path}: no such questions file")
     good, bad = [], []
@@ -133,15 +142,21 @@ def _ask(args: argparse.Namespace) -> int:
         raise ValueError("give either a question or --questions Q.jsonl (with --out A.jsonl)")
     if args.questions is not None and not args.out:
         raise ValueError("--questions needs --out A.jsonl")
-    if args.question is not None and not args.question.strip():
-        raise ValueError("question is empty")
-    cascade = _open(args)
-    reader = None if args.no_reader else load_reader(args.reader)
+    # every argument is checked before a model loads (MiniLM and the reader take 25-45 s)
+    if args.question is not None:
+        check_query_text(args.question, "question")
+    else:
+        questions, bad = read_questions(args.questions)
+        check_writable(args.out, "--out")
+    cascade = _cascade(args)
+    reader = None if args.no_reader else load_reader(args.reader)  # a bad --reader fails before jax loads
+    cascade.warm()  # lazy loads (BM25, FAISS, MiniLM) stay out of the reported per-stage latency
     if reader is not None:
         reader.warm(cascade.cfg.k)  # compilation stays out of the reported reader latency
     hops = cascade.cfg.hops
 
     def answer(question: str) -> SearchResult:
+        check_query_text(question, "question")
         if reader is None:  # evidence only: the cascade's own hops (raw text of the best new chunk)
             return cascade.search(question)
         return ask(cascade, reader, question, hops=hops, mode=args.mode)
@@ -154,19 +169,44 @@ def _ask(args: argparse.Namespace) -> int:
             print_answer(result)
             print_table(result)
         return 0
-    questions, bad = read_questions(args.questions)
     for msg in bad:
         print(f"skipped {msg}", file=sys.stderr)
-    cascade.budgets()  # fail on a bad k before any work
-    out = Path(args.out)
+    return _ask_batch(args, cascade, answer, questions, bad)
+
+
+def _ask_batch(args: argparse.Namespace, cascade: Cascade, answer, questions: list, bad: list[str]) -> int:
+    """Answer every question into --out, one line each as it is answered. A question that cannot be
+    searched (no searchable words) gets an `error` line and the others go on; an interrupt or a failure
+    stops the batch but keeps the lines already written (the file is renamed into place either way)."""
     from tqdm import tqdm
 
+    out = Path(args.out)
+    done, errors, stopped = 0, 0, None
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for qid, question in tqdm(questions, desc="ask", unit="q", disable=args.quiet):
-            f.write(answer(question).to_json(qid, ask=True) + "\n")
+        kept = 0  # bytes of whole lines written: an interrupt mid-line is cut back to here
+        try:
+            for qid, question in tqdm(questions, desc="ask", unit="q", disable=args.quiet):
+                failed = False
+                try:
+                    line = answer(question).to_json(qid, ask=True)
+                except ValueError as e:  # this question's own problem: say so in its line, go on
+                    line = json.dumps(
+                        {"id": qid, "question": question, "answer": None, "error": str(e)}, ensure_ascii=False
+                    )
+                    failed = True
+                f.write(line + "\n")
+                f.flush()
+                kept, done, errors = f.tell(), done + 1, errors + failed
+        except BaseException as e:  # interrupted or failed: keep the answered lines, then stop
+            if not done:
+                raise  # nothing answered: an earlier --out stays as it was
+            stopped = e
+            f.truncate(kept)
     meta = {
         "questions": str(args.questions),
-        "answered": len(questions),
+        "answered": done - errors,
+        "errors": errors,
+        "unanswered": len(questions) - done,
         "skipped": len(bad),
         "skipped_lines": bad[:100],
         "config": config_to_dict(cascade.cfg),
@@ -176,9 +216,14 @@ def _ask(args: argparse.Namespace) -> int:
 
     meta["run"] = run_info()
     atomic_write_json(out.with_name(out.name + ".meta.json"), meta)
+    if stopped is not None:
+        print(f"stopped after {done} of {len(questions)} questions; {out} holds those", file=sys.stderr)
+        raise stopped
     if not args.quiet:
         print(
-            f"answered {len(questions)} questions -> {out}; skipped {len(bad)} bad line(s)", file=sys.stderr
+            f"answered {done - errors} questions -> {out}; {errors} could not be searched (see their "
+            f"error field); skipped {len(bad)} bad line(s)",
+            file=sys.stderr,
         )
     return 0
 

@@ -137,6 +137,7 @@ def cheap_stage(
     literal = literalness(index, query, bm25[1], cfg, expander.known_terms if expander else None)
     if expander is not None and cfg.fusion not in ("bm25", "static"):
         expansion = expander.expand(query)
+    if expansion is not None and expansion.terms:  # a query of stop words only has no terms to expand
         e_ids, e_sc = index.search_bm25_weighted(
             expansion.terms,
             k=min(budgets.depth + extra, index.num_chunks),

@@ -14,6 +14,17 @@ from pipelines.cli import eval_group
 
 def cmd_neighbours(args) -> int:
     """Precompute training neighbours through an index into a neighbour store."""
+    from index import Index
+    from util.runinfo import check_writable
+
+    if args.k <= 0:
+        raise ValueError(f"neighbours: -k must be > 0, got {args.k}")
+    if not 0.0 <= args.heldout < 1.0:
+        raise ValueError(f"neighbours: --heldout must be in [0, 1), got {args.heldout}")
+    chunks = Index.open(args.index).num_chunks
+    if args.k > chunks:
+        raise ValueError(f"neighbours: -k {args.k} is larger than the index ({chunks} chunks)")
+    check_writable(args.out, "--out", folder=True)
     from retro.data import precompute_neighbours
 
     meta = precompute_neighbours(
@@ -94,9 +105,6 @@ def cmd_generate(args) -> int:
     """
     import sys
 
-    from retro.checkpoint import load_model
-    from retro.sampling import Sampler
-
     if args.index is None and not args.no_retrieval:
         raise ValueError("generate: --index IDX is required (or --no-retrieval)")
     if args.max_new_tokens <= 0:
@@ -110,6 +118,13 @@ def cmd_generate(args) -> int:
         raise ValueError("generate: --no-retrieval needs --tokenizer-index IDX to encode the prompt")
     tok_idx = idx if idx is not None else Index.open(args.tokenizer_index)
     name, cascade_cfg, k = _retriever_choice(args, idx)
+    if args.out:
+        from util.runinfo import check_writable
+
+        check_writable(args.out, "--out", folder=True)
+    from retro.checkpoint import load_model  # jax: after every argument is checked
+    from retro.sampling import Sampler
+
     model, step = load_model(args.run)
     tok = tok_idx.tokenizer
     if (model.cfg.vocab_size, model.cfg.pad_id) != (tok.vocab_size, tok.pad_id):
@@ -156,6 +171,10 @@ def cmd_generate(args) -> int:
 
 def cmd_eval_lm(args) -> int:
     """Held-out bits-per-byte with retrieval on and off, overall and leakage-filtered."""
+    if args.out:
+        from util.runinfo import check_writable
+
+        check_writable(args.out, "--out", folder=True)
     from retro.evaluate import evaluate_runs, markdown_table
 
     res = evaluate_runs(

@@ -14,6 +14,8 @@ from evals.retrievers import IndexRetriever
 from index import Index
 from pipelines.answer import ask, hop_question, load_reader
 from pipelines.cli import main
+from pipelines.query import MAX_QUERY_WORDS
+from pipelines.results import Truncation
 from tests.conftest import build_small_index
 
 VALUE = "4829175"
@@ -92,3 +94,15 @@ def test_ask_cli_prints_the_answer_and_evidence(index_path, capsys):
     assert json.loads(capsys.readouterr().out)["answer"] is None
     assert main([*args, "--reader", str(index_path / "nope")]) == 2
     assert "no such checkpoint folder" in capsys.readouterr().err
+
+
+def test_a_long_question_is_cut_before_search_and_reader(index_path, reader):
+    retriever = IndexRetriever(Index.open(index_path), depth=50, mode="bm25")
+    long_q = QUESTION + " " + " ".join(f"word{i}" for i in range(300))
+    res = ask(retriever, reader, long_q, k=3)
+    assert res.query == long_q  # the question as asked; what was searched and read is its first words
+    assert res.truncation == Truncation("query", len(long_q.split()), MAX_QUERY_WORDS, unit="words")
+    searched = res.answer.hops[0].query
+    assert len(searched.split()) == MAX_QUERY_WORDS and long_q.startswith(searched)
+    with pytest.raises(ValueError, match="no searchable words"):
+        ask(retriever, reader, "🙂🙂", k=3)

@@ -13,6 +13,8 @@ from pipelines.cascade import Cascade
 from pipelines.cascade_config import CascadeConfig
 from pipelines.cli import main
 from pipelines.dense import DenseEncoder, load_default_model
+from pipelines.query import MAX_QUERY_WORDS
+from pipelines.results import Truncation
 from tests.conftest import stdlib_docs
 
 FACT_A = "The Blue Falcon project is led by Marta Velasquez, a structural engineer from the coast."
@@ -125,17 +127,33 @@ def test_multi_hop_follows_the_chain_and_stops_early(dense_index, encoder):
     assert len(every.hops) == 2 and every.hops[1].new_ids == [] and len(every.neighbours) == n
 
 
-def test_bad_input(plain_index, encoder):
+def test_bad_input(plain_index, encoder, capfd):
     cascade = Cascade(plain_index, CascadeConfig(), encoder=encoder)
     for q in ("", "   \n"):
         with pytest.raises(ValueError, match="empty"):
             cascade.search(q)
+    for q in ("🙂🙂", "?! -- ..."):
+        with pytest.raises(ValueError, match="no searchable words"):
+            cascade.search(q)
+    assert cascade.search("the of and", k=2).neighbours  # stop words only: no BM25 terms, still searched
     for k in (0, -1, plain_index.num_chunks + 1):
         with pytest.raises(ValueError, match="k"):
             cascade.search("lighthouse", k=k)
-    long_q = "lighthouse granite village " * 200
+    long_q = "lighthouse granite village " * 200  # 600 words: every stage reads the first 200
     res = cascade.search(long_q, k=2)
-    assert res.truncation and res.truncation.max_tokens == 256 and res.truncation.query_tokens > 256
+    assert res.truncation == Truncation("query", 600, MAX_QUERY_WORDS, unit="words")
+    # within the word bound but past the dense model's window: the dense stages read its first 256 tokens
+    from transformers.utils import logging as hf_logging
+
+    wordy = "antidisestablishmentarianism " * 150
+    hf_logging.set_verbosity_warning()  # load_dense silences transformers; its warnings must not need that
+    try:
+        res = cascade.search(wordy, k=2)
+    finally:
+        hf_logging.set_verbosity_error()
+    t = res.truncation
+    assert (t.model, t.max_tokens, t.unit) == ("dense", 256, "tokens") and t.query_tokens > 512
+    assert "indexing errors" not in capfd.readouterr().err  # counting a long query is not running it
     assert cascade.search("lighthouse", k=2).truncation is None
     assert cascade.search("lighthouse", k=plain_index.num_chunks).k == plain_index.num_chunks
 
@@ -227,7 +245,9 @@ def test_ask_json_round_trips_from_the_typed_result(dense_index, encoder):
     answer = Answer("Lisbon", False, (Citation(1, 7, 30, 36),), "constrained", "test", 12.5, (hop,))
     answered = res.with_answer(answer)
     rec = json.loads(answered.to_json(None, ask=True))["answer"]
-    assert rec["text"] == "Lisbon" and rec["citations"] == [{"rank": 1, "chunk": 7, "char_start": 30, "char_end": 36}]
+    assert rec["text"] == "Lisbon" and rec["citations"] == [
+        {"rank": 1, "chunk": 7, "char_start": 30, "char_end": 36}
+    ]
     assert rec["hops"][0]["evidence"] == [1] and rec["abstained"] is False
     assert res.answer is None  # the original is unchanged
 

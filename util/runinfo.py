@@ -1,7 +1,8 @@
 """What every output folder records about the run that made it, and atomic file writes.
 
 `run_info()` gives the git hash, package versions, host and date for results.json files;
-`atomic_write_*` write to a temporary name, fsync, then rename, so a reader never sees half a file.
+`atomic_write_*` write to a temporary name, fsync, then rename, so a reader never sees half a file;
+`check_writable` says before any work that an output cannot be written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,35 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
     except BaseException:
         remove_path(tmp)
         raise
+
+
+def check_writable(path: str | os.PathLike, what: str = "--out", *, folder: bool = False) -> Path:
+    """`path` if this process can write it (as a file, or with `folder` as a folder to fill), else a
+    one-line ValueError naming `what` and the path. Called before any work, so a long job never
+    computes results it cannot keep. A new output is probed by creating (and removing) a file in the
+    nearest folder that exists, where it will be made: a read-only mount or a missing permission shows
+    there, for root too. An existing output folder (an index to resume or append to) is asked with
+    os.access instead, so that checking it leaves a finished index untouched."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise ValueError(f"{what} {path}: is {kind}, expected {'a folder' if folder else 'a file'}")
+    if folder and path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"{what} {path}: cannot write in this folder (read-only or no permission)")
+        return path
+    where = path.parent
+    while not where.exists():
+        where = where.parent
+    if not where.is_dir():
+        raise ValueError(f"{what} {path}: cannot be written ({where} is a file, not a folder)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".retro-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{what} {path}: cannot write in {where} ({e.strerror})") from None
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
