@@ -12,9 +12,11 @@ are chunk u's retrieval and are read through CCA (and the copy head) by the answ
 u+1 (and u+2, ... with the same neighbours encoded again against that chunk).
 
 Decoding is greedy (deterministic) with a KV cache (Retro.decode), one attending chunk at a time:
-- "constrained": every emitted part must be a token sequence that occurs in some neighbour; at each
-  step only the tokens continuing such a sequence, <next> / </s> (after one token) and <abstain> (first
-  step only) are allowed, and the model's best allowed token is taken;
+- "constrained": every emitted part must be a token sequence that occurs in some neighbour as whole
+  words; at each step only the tokens continuing such a sequence, <next> / </s> (after one token, where
+  the sequence ends before the start of a word: never "482917" of "4829175", even where a neighbour,
+  a window of its document, ends mid-number) and
+  <abstain> (first step only) are allowed, and the model's best allowed token is taken;
 - "free": the argmax over the whole vocabulary. A part that does not occur verbatim in the evidence
   is dropped (never invent a string); if none is left the reader abstains.
 An answer is the model's own generation in both modes; citations are where each part occurs.
@@ -227,6 +229,9 @@ class Constraint:
         """nb_ids: re-tokenized neighbours (as the model reads them)."""
         rows = [np.asarray([*ids, -1], np.int64) for ids in nb_ids if ids]
         self.flat = np.concatenate(rows) if rows else np.full(1, -1)
+        # positions a part may end before: a token that starts a new word. A neighbour's end is not one:
+        # neighbours are windows of a document (and cut to R tokens), so they may end mid-number.
+        self.boundary = (self.flat >= 0) & ~tok.continues[np.maximum(self.flat, 0)]
         self.tok = tok
         self.first = True  # no token emitted yet: <abstain> allowed
         self.reset()
@@ -235,6 +240,7 @@ class Constraint:
         """Start a new part: any neighbour position may begin it."""
         self.active = self.flat >= 0
         self.depth = 0
+        self.ends = False
 
     def mask(self, v: int) -> np.ndarray:
         """Allowed next tokens: bool [V]."""
@@ -242,7 +248,7 @@ class Constraint:
         ok[np.unique(self.flat[self.active])] = True
         if self.first:
             ok[self.tok.abstain] = True
-        if self.depth:
+        if self.depth and self.ends:
             ok[EOS] = ok[self.tok.next] = True
         return ok
 
@@ -252,8 +258,9 @@ class Constraint:
         if t == self.tok.next:
             self.reset()
             return
-        hit = self.active & (self.flat == t)
-        self.active = np.roll(hit, 1) & (self.flat >= 0)
+        hit = np.roll(self.active & (self.flat == t), 1)
+        self.ends = bool((hit & self.boundary).any())  # the part so far is whole words somewhere
+        self.active = hit & (self.flat >= 0)
         self.depth += 1
 
 

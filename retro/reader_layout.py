@@ -111,6 +111,10 @@ class ReaderTokenizer:
         self.sp = spm.SentencePieceProcessor(model_proto=model_bytes)
         self.sep, self.abstain, self.next = (self.sp.piece_to_id(p) for p in SPECIALS)
         self.vocab_size = self.sp.get_piece_size()
+        pieces = [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
+        # ids that continue the word before them (no leading space, a letter or digit first): an answer
+        # may not end just before one, so a copied span is whole words ("482917" of "4829175" is not)
+        self.continues = np.array([not p.startswith("▁") and p[:1].isalnum() for p in pieces], bool)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (no <s>/</s>)."""

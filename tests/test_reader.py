@@ -94,3 +94,18 @@ def test_free_mode_never_invents(reader):
     assert a.mode == "free"
     if not a.abstained:
         assert all(p in nbs[0] for p in a.parts)
+
+
+def test_constrained_parts_end_on_whole_words(reader):
+    """A copied part may stop only before a word start: "482917" of "4829173" cannot be emitted, even
+    where a neighbour (a window of its document) ends mid-number."""
+    from retro.reader import Constraint
+
+    tok = reader.tok
+    nbs = [FILLER + NEEDLE, "One of the special magic numbers for quiet-toad is: 482917"]
+    c = Constraint([tok.encode(t) for t in nbs], tok)
+    value = tok.encode(" 4829173")
+    for t in value:
+        c.advance(t)
+        assert not c.mask(tok.vocab_size)[EOS] or t == value[-1]  # no part ends inside the number
+    assert c.mask(tok.vocab_size)[EOS]  # "4829173" ends before "."
