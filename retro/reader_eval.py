@@ -48,13 +48,14 @@ def _follow(reader: Reader, hops: dict[int, dict], k: int, mode: str, lat: list)
     question and that bridge, with its own top-k); complete when the chain's answer is the last one
     standing (the closing hop abstains or repeats it)."""
     by_bridge = {r["targets"][h - 1]: r for h, r in hops.items() if h}
-    r, last = hops[0], None
+    r, last, bridges = hops[0], None, []
     for _ in range(len(hops)):
         a = reader.answer(r["question"], r["neighbours"][:k], mode=mode)
         lat.append(a.latency_ms)
-        if a.abstained or a.text == last:
+        if a.abstained or a.text in bridges:  # ask stops here too: the last answer stands
             break
         last = a.text
+        bridges.append(last)
         if a.text not in by_bridge:
             break
         r = by_bridge[a.text]

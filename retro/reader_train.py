@@ -72,6 +72,7 @@ class ReaderTrainConfig:
     )
     tasks: tuple[str, ...] = ()  # only records of these tasks ((): all)
     then: str = ""  # a next-stage config run after this one, initialised from this one's output
+    decay: bool = False  # after warmup, decay the learning rate linearly to 0 at `steps` (a final stage)
 
 
 class Examples:
@@ -243,9 +244,13 @@ def train(cfg: ReaderTrainConfig) -> dict:
     net = ReaderNet(rcfg.model_config(), rcfg.copy_dim, rngs=nnx.Rngs(cfg.seed))
     if cfg.init:
         load_weights(net, Path(cfg.init) / "weights.npz", strict=False)
+    after = (
+        optax.linear_schedule(cfg.lr, 0.0, max(1, cfg.steps - cfg.warmup_steps))
+        if cfg.decay
+        else optax.constant_schedule(cfg.lr)
+    )
     sched = optax.join_schedules(
-        [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
-        [cfg.warmup_steps],
+        [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), after], [cfg.warmup_steps]
     )
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
     graphdef, params = nnx.split(net, nnx.Param)

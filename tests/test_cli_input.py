@@ -182,8 +182,13 @@ def test_an_interrupted_batch_keeps_the_answers_it_finished(idx, tmp_path):
     argv = ["ask", idx, "--questions", str(q), "--out", str(out), "--quiet", "-k", "2", "--no-reader"]
     argv += NO_MODELS
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", *argv], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    proc = subprocess.Popen(  # SIGINT restored to its default: a background shell's job ignores it
+        [sys.executable, "-m", "pipelines.cli", *argv],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     partial = tmp_path / ".a.jsonl.tmp"  # atomic_path's temporary name, written line by line
     deadline = time.monotonic() + 120

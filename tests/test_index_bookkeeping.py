@@ -103,6 +103,7 @@ def test_every_phase_is_named_and_a_resumed_build_says_how_much_was_done(
     tmp_path, corpus, capsys, monkeypatch
 ):
     monkeypatch.setenv("RETRO_CACHE", str(tmp_path / "cache"))  # so the static table is really built
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job ignores it
     out, stop = tmp_path / "idx", threading.Event()
     watcher = threading.Thread(target=_interrupt, args=(out, stop), daemon=True)
     watcher.start()
@@ -111,6 +112,7 @@ def test_every_phase_is_named_and_a_resumed_build_says_how_much_was_done(
     finally:
         stop.set()
         watcher.join()
+        signal.signal(signal.SIGINT, handler)
     err = capsys.readouterr().err
     assert rc == 130 and (out / "build.json").is_file()
     for phase in (
