@@ -22,7 +22,8 @@ One more record per chain asks with the final answer as the bridge: no link star
 is <abstain> (the last answer stands). `links` / `targets` / `final` keep the whole chain for scoring.
 Two-hop training uses surface form 0 only; form 1 (evals/entities.py) is held out.
 
-Seeds: training haystacks use 1000+, held-out 2000+; the evals use 0-3, never seen here.
+Seeds: training haystacks use 1000+, held-out 2000+ (reported), dev 3000+ (settings are chosen on it,
+e.g. the reader's abstention threshold); the evals use 0-3, never seen here.
 `python -m evals.reader_data --out data/reader --split train` (about 3 minutes for the train split on
 2 cores, mostly index builds).
 """
@@ -59,7 +60,7 @@ class HaySpec:
 
 def _specs(split: str) -> list[HaySpec]:
     """The haystacks of a split: every task x key type x value type the evals use, a few seeds each."""
-    base = 1000 if split == "train" else 2000
+    base = {"train": 1000, "heldout": 2000, "dev": 3000}[split]
     reps = 2 if split == "train" else 1
     tokens = 120_000 if split == "train" else 250_000
     out: list[HaySpec] = []
@@ -117,6 +118,9 @@ def twohop_specs(split: str) -> list[HaySpec]:
     if split == "train":
         forms = (0, 0, 0, 0)
         base, tokens = 1100, 120_000
+    elif split == "dev":  # for choosing settings (the abstention threshold); never reported
+        forms = (0, 0)
+        base, tokens = 3100, 250_000
     else:
         forms = (0, 1, 1)
         base, tokens = 2100, 250_000
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     """Write `{out}/{split}.jsonl` (one QA record per line)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="data/reader")
-    ap.add_argument("--split", choices=("train", "heldout"), default="train")
+    ap.add_argument("--split", choices=("train", "heldout", "dev"), default="train")
     ap.add_argument("--limit", type=int, default=0, help="only the first N haystacks (for tests)")
     ap.add_argument("--tasks", default="needles,twohop", help="needles (RULER tasks), twohop, or both")
     args = ap.parse_args(argv)

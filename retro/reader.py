@@ -64,6 +64,7 @@ class ReaderAnswer:
     latency_ms: float  # wall time of answer()
     logprob: float  # summed log-prob of the generated tokens
     parts: tuple[str, ...] = ()  # the answer's parts (multivalue / multiquery answers have several)
+    abstain_logprob: float = 0.0  # the model's log-prob of <abstain> as the first token (its doubt)
 
 
 class Reader:
@@ -142,10 +143,10 @@ class Reader:
         nb_ids = [self.tok.encode(n)[: self.cfg.retrieved_len] for n in neighbours]
         if not any(nb_ids):  # nothing to read: the answer cannot be in the evidence
             return ReaderAnswer(None, True, [], mode, (time.perf_counter() - t0) * 1e3, 0.0)
-        ids, logprob = self._generate(question, nb_ids, mode, max_new_tokens)
+        ids, logprob, doubt = self._generate(question, nb_ids, mode, max_new_tokens)
         parts = self._parts(ids)
         if parts is None:
-            return ReaderAnswer(None, True, [], mode, (time.perf_counter() - t0) * 1e3, logprob)
+            return ReaderAnswer(None, True, [], mode, (time.perf_counter() - t0) * 1e3, logprob, (), doubt)
         cites, kept = [], []
         for p in parts:
             c = cite(p, neighbours)
@@ -153,9 +154,9 @@ class Reader:
                 kept.append(p)
                 cites += c
         if not kept:
-            return ReaderAnswer(None, True, [], mode, (time.perf_counter() - t0) * 1e3, logprob)
+            return ReaderAnswer(None, True, [], mode, (time.perf_counter() - t0) * 1e3, logprob, (), doubt)
         ms = (time.perf_counter() - t0) * 1e3
-        return ReaderAnswer(", ".join(kept), False, cites, mode, ms, logprob, tuple(kept))
+        return ReaderAnswer(", ".join(kept), False, cites, mode, ms, logprob, tuple(kept), doubt)
 
     def _parts(self, ids: list[int]) -> list[str] | None:
         """Generated ids -> answer parts (None = abstained)."""
@@ -173,7 +174,8 @@ class Reader:
         return parts or None
 
     def _generate(self, question: str, nb_ids: list[list[int]], mode: str, max_new: int):
-        """Greedy decoding -> (generated ids without </s>, summed log-prob)."""
+        """Greedy decoding -> (generated ids without </s>, summed log-prob, first-step log-prob of
+        <abstain>)."""
         cfg, m = self.cfg, self.cfg.chunk_len
         k = next(b for b in K_BUCKETS if b >= len(nb_ids))
         q_ids = self.tok.encode(question)
@@ -197,9 +199,11 @@ class Reader:
             lp, keys, cache = self._call(tokens[p:q], p, cache, use, keys)
             p = q
         allowed = Constraint(nb_ids, self.tok) if mode == "constrained" else None
-        out, total_lp = [], 0.0
+        out, total_lp, doubt = [], 0.0, None
         for _ in range(max_new):
             lp = np.asarray(lp[0])
+            if doubt is None:
+                doubt = float(lp[self.tok.abstain])
             if allowed is not None:
                 mask = allowed.mask(len(lp))
                 lp = np.where(mask, lp, -np.inf)
@@ -215,7 +219,7 @@ class Reader:
             at_boundary = p >= m - 1 and (p - (m - 1)) % m == 0
             lp, keys, cache = self._call([t], p, cache, nb if at_boundary else None, keys)
             p += 1
-        return out, total_lp
+        return out, total_lp, doubt
 
     def _call(self, toks: list[int], start: int, cache: dict, nb, keys):
         x = jnp.asarray(toks, jnp.int32)[None]
