@@ -165,7 +165,7 @@ class Reader:
         parts, cur = [], []
         for t in [*ids, self.tok.next]:
             if t == self.tok.next:
-                text = self.tok.decode(cur).strip()
+                text = self.tok.decode(cur).strip().rstrip(".,;:").rstrip()  # no sentence punctuation
                 if text:
                     parts.append(text)
                 cur = []

@@ -66,7 +66,7 @@ def test_answer_cites_spans_present_in_the_evidence(index_path, reader):
 
 def test_hops_carry_the_bridge(index_path, reader, facts):
     retriever = IndexRetriever(Index.open(index_path), depth=50, mode="bm25")
-    res = ask(retriever, reader, facts.question, k=5, hops=3)
+    res = ask(retriever, reader, facts.question, k=10, hops=3)  # fact 2 is 6th-10th for hop 2
     log = res.answer.hops
     assert log[0].query == facts.question and 1 <= len(log) <= 3
     for h in range(1, len(log)):  # each hop searched (and read) the question and the latest bridge
@@ -74,6 +74,8 @@ def test_hops_carry_the_bridge(index_path, reader, facts):
         assert log[h].query == f"{facts.question} {log[h - 1].answer}"
     assert [n.hop for n in res.neighbours] == sorted(n.hop for n in res.neighbours)
     answers = [h.answer for h in log]
+    # the shipped reader follows this chain: hop 1 names the bridge, hop 2 (question + bridge) the answer
+    assert answers[:2] == [facts.bridge, facts.answer] and res.answer.text == facts.answer
     if len(log) < 3:  # stopped early: the reader abstained or repeated itself
         assert answers[-1] is None or answers[-1] in answers[:-1]
     assert res.answer.text == next((x for x in reversed(answers) if x is not None), None)
