@@ -25,6 +25,7 @@ import numpy as np
 from index.embedders import DEFAULT_DENSE
 from pipelines.cascade_config import Budgets, CascadeConfig, resolve_budgets
 from pipelines.dense import DenseEncoder, QueryEncoding
+from pipelines.duplicates import collapse_stage
 from pipelines.expansion import QueryExpander
 from pipelines.query import bound_query, check_query_text
 from pipelines.results import HopResult, SearchResult, Truncation, build_neighbours, latency_ms
@@ -105,7 +106,12 @@ class Cascade:
             q = encoder.encode_query(query)
             enc_ms = (time.perf_counter() - t0) * 1e3
         medium = medium_stage(self.index, self._encoder, q, cheap, budgets, self.cfg)
-        expensive = expensive_stage(self.index, self._encoder, q, medium, cheap, budgets, self.cfg)
+        if self.cfg.collapse_duplicates:  # rank all N2, then keep k distinct texts (copies fold in)
+            whole = dataclasses.replace(budgets, k=budgets.n2)
+            ranked = expensive_stage(self.index, self._encoder, q, medium, cheap, whole, self.cfg)
+            expensive = collapse_stage(self.index, ranked, budgets.k)
+        else:
+            expensive = expensive_stage(self.index, self._encoder, q, medium, cheap, budgets, self.cfg)
         return HopResult(
             query=query,
             stages={"cheap": cheap, "medium": medium, "expensive": expensive},
@@ -143,10 +149,13 @@ class Cascade:
             results.append(hop)
             if not hop.new_ids:
                 break  # this hop found nothing the earlier ones had not: more hops would repeat it
+            copies = hop.stages["expensive"].duplicates
             for i in final:
                 seen.setdefault(i, None)
+                seen.update(dict.fromkeys(copies.get(i, ())))
             nxt = hop.new_ids[0]  # the best new find leads the next hop
             expanded.add(nxt)
+            expanded.update(copies.get(nxt, ()))  # its copies would only find it again, too
             # with neighbour-text scoring chunk nxt-1 was scored with nxt as its continuation
             if self.cfg.score_text != "chunk" and nxt > 0:
                 before, this = self.index.chunk_doc(np.array([nxt - 1, nxt]))

@@ -84,6 +84,7 @@ class CascadeConfig:
     max_chunk_tokens: int = 128  # dense-model limit for a 64-token chunk re-tokenised by WordPiece
     encode_batch: int = 32  # chunks per forward pass when encoding on demand
     cache_chunks: int = 4096  # LRU cache of encoded chunks (token embeddings), shared across queries and hops
+    collapse_duplicates: bool = True  # fold near-identical neighbours into the best-ranked (duplicates.py)
     hops: int = 1  # retrieval hops; hop h+1 queries with the question + hop h's best new neighbour
     hop_query_chars: int = 400  # characters of the found neighbour appended to the next hop's query
     torch_threads: int = 1  # torch intra-op threads; 1: on a busy 2-core box 2 threads took 760 ms/query vs 19 (0 = torch default)

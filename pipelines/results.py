@@ -76,6 +76,9 @@ class StageResult:
     dense: Mapping[int, float] = field(default_factory=dict)  # chunk id -> dense cosine (medium, expensive)
     maxsim: Mapping[int, float] = field(default_factory=dict)  # chunk id -> MaxSim score (expensive)
     scored: int = 0  # medium: candidates actually scored (on demand stops at its time budget)
+    duplicates: Mapping[int, tuple[int, ...]] = field(
+        default_factory=dict
+    )  # expensive: kept id -> near-identical candidates folded into it (pipelines/duplicates.py)
 
     def ranked(self) -> Ranked:
         """This stage's own list as a `Ranked`."""
@@ -139,6 +142,19 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class Duplicate:
+    """A chunk whose text is (near-)identical to a neighbour's, folded into it: only where it lives."""
+
+    chunk: int  # global chunk id
+    doc_id: str  # the document's id
+    doc_index: int  # global document index
+    source: str  # file the document came from
+    line: int | None  # line of a jsonl source (None for a plain file)
+    char_start: int  # first character of the chunk within its document's text
+    char_end: int  # end character (exclusive)
+
+
+@dataclass(frozen=True)
 class Neighbour:
     """One retrieved chunk with its text, where it comes from and its evidence in every list."""
 
@@ -154,17 +170,22 @@ class Neighbour:
     char_start: int  # first character of the chunk within its document's text
     char_end: int  # end character (exclusive)
     stages: Mapping[str, Evidence] = field(default_factory=dict)  # list name -> evidence, STAGES order
+    duplicates: tuple[Duplicate, ...] = ()  # other chunks with the same text, collapsed into this one
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "stages"}
+        nested = ("stages", "duplicates")
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in nested}
         d["stages"] = {name: ev.to_dict() for name, ev in self.stages.items()}
+        d["duplicates"] = [dataclasses.asdict(x) for x in self.duplicates]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Neighbour:
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "stages"]
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("stages", "duplicates")]
         return cls(
-            **{n: d[n] for n in names}, stages={s: Evidence.from_dict(e) for s, e in d["stages"].items()}
+            **{n: d[n] for n in names},
+            stages={s: Evidence.from_dict(e) for s, e in d["stages"].items()},
+            duplicates=tuple(Duplicate(**x) for x in d.get("duplicates", ())),
         )
 
 
@@ -328,19 +349,28 @@ def latency_ms(
 def build_neighbours(
     index, hops: Sequence[HopResult], stages: Sequence[StageSpec] = STAGES
 ) -> tuple[Neighbour, ...]:
-    """Every hop's final ids, deduplicated (earlier hop first), with text, provenance and stage evidence."""
+    """Every hop's final ids, deduplicated (earlier hop first), with text, provenance and stage evidence.
+
+    A chunk an earlier row already lists as its duplicate (the "expensive" stage's `duplicates`) gets
+    no row of its own."""
     order: list[tuple[int, int]] = []  # (chunk id, hop index)
+    dups: dict[int, tuple[int, ...]] = {}  # kept chunk id -> ids folded into it
     seen: set[int] = set()
     for h, hop in enumerate(hops):
+        folded = hop.stages["expensive"].duplicates if "expensive" in hop.stages else {}
         for i in hop.final:
             if i not in seen:
                 seen.add(i)
                 order.append((int(i), h))
+                dups[int(i)] = tuple(int(d) for d in folded.get(i, ()) if d not in seen)
+                seen.update(dups[int(i)])
     if not order:
         return ()
     ids = np.array([i for i, _ in order], np.int64)
     texts = index.neighbour_text(ids)
     prov = index.provenance(ids)
+    dup_ids = np.array([d for i, _ in order for d in dups[i]], np.int64)
+    dup_prov = dict(zip(dup_ids.tolist(), index.provenance(dup_ids) if dup_ids.size else [], strict=True))
     return tuple(
         Neighbour(
             rank=r,
@@ -355,6 +385,13 @@ def build_neighbours(
             char_start=p["char_start"],
             char_end=p["char_end"],
             stages=stage_evidence(hops[h], cid, stages),
+            duplicates=tuple(_duplicate(d, dup_prov[d]) for d in dups[cid]),
         )
         for r, ((cid, h), text, p) in enumerate(zip(order, texts, prov, strict=True), start=1)
     )
+
+
+def _duplicate(cid: int, p: Mapping) -> Duplicate:
+    """A folded chunk's `Duplicate` from its provenance dict."""
+    keys = ("doc_id", "doc_index", "source", "line", "char_start", "char_end")
+    return Duplicate(chunk=cid, **{key: p[key] for key in keys})

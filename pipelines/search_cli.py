@@ -43,7 +43,8 @@ def _cascade(args: argparse.Namespace) -> Cascade:
 
 
 def print_table(result: SearchResult, out=None, stages: tuple[StageSpec, ...] = STAGES) -> None:
-    """Ranked neighbours as a markdown table (one column per stage with `column`), then the latency."""
+    """Ranked neighbours as a markdown table (one column per stage with `column`), then the latency.
+    A row that collapsed copies of its text says so after its doc id: "grep (+2 same)"."""
     out = sys.stdout if out is None else out
     t = result.truncation
     if t is not None and t.model == "query":
@@ -62,8 +63,9 @@ def print_table(result: SearchResult, out=None, stages: tuple[StageSpec, ...] = 
             ev = n.stages.get(name)
             cells.append("-" if ev is None or ev.rank is None else f"#{ev.rank} {ev.score:.3g}")
         text = " ".join(n.text.split())[:100].replace("|", "\\|")
+        doc = f"{n.doc_id} (+{len(n.duplicates)} same)" if n.duplicates else n.doc_id
         print(
-            f"| {n.rank} | {n.hop} | {n.doc_id} | {n.token_start}+{64} | {n.char_start}-{n.char_end} | "
+            f"| {n.rank} | {n.hop} | {doc} | {n.token_start}+{64} | {n.char_start}-{n.char_end} | "
             + " | ".join(cells)
             + f" | {text} |",
             file=out,

@@ -124,7 +124,11 @@ def test_multi_hop_follows_the_chain_and_stops_early(dense_index, encoder):
     # a hop that finds nothing new ends the loop: with k = every chunk, hop 2 can only repeat hop 1
     n = dense_index.num_chunks
     every = cascade.search(QUESTION, k=n, hops=3)
-    assert len(every.hops) == 2 and every.hops[1].new_ids == [] and len(every.neighbours) == n
+    assert len(every.hops) == 2 and every.hops[1].new_ids == []
+    # every chunk comes back once: as a row, or listed under the row whose text it copies (falcon and
+    # velasquez repeat the start of two other documents; pipelines/duplicates.py)
+    back = [c for x in every.neighbours for c in (x.chunk, *(d.chunk for d in x.duplicates))]
+    assert sorted(back) == list(range(n)) and len(every.neighbours) < n
 
 
 def test_bad_input(plain_index, encoder, capfd):
