@@ -146,7 +146,9 @@ class Reader:
         ids, logprob, doubt = self._generate(question, nb_ids, mode, max_new_tokens)
         parts = self._parts(ids)
         if parts is None:
-            return ReaderAnswer(None, True, [], mode, (time.perf_counter() - t0) * 1e3, logprob, (), doubt)
+            return ReaderAnswer(
+                None, True, [], mode, (time.perf_counter() - t0) * 1e3, logprob, abstain_logprob=doubt
+            )
         cites, kept = [], []
         for p in parts:
             c = cite(p, neighbours)
@@ -154,9 +156,13 @@ class Reader:
                 kept.append(p)
                 cites += c
         if not kept:
-            return ReaderAnswer(None, True, [], mode, (time.perf_counter() - t0) * 1e3, logprob, (), doubt)
+            return ReaderAnswer(
+                None, True, [], mode, (time.perf_counter() - t0) * 1e3, logprob, abstain_logprob=doubt
+            )
         ms = (time.perf_counter() - t0) * 1e3
-        return ReaderAnswer(", ".join(kept), False, cites, mode, ms, logprob, tuple(kept), doubt)
+        return ReaderAnswer(
+            ", ".join(kept), False, cites, mode, ms, logprob, tuple(kept), abstain_logprob=doubt
+        )
 
     def _parts(self, ids: list[int]) -> list[str] | None:
         """Generated ids -> answer parts (None = abstained)."""

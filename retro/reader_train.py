@@ -108,7 +108,7 @@ class Examples:
         Key/value tasks: part e of the answer needs evidence e; abstain samples forbid a random non-empty
         subset of the evidence (the target keeps the parts still present, <abstain> when none is).
         Chain hops are records of the same form (one link; the closing hop has none: always <abstain>)."""
-        prefix, parts, nbs, gold, n_top, _, task, qids = self.items[i]
+        prefix, parts, nbs, gold, n_top, _, _, qids = self.items[i]  # (answer chunks, task) unused
         n_ev = len(parts)
         need: set[int] = set(range(n_ev))
         forbid: set[int] = set()
