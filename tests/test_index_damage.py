@@ -50,7 +50,10 @@ def test_every_file_kind_truncated_is_named_when_the_index_opens(index_copy, cap
         data = path.read_bytes()
         try:
             path.write_bytes(data[: len(data) // 2])
-            for args in (["index", "info", str(index_copy)], ["search", str(index_copy), "bzip2 compression"]):
+            for args in (
+                ["index", "info", str(index_copy)],
+                ["search", str(index_copy), "bzip2 compression"],
+            ):
                 err = _cli_error(args, capsys)
                 assert str(path) in err and "damaged" in err, err
         finally:
