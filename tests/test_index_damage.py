@@ -22,7 +22,8 @@ from pipelines.cli import main
 @pytest.fixture(scope="module")
 def index_copy(tmp_path_factory, real_corpus) -> Path:
     folder = tmp_path_factory.mktemp("damage")
-    build_index(real_corpus, folder / "built", BuildConfig(vocab_size=1000, dense="off", shard_chunks=400))
+    cfg = BuildConfig(vocab_size=1000, dense="off", shard_chunks=400)
+    build_index(real_corpus, folder / "built", cfg, quiet=True)
     shutil.copytree(folder / "built", folder / "copy")
     return folder / "copy"
 
