@@ -24,6 +24,7 @@ manifest replaces it. Every phase is named on stderr (util/progress.py); `quiet`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -41,8 +42,8 @@ from index.shard import ShardBuffer, read_shard_meta, write_shard
 from index.shared import make_shared
 from index.tokenizer import MAX_VOCAB, MIN_VOCAB, Tokenizer, sha256_file
 from util.configs import config_to_dict
-from util.progress import bar, note, phase
-from util.runinfo import atomic_write_json, remove_path, run_info
+from util.progress import bar, kill_point, note, phase
+from util.runinfo import atomic_write_json, json_text, remove_path, run_info
 
 FORMAT_VERSION = 2  # 2: word-level BM25 with term hashes (bm25/term_hash.npy)
 
@@ -171,14 +172,7 @@ class _Builder:
             raise FileExistsError(
                 f"{out}: folder is not empty and holds no retro index; choose an empty or new folder"
             )
-        want = {
-            "corpus": str(self.corpus.resolve()),
-            "append": self.append,
-            "config": config_to_dict(self.cfg),
-            "first_shard": len(self.manifest["shards"]) if self.manifest else 0,
-        }
-        if self.append:
-            want["keep_duplicates"] = self.keep_duplicates
+        want = dict(self._command(), first_shard=len(self.manifest["shards"]) if self.manifest else 0)
         if plan_path.is_file():
             old = json.loads(plan_path.read_text())
             if {k: old.get(k) for k in want} == want:
@@ -193,6 +187,36 @@ class _Builder:
                     )
                 self.restart = True  # nothing finished to keep: the corrected command goes ahead
         return dict(want)
+
+    def _command(self) -> dict:
+        """What makes two runs the same command (the plan adds where it starts: `first_shard`)."""
+        command = {
+            "corpus": str(self.corpus.resolve()),
+            "append": self.append,
+            "config": config_to_dict(self.cfg),
+        }
+        if self.append:
+            command["keep_duplicates"] = self.keep_duplicates
+        return command
+
+    def finish_written(self) -> dict | None:
+        """A run killed after writing index.json but before removing build.json is finished: its
+        build.json names the sha256 of the manifest it was writing, and index.json is that manifest.
+        Remove build.json; return the manifest when that run was this very command (nothing to do),
+        else None (this command then goes ahead against the finished index)."""
+        plan_path, manifest_path = self.out / "build.json", self.out / "index.json"
+        if not (plan_path.is_file() and manifest_path.is_file()):
+            return None
+        old = json.loads(plan_path.read_text())
+        if old.get("manifest_sha256") != sha256_file(manifest_path):
+            return None  # killed before its manifest was written: a resume writes it
+        note(
+            f"{self.out}: the last run wrote its manifest and stopped before removing build.json; done",
+            self.quiet,
+        )
+        plan_path.unlink()
+        same = all(old.get(k) == v for k, v in self._command().items())
+        return json.loads(manifest_path.read_text()) if same else None
 
     def _start(self, plan: dict) -> None:
         """The build begins: clear what an abandoned attempt left, then write build.json."""
@@ -315,7 +339,8 @@ class _Builder:
         if not self.manifest or self.keep_duplicates or not self.manifest["shards"]:
             return None
         folders = [self.out / "shards" / s["name"] for s in self.manifest["shards"]]
-        with phase(f"documents already in the index: digests of {len(folders)} shards", self.quiet):
+        desc = f"documents already in the index: digests of {len(folders)} shards"
+        with phase(desc, self.quiet, point="digests"):
             return DocDigests.of_shards(folders, self.tokenizer)
 
     def dense_id(self) -> str:
@@ -439,6 +464,8 @@ class _Builder:
                 "unit": "neighbour text: the chunk's words twice, its continuation's once",
                 "idf": "global, summed over shards at query time",
             },
+            # snapshot number: 0 when built, +1 for each append that adds shards (a server reloads on a change)
+            "generation": (old.get("generation", 0) + bool(new_shards)) if old else 0,
             "counts": {
                 "docs": sum(s["docs"] for s in shards),
                 "tokens": sum(s["tokens"] for s in shards),
@@ -449,7 +476,13 @@ class _Builder:
             "corpora": (old["corpora"] if old else []) + [{"path": plan["corpus"], "input": report}],
             "shards": shards,
         }
+        # build.json names the manifest about to be written: a run killed between the two writes below
+        # and the removal of build.json is then known to be finished (`finish_written`)
+        plan["manifest_sha256"] = hashlib.sha256(json_text(manifest).encode("utf-8")).hexdigest()
+        atomic_write_json(self.out / "build.json", plan)
+        kill_point("manifest")
         atomic_write_json(self.out / "index.json", manifest)
+        kill_point("manifest")
         atomic_write_json(
             self.out / f"build-log-{len(manifest['corpora']) - 1}.json",
             {
@@ -528,6 +561,8 @@ def build_index(
         _warn_ignored_on_append(cfg, built_with)
         cfg = dataclasses.replace(BuildConfig(**built_with), **per_run, tokenizer=cfg.tokenizer)
     builder = _Builder(corpus, Path(out), cfg, append, quiet, keep_duplicates)
+    if (done := builder.finish_written()) is not None:
+        return done
     plan = builder.plan()
     builder.prepare(plan)
     return builder.run(plan)

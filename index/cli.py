@@ -73,6 +73,7 @@ def _print_info(info: dict) -> None:
         ("tokens", f"{info['tokens']:,}"),
         ("chunks", f"{info['chunks']:,}"),
         ("shards", str(info["shards"])),
+        ("generation", str(info["generation"])),
         ("tiers", ", ".join(info["tiers"])),
         ("vocab", f"{info['tokenizer']['vocab_size']:,}"),
         ("bytes on disk", f"{info['bytes_on_disk']:,}"),

@@ -7,7 +7,11 @@ characters (at a newline where possible) whose `char_offset` says where each par
 Bad input never crashes the stream. It is counted in an `InputReport` with file:line examples:
 empty files, binary files, invalid UTF-8 (replaced with U+FFFD and counted), jsonl lines that are
 not JSON objects or have no string `text`, parquet files without a `text` column, unsupported
-extensions. A missing path is an error (FileNotFoundError).
+extensions. A missing path is an error (FileNotFoundError). Found by fuzzing (tests/test_fuzz_readers.py)
+and handled: a jsonl line nested too deeply for `json` (a RecursionError, once fatal), a UTF-8 byte
+order mark before the first line (that line was lost as "not JSON"), and `\ud800`-style escapes of
+lone surrogates, which no UTF-8 file can hold (replaced with U+FFFD and counted; the build once
+crashed on them).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import codecs
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +85,26 @@ class _Utf8Counter:
 
     def decode(self, data: bytes) -> str:
         return data.decode("utf-8", errors=self.name)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # what a JSON escape can give and UTF-8 cannot hold
+LONE_SURROGATES = "invalid Unicode (lone surrogate escapes replaced)"
+
+
+def json_line(line: str) -> object:
+    """One line of a jsonl file parsed, or a ValueError saying why not (one line): nesting too deep
+    for `json` is an error, not a RecursionError."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(e.msg) from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def replace_lone_surrogates(text: str) -> tuple[str, int]:
+    """(`text` with each lone surrogate replaced by U+FFFD, how many there were)."""
+    return _LONE_SURROGATE.subn("\ufffd", text)
 
 
 def list_corpus_files(path: str | os.PathLike) -> list[Path]:
@@ -178,6 +203,8 @@ class CorpusReader:
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 where = f"{path}:{lineno}"
+                if lineno == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)
                 if not raw.strip():
                     continue
                 before = self._utf8.count
@@ -189,8 +216,8 @@ class CorpusReader:
                         self._utf8.count - before,
                     )
                 try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
+                    obj = json_line(line)
+                except ValueError:
                     self.report.warn("not JSON (line skipped)", where)
                     continue
                 if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
@@ -201,7 +228,11 @@ class CorpusReader:
                     continue
                 doc_id = obj.get("id")
                 doc_id = f"{name}:{lineno}" if doc_id is None else str(doc_id)
-                yield Document(doc_id, source, lineno, 0, obj["text"])
+                text, bad = replace_lone_surrogates(obj["text"])
+                doc_id, bad_id = replace_lone_surrogates(doc_id)
+                if bad + bad_id:
+                    self.report.warn(LONE_SURROGATES, where, bad + bad_id)
+                yield Document(doc_id, source, lineno, 0, text)
 
     # -- parquet ----------------------------------------------------------------------------------
     def _read_parquet(self, path: Path) -> Iterator[Document]:

@@ -32,6 +32,7 @@ from index.bm25 import write_bm25
 from index.corpus import Document
 from index.dedup import HASH_FILE, text_digests
 from index.tokenizer import sha256_file
+from util.progress import kill_point
 from util.runinfo import atomic_path, atomic_write_json
 
 SHARD_FORMAT = 1
@@ -128,7 +129,7 @@ def write_shard(
     resumed build knows where to continue. status: called with the name of each step, so a progress
     bar can say what a long shard write is doing."""
     with atomic_path(folder, folder=True) as tmp:
-        return _write_tiers(
+        meta = _write_tiers(
             tmp,
             buffer,
             doc_start=doc_start,
@@ -141,6 +142,8 @@ def write_shard(
             docs_read=docs_read,
             status=status or (lambda step: None),
         )
+        kill_point("shard")  # crash tests: every file written, the folder not yet renamed into place
+        return meta
 
 
 def _write_tiers(
@@ -182,6 +185,7 @@ def _write_tiers(
             np.r_[chunk_doc[1:] == chunk_doc[:-1], False], np.arange(1, len(chunk_doc) + 1), -1
         )
         (tmp / "bm25").mkdir()
+        kill_point("bm25")
         write_bm25(tmp / "bm25", texts, next_chunk, **bm25_params)
         static_done.result()
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from index.corpus import CorpusReader, corpus_bytes
 from index.tokenizer import Tokenizer, train_tokenizer, vocab_warning
-from util.progress import phase
+from util.progress import kill_point, phase
 from util.runinfo import atomic_path, atomic_write_json
 
 if TYPE_CHECKING:  # build.py imports this module
@@ -53,7 +53,8 @@ def make_shared(corpus: Path, out: Path, cfg: BuildConfig, *, quiet: bool, begin
             shutil.copyfile(cfg.tokenizer, tmp)
     else:
         chars = sum(len(t) for t in sample)
-        with phase(f"training the tokenizer (vocab_size {cfg.vocab_size:,}, {chars:,} characters)", quiet):
+        desc = f"training the tokenizer (vocab_size {cfg.vocab_size:,}, {chars:,} characters)"
+        with phase(desc, quiet, point="tokenizer"):
             train_tokenizer(sample, tok_path, vocab_size=cfg.vocab_size, threads=cfg.threads)
     tokenizer = Tokenizer(tok_path)
     timings["tokenizer_s"] = time.time() - t0
@@ -73,7 +74,7 @@ def make_shared(corpus: Path, out: Path, cfg: BuildConfig, *, quiet: bool, begin
     t0 = time.time()
     train = _train_tokens(ids, cfg.chunk_len, cfg.faiss_train_size, tokenizer.pad_id)
     factory = cfg.faiss_factory if cfg.faiss_factory != "auto" else _auto_factory(est_chunks, len(train), cfg)
-    with phase(f"FAISS template: {factory} from {len(train):,} sample chunks", quiet):
+    with phase(f"FAISS template: {factory} from {len(train):,} sample chunks", quiet, point="quantizer"):
         _make_template(out / "faiss.template", factory, static.dim, train, static.embed_tokens)
     timings["faiss_template_s"] = time.time() - t0
     dense = cfg.dense == "on" or (cfg.dense == "auto" and est_chunks <= cfg.dense_auto_max_chunks)
@@ -155,6 +156,7 @@ def _make_static(folder: Path, cfg: BuildConfig, tokenizer, counts: np.ndarray, 
         distill_model2vec,
     )
 
+    kill_point("static")
     folder.mkdir(exist_ok=True)
     if cfg.static == "pooled":
         table = build_pooled_table(tokenizer, cfg.dense_model, counts, dim=cfg.static_dim, quiet=quiet)

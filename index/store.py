@@ -84,6 +84,42 @@ def _verify_shared(path: Path, manifest: dict) -> int:
     return checked
 
 
+def _read_shard_json(meta_path: Path, index: Path) -> dict:
+    """A listed shard's shard.json, or a ValueError naming it when it is not whole."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path}: not valid JSON ({e}) (index {index} is damaged)") from None
+    if not isinstance(meta, dict) or not {"chunks", "docs", "files"} <= set(meta):
+        raise ValueError(f"{meta_path}: lacks chunks, docs or files (index {index} is damaged)")
+    return meta
+
+
+def _check_npy_size(npy: Path, index: Path) -> None:
+    """A cheap check of a .npy file the manifest records only by sha256 (the static table): its
+    size must be what its own header says. Truncation shows at open; same-size damage needs --verify."""
+    from numpy.lib import format as npy_format
+
+    try:
+        with open(npy, "rb") as f:
+            version = npy_format.read_magic(f)
+            read_header = (
+                npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(f)
+            want = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    except FileNotFoundError:
+        raise ValueError(f"{npy}: missing (index {index} is damaged)") from None
+    except ValueError as e:
+        raise ValueError(
+            f"{npy}: not a readable .npy file ({str(e).splitlines()[0]}) (index {index} is damaged)"
+        ) from None
+    if npy.stat().st_size != want:
+        raise ValueError(
+            f"{npy}: size {npy.stat().st_size} != {want} its header says (index {index} is damaged)"
+        )
+
+
 def _counts_on_disk(rel: tuple[str, ...], listed: set[str]) -> bool:
     """Whether a file (path parts under the index folder) is part of the index as its manifest lists
     it: not a temporary name left by a killed write (".x.tmp"), not a shard of an unfinished append
@@ -110,6 +146,8 @@ class Index:
         self.has_dense: bool = manifest["dense"]["enabled"]
         self.dense_model_id: str = manifest["dense"]["model"]
         self.nprobe: int = manifest["faiss"].get("nprobe", 32)
+        # snapshot number: 0 for a fresh build, +1 per append that added shards (older manifests: 0)
+        self.generation: int = int(manifest.get("generation", 0))
         self.verified: dict | None = None  # {"shards", "files"} checked by sha256 when opened with verify
 
     # -- opening -----------------------------------------------------------------------------------
@@ -165,7 +203,7 @@ class Index:
             meta_path = folder / "shard.json"
             if not meta_path.is_file():
                 raise ValueError(f"{folder}: shard listed in index.json is missing")
-            meta = json.loads(meta_path.read_text())
+            meta = _read_shard_json(meta_path, path)
             if (meta["chunks"], meta["docs"]) != (entry["chunks"], entry["docs"]):
                 raise ValueError(f"{folder}: shard.json counts differ from index.json")
             problem = check_shard_files(folder, meta, hashes=verify)
@@ -173,6 +211,8 @@ class Index:
                 raise ValueError(f"{problem} (index {path} is damaged)")
             files_checked += len(meta["files"])
             shards.append(_Shard(folder, entry["doc_start"]))
+        if manifest["static"].get("kind") == "pooled":
+            _check_npy_size(path / "static" / "table.npy", path)
         index = cls(path, manifest, Tokenizer(tok_file), shards)
         if verify:
             index.verified = {
@@ -452,6 +492,7 @@ class Index:
             "tokens": self.num_tokens,
             "chunks": self.num_chunks,
             "shards": len(self._shards),
+            "generation": self.generation,
             "chunk_len": self.chunk_len,
             "tiers": tiers,
             "tokenizer": {"vocab_size": m["tokenizer"]["vocab_size"], "sha256": m["tokenizer"]["sha256"]},

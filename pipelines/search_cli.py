@@ -20,6 +20,7 @@ import re
 import sys
 from pathlib import Path
 
+from index.corpus import json_line, replace_lone_surrogates
 from pipelines.answer import ask, load_reader
 from pipelines.cascade import Cascade
 from pipelines.cascade_config import cascade_config
@@ -109,21 +110,30 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def read_questions(path: str) -> tuple[list[tuple[object, str]], list[str]]:
-    """Q.jsonl -> ([(id, question)], ["file:line: problem"]) ; bad lines are skipped, not fatal."""
+    """Q.jsonl -> ([(id, question)], ["file:line: problem"]) ; bad lines are skipped, not fatal.
+
+    Lines end at "\n" only (as in a corpus .jsonl), so a stray "\r" cannot split a record or shift
+    the line numbers; a line that is not UTF-8, or whose question escapes a lone surrogate (no UTF-8
+    output can hold it), is a bad line, not a question with replaced characters."""
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"{path}: is a folder, not a questions file (jsonl)")
     if not p.is_file():
         raise FileNotFoundError(f"{path}: no such questions file")
     good, bad = [], []
-    with open(p, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, start=1):
+    with open(p, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8").removeprefix("\ufeff" if n == 1 else "")  # a byte order mark
+            except UnicodeDecodeError as e:
+                bad.append(f"{path}:{n}: not valid UTF-8 (byte {e.start + 1} of the line)")
+                continue
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad.append(f"{path}:{n}: not valid JSON ({e.msg})")
+                obj = json_line(line)
+            except ValueError as e:
+                bad.append(f"{path}:{n}: not valid JSON ({e})")
                 continue
             if not isinstance(obj, dict):
                 bad.append(f"{path}:{n}: expected a JSON object with id and question")
@@ -131,6 +141,8 @@ def read_questions(path: str) -> tuple[list[tuple[object, str]], list[str]]:
                 bad.append(f"{path}:{n}: missing id")
             elif not isinstance(obj.get("question"), str) or not obj["question"].strip():
                 bad.append(f"{path}:{n}: missing or empty question")
+            elif replace_lone_surrogates(obj["question"])[1]:
+                bad.append(f"{path}:{n}: the question escapes a lone surrogate (not valid Unicode)")
             else:
                 good.append((obj["id"], obj["question"]))
     return good, bad

@@ -281,7 +281,7 @@ def test_ivf_factory_and_too_few_training_vectors(tmp_path, real_corpus):
 
 
 @pytest.mark.slow
-def test_dense_tier_with_minilm(tmp_path, real_corpus):
+def test_dense_tier_with_minilm(tmp_path, real_corpus, capsys):
     small = tmp_path / "small.jsonl"
     small.write_text(
         "".join(json.dumps({"id": d["id"], "text": d["text"][:1200]}) + "\n" for d in _docs(real_corpus)[:12])
@@ -296,6 +296,11 @@ def test_dense_tier_with_minilm(tmp_path, real_corpus):
     texts = idx.chunk_text([3, 10])
     q = model.encode(texts, normalize_embeddings=True)
     assert (np.argmax(vecs @ q.T, axis=0) == [3, 10]).all()
+    dense = out / "shards" / "000000" / "dense.npy"  # truncated: named when the index opens
+    dense.write_bytes(dense.read_bytes()[:-100])
+    assert main(["index", "info", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{dense}: size" in err and "damaged" in err
 
 
 @pytest.mark.slow
@@ -444,3 +449,29 @@ def test_auto_factory_by_estimated_size():
     assert (
         _auto_factory(15_000_000, 200_000, cfg) == "IVF4096,PQ32x4fs"
     )  # nlist capped by training vectors / 39
+
+
+def test_generation_counts_appends_that_add_shards(tmp_path, built, real_corpus, capsys):
+    """0 when built; an append of documents the index holds adds no shard and leaves it; one that
+    adds shards makes it 1; a manifest from before the field reads as 0; `index info` prints it."""
+    import shutil
+
+    out = tmp_path / "idx"
+    shutil.copytree(built, out)
+    assert Index.open(out).generation == 0
+    build_index(real_corpus, out, FAST, append=True, quiet=True)  # every document already there
+    same = Index.open(out)
+    assert same.generation == 0 and len(same.manifest["corpora"]) == 2
+    new = tmp_path / "new.jsonl"
+    new.write_text(
+        json.dumps({"id": "n1", "text": "A note on lighthouse keepers and their lamps. " * 30}) + "\n"
+    )
+    build_index(new, out, FAST, append=True, quiet=True)
+    grown = Index.open(out)
+    assert grown.generation == 1 and len(grown.manifest["shards"]) == len(same.manifest["shards"]) + 1
+    assert main(["index", "info", str(out)]) == 0
+    assert "| generation | 1 |" in capsys.readouterr().out
+    manifest = json.loads((out / "index.json").read_text())
+    del manifest["generation"]
+    (out / "index.json").write_text(json.dumps(manifest))
+    assert Index.open(out).generation == 0 and Index.open(out).info()["generation"] == 0

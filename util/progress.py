@@ -6,16 +6,44 @@ Two shapes, both on stderr and both silenced by `quiet` (the CLI's `--quiet`):
   a model, training a FAISS quantizer). Its clock ticks from a helper thread while the call runs, so
   a phase of minutes never looks hung, and it ends with how long the phase took.
 `note(...)` prints a one-line status ("resuming: ...") under the same `quiet` rule.
+
+Fault injection, for the crash tests (tests/test_crash_matrix.py): `RETRO_KILL_AT=<point>[:<n>]`
+makes the process send SIGKILL to itself the n-th time (default the first) it reaches the kill
+point named <point>: a real `kill -9`, not an exception, so no `finally` or `atexit` runs. The points
+are the phases of a build: `tokenizer`, `static`, `quantizer` (index/shared.py), `digests`, `manifest`
+(twice per run: before index.json is written, and after it but before build.json goes;
+index/build.py), `bm25` and `shard` (each shard: before its BM25 tier, and when its files are
+complete but before its folder is renamed into place; index/shard.py). Unset, a point costs one
+dictionary lookup.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 
 _TICK_S = 0.5  # how often a phase's clock is redrawn
+KILL_ENV = "RETRO_KILL_AT"  # fault injection: "<point>[:<n>]" (see the module docstring)
+_reached: Counter[str] = Counter()  # how often each kill point was reached in this process
+
+
+def kill_point(name: str) -> None:
+    """SIGKILL this process when $RETRO_KILL_AT names this point (and this is its n-th passage)."""
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point != name:
+        return
+    _reached[name] += 1
+    if _reached[name] == int(nth or 1):
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def bar(total: int | None, desc: str, quiet: bool, unit: str = "it"):
@@ -34,8 +62,11 @@ def bar(total: int | None, desc: str, quiet: bool, unit: str = "it"):
 
 
 @contextlib.contextmanager
-def phase(desc: str, quiet: bool) -> Iterator[None]:
-    """Show `desc: <elapsed>` while the block runs, then `desc: done in <elapsed>`."""
+def phase(desc: str, quiet: bool, point: str | None = None) -> Iterator[None]:
+    """Show `desc: <elapsed>` while the block runs, then `desc: done in <elapsed>`. `point`: the
+    name of the kill point at the start of the phase (`kill_point`)."""
+    if point:
+        kill_point(point)
     if quiet:
         yield
         return
