@@ -129,6 +129,18 @@ def _counts_on_disk(rel: tuple[str, ...], listed: set[str]) -> bool:
     return not (rel[0] == "shards" and len(rel) > 1 and rel[1] not in listed)
 
 
+# the manifest's top-level fields Index.open reads, with their JSON types
+_MANIFEST_KEYS = {
+    "tokenizer": dict,
+    "shards": list,
+    "counts": dict,
+    "dense": dict,
+    "faiss": dict,
+    "static": dict,
+    "chunk_len": int,
+}
+
+
 class Index:
     """A built index, opened read-only. Use `Index.open(path)`."""
 
@@ -183,6 +195,11 @@ class Index:
             raise ValueError(
                 f"{man_path}: format {manifest.get('format')} v{manifest.get('format_version')}, "
                 f"this code reads retro-index v{FORMAT_VERSION}"
+            )
+        missing = [key for key in _MANIFEST_KEYS if not isinstance(manifest.get(key), _MANIFEST_KEYS[key])]
+        if missing:
+            raise ValueError(
+                f"{man_path}: missing or malformed field(s) {', '.join(missing)} (index {path} is damaged)"
             )
         tok_file = path / manifest["tokenizer"]["file"]
         if sha256_file(tok_file) != manifest["tokenizer"]["sha256"]:

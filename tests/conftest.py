@@ -22,6 +22,17 @@ def _retro_cache(tmp_path_factory):
     yield
 
 
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under an index folder by relative path, less the build logs (timestamps)."""
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith("build-log")
+    }
+
+
 def stdlib_docs(limit: int | None = None) -> list[dict]:
     """Real English text nobody on this project wrote: docstrings of the Python standard library.
 

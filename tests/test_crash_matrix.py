@@ -12,7 +12,6 @@ info holds dates. Slow: about 30 builds of a tiny corpus, a few minutes in all (
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from index import Index
+from tests.conftest import tree_digest
 
 pytestmark = pytest.mark.slow
 
@@ -56,14 +56,6 @@ def _run(cmd: list[str], kill_at: str | None = None) -> subprocess.CompletedProc
     if kill_at:
         env["RETRO_KILL_AT"] = kill_at
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def _tree_digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith("build-log")
-    }
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +101,7 @@ def test_killed_build_resumes_to_the_identical_index(tmp_path, corpora, referenc
     done = _run(_cmd(a, out))
     assert done.returncode == 0, done.stderr
     assert not (out / "build.json").exists()
-    assert _tree_digest(out) == _tree_digest(reference[0])
+    assert tree_digest(out) == tree_digest(reference[0])
     assert Index.open(out, verify=True).generation == 0
 
 
@@ -129,5 +121,5 @@ def test_killed_append_resumes_to_the_identical_index(tmp_path, corpora, referen
     done = _run(_cmd(b, out, "--append"))
     assert done.returncode == 0, done.stderr
     assert not (out / "build.json").exists()
-    assert _tree_digest(out) == _tree_digest(appended)
+    assert tree_digest(out) == tree_digest(appended)
     assert Index.open(out, verify=True).generation == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import pytest
 from index import Index
 from index.build import BuildConfig, build_index
 from pipelines.cli import main
+from tests.conftest import tree_digest
 
 FAST = BuildConfig(vocab_size=1000, dense="off", shard_chunks=400)
 
@@ -163,14 +163,10 @@ def test_damaged_index_does_not_open(tmp_path, built):
     (copy / "index.json").write_text(json.dumps(dict(manifest, format_version=1)))
     with pytest.raises(ValueError, match="v1, this code reads retro-index v2"):
         Index.open(copy)
-
-
-def _tree_digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith("build-log")
-    }
+    manifest.pop("counts")  # valid JSON, a field missing: named, not a KeyError
+    (copy / "index.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"index.json: missing or malformed field\(s\) counts"):
+        Index.open(copy)
 
 
 @pytest.mark.slow
@@ -182,7 +178,7 @@ def test_append_adds_shards_without_touching_old_ones(tmp_path, real_corpus):
     out = tmp_path / "idx"
     build_index(a, out, FAST, quiet=True)
     before = Index.open(out)
-    old = {k: v for k, v in _tree_digest(out).items() if k.startswith("shards/")}
+    old = {k: v for k, v in tree_digest(out).items() if k.startswith("shards/")}
     # an append keeps the index's chunking and tiers whatever the command line says
     assert (
         main(["index", "build", str(b), "--out", str(out), "--append", "--quiet", "--chunk-len", "32"]) == 0
@@ -191,7 +187,7 @@ def test_append_adds_shards_without_touching_old_ones(tmp_path, real_corpus):
     assert after.num_docs == len(docs) and after.num_chunks > before.num_chunks
     assert len(after.manifest["shards"]) > len(before.manifest["shards"])
     assert after.chunk_len == 64 and after.chunk_tokens(np.arange(after.num_chunks)).shape[1] == 64
-    assert {k: v for k, v in _tree_digest(out).items() if k in old} == old
+    assert {k: v for k, v in tree_digest(out).items() if k in old} == old
     target = docs[55]["text"][:300]
     ids, _ = after.search_bm25(target, k=3)
     assert after.provenance(ids[:1])[0]["doc_id"] == docs[55]["id"]
@@ -255,7 +251,7 @@ def test_killed_build_resumes_to_an_identical_index(tmp_path, real_corpus):
     strip = lambda info: {k: v for k, v in info.items() if k != "path"}  # noqa: E731
     assert strip(got.info()) == strip(ref.info())
     assert _fixed_queries(got) == _fixed_queries(ref)
-    assert _tree_digest(out) == _tree_digest(reference)
+    assert tree_digest(out) == tree_digest(reference)
     assert not list(out.rglob("*.tmp"))
 
 
