@@ -6,6 +6,7 @@ An index folder:
                       counts, build config, corpora and the shard list. No index.json = not an index.
     tokenizer.model   sentencepiece model (trained on a bounded sample when none is given)
     static/           the static embedder (static.json + its table or model)
+    expansion/NNNNNN/ the words query expansion reaches and their dense vectors (index/expansion_table.py)
     faiss.template    the trained, empty FAISS index every shard copies (one coarse quantizer for all);
                       these three are made by index/shared.py
     shards/000000/    see index/shard.py
@@ -296,7 +297,25 @@ class _Builder:
                 f"{self.corpus}: no documents with text to index ({reader.report.total_warnings} problems: "
                 f"{'; '.join(reader.report.examples[:3])})"
             )
-        return self._write_manifest(plan, done, reader.report.to_dict(), time.time() - started)
+        expansion = self._expansion_table(done)
+        return self._write_manifest(plan, done, reader.report.to_dict(), time.time() - started, expansion)
+
+    def _expansion_table(self, new_shards: list[dict]) -> dict:
+        """The expansion table phase (index/expansion_table.py), after the shards and before the
+        manifest: the words of every shard, old and new, embedded once here instead of on the first
+        query; an append embeds only the new ones. Resumable (blocks) and atomic like a shard."""
+        from index.expansion_table import write_table
+
+        old = self.manifest
+        names = [s["name"] for s in (old["shards"] if old else [])] + [s["name"] for s in new_shards]
+        return write_table(
+            self.out,
+            len(old["corpora"]) if old else 0,
+            [self.out / "shards" / n for n in names],
+            self.dense_id(),
+            old.get("expansion") if old else None,
+            quiet=self.quiet,
+        )
 
     def _say_resuming(self, plan: dict, done: list[dict], skip_docs: int) -> None:
         """One line saying that a build resumes, and how much of it was done."""
@@ -380,8 +399,11 @@ class _Builder:
         )
         return dict(meta, name=name)
 
-    def _write_manifest(self, plan: dict, new_shards: list[dict], report: dict, seconds: float) -> dict:
+    def _write_manifest(
+        self, plan: dict, new_shards: list[dict], report: dict, seconds: float, expansion: dict
+    ) -> dict:
         from index.embedders import dense_model_sha
+        from index.expansion_table import finish_table
 
         old = self.manifest
         shards = (old["shards"] if old else []) + [
@@ -448,6 +470,7 @@ class _Builder:
             "warnings": old.get("warnings", []) if old else plan.get("warnings", []),
             "corpora": (old["corpora"] if old else []) + [{"path": plan["corpus"], "input": report}],
             "shards": shards,
+            "expansion": expansion,
         }
         atomic_write_json(self.out / "index.json", manifest)
         atomic_write_json(
@@ -462,6 +485,7 @@ class _Builder:
             },
         )
         (self.out / "build.json").unlink()
+        finish_table(self.out, expansion)  # older tables and the resumable parts
         return manifest
 
 
