@@ -80,28 +80,33 @@ def corpus_word_counts(shard_folders: list[Path], limit: int = 0) -> dict[str, i
     return dict(total.most_common(limit or None))
 
 
-def embed_words(model, words: list[str], *, parts: Path | None, desc: str, quiet: bool) -> np.ndarray:
+def embed_words(
+    model, words: list[str], *, parts: Path | None, desc: str, quiet: bool, block: int = BLOCK
+) -> np.ndarray:
     """float16 [n, D] L2-normalised vectors of `words`, one word a text, with a bar named `desc`.
-    With `parts`, each block of BLOCK words is saved there under the sha256 of its words (atomic), and
+    With `parts`, each `block` of words is saved there under the sha256 of its words (atomic), and
     a block already there is read instead of embedded: a killed build resumes where it stopped."""
     dim = int(model.get_embedding_dimension())
     out = np.zeros((len(words), dim), np.float16)
     with bar(len(words), desc, quiet, unit="word") as progress:
-        for lo in range(0, len(words), BLOCK):
-            block = words[lo : lo + BLOCK]
+        for lo in range(0, len(words), block):
+            part = words[lo : lo + block]
             path = None
             if parts is not None:
-                key = hashlib.sha256("\n".join(block).encode()).hexdigest()[:24]
+                key = hashlib.sha256("\n".join(part).encode()).hexdigest()[:24]
                 path = parts / f"{key}.npy"
                 if path.is_file():
-                    out[lo : lo + len(block)] = np.load(path)
-                    progress.update(len(block))
+                    out[lo : lo + len(part)] = np.load(path)
+                    progress.update(len(part))
                     continue
-            vecs = model.encode(block, batch_size=256, convert_to_numpy=True, normalize_embeddings=True)
-            out[lo : lo + len(block)] = np.asarray(vecs, np.float16).reshape(len(block), dim)
+            for b in range(lo, lo + len(part), 256):  # the bar moves every batch, not every block
+                vecs = model.encode(
+                    words[b : min(b + 256, lo + len(part))], batch_size=256, normalize_embeddings=True
+                )
+                out[b : b + len(vecs)] = np.asarray(vecs, np.float16).reshape(len(vecs), dim)
+                progress.update(len(vecs))
             if path is not None:
-                atomic_write_bytes(path, npy_bytes(out[lo : lo + len(block)]))
-            progress.update(len(block))
+                atomic_write_bytes(path, npy_bytes(out[lo : lo + len(part)]))
     return out
 
 

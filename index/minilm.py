@@ -65,6 +65,9 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
     return (x - mean) / np.sqrt(var + np.float32(eps)) * w + b
 
 
+_CONTROLLER = None  # threadpoolctl's view of the loaded BLAS, made on the first limited forward
+
+
 class NumpyBert:
     """A BERT sentence encoder over safetensors weights; the subset of SentenceTransformer's API the
     project uses (`encode`, `max_seq_length`, `get_embedding_dimension`) plus `tokenize` / `hidden`
@@ -116,6 +119,9 @@ class NumpyBert:
                 }
             )
         self.dim = int(self.word.shape[1])
+        # BLAS threads of a forward (0: BLAS's default, every core). The cascade sets 1 (its
+        # torch_threads): on a busy 2-core box two threads fight for the cores and a query is slower
+        self.threads = 0
         modules = (
             json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else []
         )
@@ -177,7 +183,18 @@ class NumpyBert:
         return ids, mask
 
     def hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Last hidden states float32 [B, L, D] (padding rows are computed but meaningless)."""
+        """Last hidden states float32 [B, L, D] (padding rows are computed but meaningless), with
+        BLAS limited to `self.threads` when > 0."""
+        if self.threads > 0:
+            from threadpoolctl import ThreadpoolController
+
+            global _CONTROLLER
+            _CONTROLLER = _CONTROLLER or ThreadpoolController()
+            with _CONTROLLER.limit(limits=self.threads, user_api="blas"):
+                return self._hidden(ids, mask)
+        return self._hidden(ids, mask)
+
+    def _hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         B, L = ids.shape
         H, D = self.heads, self.dim
         dh = D // H

@@ -68,9 +68,10 @@ class DenseEncoder:
     ):
         self.model = model if model is not None else load_default_model()
         self.numpy = hasattr(self.model, "hidden")  # index.minilm.NumpyBert: no torch on this path
-        self.threads = torch_threads
         if self.numpy:
             self._special = set(self.model.special_ids)
+            if torch_threads > 0:  # BLAS threads of every forward (the expansion's too), as torch's
+                self.model.threads = torch_threads
         else:
             import torch
 
@@ -97,11 +98,8 @@ class DenseEncoder:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """texts -> (token embeddings [B L D] normalised, pooled [B D] normalised, ids [B L], mask [B L])."""
         if self.numpy:
-            from threadpoolctl import threadpool_limits
-
             ids, am = self.model.tokenize(texts, max_len)
-            with threadpool_limits(self.threads or None, user_api="blas"):
-                hidden = self.model.hidden(ids, am)  # [B L D]
+            hidden = self.model.hidden(ids, am)  # [B L D]
             pooled = self.model.pool(hidden, am)
             pooled /= np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
             tok = hidden / np.maximum(np.linalg.norm(hidden, axis=-1, keepdims=True), 1e-12)
