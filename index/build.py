@@ -6,10 +6,11 @@ An index folder:
                       counts, build config, corpora and the shard list. No index.json = not an index.
     tokenizer.model   sentencepiece model (trained on a bounded sample when none is given)
     static/           the static embedder (static.json + its table or model)
-    expansion/NNNNNN/ the words query expansion reaches and their dense vectors (index/expansion_table.py)
     faiss.template    the trained, empty FAISS index every shard copies (one coarse quantizer for all);
                       these three are made by index/shared.py
     shards/000000/    see index/shard.py
+    expansion/NNNNNN/ the words query expansion reaches and their dense vectors (index/expansion_table.py),
+                      made after the shards
     build.json        only while a build or append is unfinished: its plan, so a rerun resumes it
 
 Resume: each shard records how many corpus documents had been read when it closed; a rerun of the
