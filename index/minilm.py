@@ -1,19 +1,22 @@
 """MiniLM (any BERT sentence-transformer with mean pooling) run in numpy: no torch, no transformers.
 
-Why: `retro search` spent 10-50 s importing sentence-transformers, transformers and torch before
-its first query (17 s of 21 s wall on the lead's quiet box, for 2-3 s of search). The model is six
-small BERT layers; numpy's BLAS runs them as fast as torch does on a CPU, and the fast `tokenizers`
-library (Rust, already a dependency of transformers) gives the same WordPiece ids. Importing this
-module and loading the 90 MB of weights takes well under a second (BENCHMARKS.md "First queries").
+Why: every `retro search` spent 14 s (under load; 10-50 s reported) importing sentence-transformers,
+transformers and torch before its first query, for 2-3 s of search. The model is six small BERT
+layers; numpy's BLAS runs them nearly as fast as torch on this CPU (one forward of 32 chunks of 126
+tokens, side by side at a load of ~6: numpy 3.7-4.6 s, torch 3.4-3.8 s; GELU's erf in cache-sized
+blocks, attention one text at a time), and the fast `tokenizers` library gives the same
+WordPiece ids. Importing the CLI and loading the 90 MB of weights takes 0.7-0.9 s instead of 14 s
+(BENCHMARKS.md "First queries").
 
 What it computes is `SentenceTransformer.encode` (mean pooling over the attention mask, then L2
 normalisation) and, for the cascade's late interaction, the last hidden states. tests/test_minilm.py
-checks both against sentence-transformers on real text (max abs difference ~1e-6).
+checks both against sentence-transformers on real text (measured: sentence vectors within 2e-7,
+token states within 5e-6; the tests allow 1e-5 and 1e-4).
 
 Supported: a local sentence-transformers folder whose modules are Transformer (model_type "bert",
 absolute positions, GELU) + mean Pooling (+ Normalize), with `model.safetensors` and `tokenizer.json`:
-the packaged all-MiniLM-L6-v2 is one. Anything else returns None from `load_numpy_bert`, and the
-caller falls back to sentence-transformers.
+the packaged all-MiniLM-L6-v2 is one (`numpy_supported`). For anything else
+`index.embedders.load_dense` falls back to sentence-transformers.
 
 Legend: B batch, L length (WordPiece tokens), D model dim, H heads.
 """
