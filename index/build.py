@@ -486,7 +486,7 @@ class _Builder:
             },
         )
         (self.out / "build.json").unlink()
-        finish_table(self.out, expansion)  # older tables and the resumable parts
+        finish_table(self.out, expansion)  # older tables
         return manifest
 
 

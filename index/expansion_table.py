@@ -19,9 +19,11 @@ merged); the query side takes the first `expand_corpus_words` of `corpus`, as it
 append embeds only the words that are new to the table, copies the old rows and writes the next
 folder; the manifest (written last) names the folder, its files' sizes and sha256, so an unfinished
 append leaves the old index and its table valid. The model's own words are embedded once per machine
-and cached under $RETRO_CACHE/expansion/ (a build then copies them). Every step is resumable: words
-are embedded in blocks of `BLOCK` saved under expansion/.parts/ (atomic writes), so a rerun after a
-kill embeds only the blocks that were missing.
+and cached under $RETRO_CACHE/expansion/<model>/ (a build then copies them). The corpus's words are
+embedded in blocks of `BLOCK`, each saved under $RETRO_CACHE/expansion/<model>/blocks/ by the sha256
+of its words (atomic writes): a rerun after a kill embeds only the blocks that were missing, and a
+rebuild of the same corpus (another shard size, a test suite's dozen builds of one corpus) none.
+Ties in word counts are broken alphabetically, so the blocks do not depend on how shards split.
 
 An index built before the table existed has no "expansion" entry: `cached_table` embeds its words
 on first use as before (cached under $RETRO_CACHE, with a bar), and the cascade says so on stderr.
@@ -74,12 +76,13 @@ def vocabulary_words(tokenizer) -> list[str]:
 
 
 def corpus_word_counts(shard_folders: list[Path], limit: int = 0) -> dict[str, int]:
-    """{word: count} of the shards' plain words merged, most frequent first (the top `limit` if > 0).
-    Ties keep first-seen order (shards in order), so a table is the same on every rerun."""
+    """{word: count} of the shards' plain words merged, most frequent first, ties alphabetically (the
+    top `limit` if > 0): the same order however the corpus was split into shards."""
     total: Counter[str] = Counter()
     for folder in shard_folders:
         total.update(read_words(Path(folder) / "bm25"))
-    return dict(total.most_common(limit or None))
+    ranked = sorted(total.items(), key=lambda wc: (-wc[1], wc[0]))
+    return dict(ranked[:limit] if limit else ranked)
 
 
 def embed_words(
@@ -183,7 +186,7 @@ def write_table(
             embed_words(
                 model,
                 new,
-                parts=out / TABLE_DIR / ".parts",
+                parts=cache_dir() / TABLE_DIR / sha[:16] / "blocks",
                 desc=f"expansion table: {len(new):,} corpus words",
                 quiet=quiet,
             )
@@ -222,7 +225,7 @@ def write_table(
 
 
 def finish_table(out: Path, entry: dict) -> None:
-    """After the manifest names `entry`'s folder: remove older tables and the resumable parts."""
+    """After the manifest names `entry`'s folder: remove older tables (and what a killed append left)."""
     keep = Path(entry["folder"]).name
     folder = out / TABLE_DIR
     if folder.is_dir():

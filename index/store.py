@@ -269,8 +269,8 @@ class Index:
 
     def corpus_words(self, limit: int = 0) -> dict[str, int]:
         """{word: count} of the corpus's plain words (lower-cased, alphabetic, 3-24 letters, no stop
-        words) summed over shards, most frequent first; the top `limit` only when > 0. Empty for an
-        index built before shards kept their word counts."""
+        words) summed over shards, most frequent first (ties alphabetically); the top `limit` only
+        when > 0. Empty for an index built before shards kept their word counts."""
         from index.expansion_table import corpus_word_counts
 
         if limit < 0:
