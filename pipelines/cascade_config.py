@@ -87,7 +87,7 @@ class CascadeConfig:
     collapse_duplicates: bool = True  # fold near-identical neighbours into the best-ranked (duplicates.py)
     hops: int = 1  # retrieval hops; hop h+1 queries with the question + hop h's best new neighbour
     hop_query_chars: int = 400  # characters of the found neighbour appended to the next hop's query
-    torch_threads: int = 1  # torch intra-op threads; 1: on a busy 2-core box 2 threads took 760 ms/query vs 19 (0 = torch default)
+    torch_threads: int = 1  # dense-model threads (torch intra-op, or BLAS for numpy MiniLM); 1: on a busy 2-core box 2 threads took 760 ms/query vs 19 (0 = torch default)
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:

@@ -53,7 +53,8 @@ class QueryEncoding:
 
 
 class DenseEncoder:
-    """Encodes queries and chunks with one sentence-transformers model; thread-safe LRU chunk cache."""
+    """Encodes queries and chunks with one dense model (index.minilm.NumpyBert, or a
+    sentence-transformers model when numpy cannot run it); thread-safe LRU chunk cache."""
 
     def __init__(
         self,
@@ -65,13 +66,20 @@ class DenseEncoder:
         cache_chunks: int = 4096,
         torch_threads: int = 0,
     ):
-        import torch
-
-        if torch_threads > 0:
-            torch.set_num_threads(torch_threads)
         self.model = model if model is not None else load_default_model()
-        self.tokenizer = self.model.tokenizer
-        self.transformer = self.model[0].auto_model.eval()
+        self.numpy = hasattr(self.model, "hidden")  # index.minilm.NumpyBert: no torch on this path
+        if self.numpy:
+            self._special = set(self.model.special_ids)
+            if torch_threads > 0:  # BLAS threads of every forward (the expansion's too), as torch's
+                self.model.threads = torch_threads
+        else:
+            import torch
+
+            if torch_threads > 0:
+                torch.set_num_threads(torch_threads)
+            self.tokenizer = self.model.tokenizer
+            self.transformer = self.model[0].auto_model.eval()
+            self._special = set(self.tokenizer.all_special_ids)
         model_limit = int(getattr(self.model, "max_seq_length", 256) or 256)
         self.max_query_tokens = min(max_query_tokens, model_limit)
         self.max_chunk_tokens = min(max_chunk_tokens, model_limit)
@@ -84,10 +92,18 @@ class DenseEncoder:
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_max = cache_chunks
         self._lock = threading.Lock()
-        self._special = set(self.tokenizer.all_special_ids)
 
-    def _forward(self, texts: list[str], max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """texts -> per text (token embeddings [L, D] float32 normalised, no specials; vector [D])."""
+    def _hidden(
+        self, texts: list[str], max_len: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """texts -> (token embeddings [B L D] normalised, pooled [B D] normalised, ids [B L], mask [B L])."""
+        if self.numpy:
+            ids, am = self.model.tokenize(texts, max_len)
+            hidden = self.model.hidden(ids, am)  # [B L D]
+            pooled = self.model.pool(hidden, am)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+            tok = hidden / np.maximum(np.linalg.norm(hidden, axis=-1, keepdims=True), 1e-12)
+            return tok, pooled, ids, am
         import torch
 
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
@@ -97,8 +113,11 @@ class DenseEncoder:
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # [B D], as ST's mean pooling
         pooled = torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
         tok = torch.nn.functional.normalize(hidden, dim=-1).float().numpy()
-        ids = batch["input_ids"].numpy()
-        am = batch["attention_mask"].numpy().astype(bool)
+        return tok, pooled, batch["input_ids"].numpy(), batch["attention_mask"].numpy().astype(bool)
+
+    def _forward(self, texts: list[str], max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """texts -> per text (token embeddings [L, D] float32 normalised, no specials; vector [D])."""
+        tok, pooled, ids, am = self._hidden(texts, max_len)
         out = []
         for b in range(len(texts)):
             keep = am[b] & ~np.isin(ids[b], list(self._special))
@@ -110,6 +129,8 @@ class DenseEncoder:
     def count_tokens(self, text: str) -> int:
         """WordPiece tokens of `text`, specials included, before any truncation. verbose=False: counting
         a text longer than the model takes is not running it (no "will result in indexing errors")."""
+        if self.numpy:
+            return self.model.count_tokens(text)
         return len(
             self.tokenizer(text, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
         )

@@ -9,12 +9,11 @@ with the index like BM25 does.
 
 How:
 - a vocabulary of plain English words (the dense model's own WordPiece whole words: alphabetic,
-  >= 3 letters, not stop words; ~21k for MiniLM) is embedded once per dense model, one word at a
-  time, and cached under $RETRO_CACHE/expansion/<model sha256>/ (atomic writes, reused by every
-  index and process);
-- the index's own plain words (`Index.corpus_words`, most frequent first) join it: WordPiece splits
-  many words a corpus has ("tortoise", "dinghy", "zookeeper"), so they could never be reached;
-  embedded once per index and cached there too;
+  >= 3 letters, not stop words; ~21k for MiniLM) and the index's own plain words (most frequent
+  first: WordPiece splits many words a corpus has, "tortoise", "dinghy", "zookeeper", so they could
+  never be reached) are embedded one word at a time by the build, into the index's expansion table
+  (index/expansion_table.py); a query only memory-maps it (an index built before the table embeds
+  them on its first query, cached under $RETRO_CACHE);
 - a query's units are its content words and adjacent content-word pairs ("rocky height");
   each unit takes its `top` nearest vocabulary words with cosine >= `min_sim`;
 - an expansion term (the BM25 stem of the vocabulary word) gets weight `weight * cosine` (the best
@@ -32,16 +31,13 @@ Legend: V vocabulary words, D dense dim, u query units.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from index.bm25 import STOPWORDS, text_words
-from index.embedders import cache_dir, dense_model_sha, npy_bytes
-from util.runinfo import atomic_write_bytes, atomic_write_json
+from index.expansion_table import ExpansionTable, cached_table
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -53,54 +49,6 @@ class Expansion:
     terms: dict[str, float]  # BM25 term -> weight (the query's own terms 1.0)
     added: dict[str, tuple[str, str, float]]  # expansion term -> (vocabulary word, query unit, cosine)
     groups: dict[str, str]  # BM25 term -> the query unit it stands for (own word or expanded unit)
-
-
-def vocabulary_words(tokenizer) -> list[str]:
-    """Plain words of a WordPiece vocabulary: alphabetic, >= 3 letters, not stop words, sorted."""
-    vocab = getattr(tokenizer, "vocab", None) or tokenizer.get_vocab()
-    return sorted({w for w in vocab if w.isalpha() and w.islower() and len(w) >= 3 and w not in STOPWORDS})
-
-
-def load_vocabulary(
-    model, model_id: str = "all-MiniLM-L6-v2", batch_size: int = 256
-) -> tuple[list[str], np.ndarray]:
-    """(words [V], vectors float16 [V, D] L2-normalised) for `model`, from the cache or embedded now.
-
-    The cache key is the model's sha256 (index.embedders.dense_model_sha), so two ids of one model
-    share it. Embedding MiniLM's ~21k words takes ~1-2 min on 2 cores, once per machine.
-    """
-    folder = cache_dir() / "expansion" / dense_model_sha(model_id)[:16]
-    words_path, vec_path = folder / "words.json", folder / "vectors.npy"
-    if words_path.exists() and vec_path.exists():
-        words = json.loads(words_path.read_text())
-        vecs = np.load(vec_path, mmap_mode="r")
-        if len(words) == len(vecs):
-            return words, vecs
-    words = vocabulary_words(model.tokenizer)
-    if not words:
-        raise ValueError(f"dense model {model_id!r}: its tokenizer has no plain words to expand into")
-    vecs = model.encode(words, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
-    vecs = np.asarray(vecs, np.float16)
-    atomic_write_bytes(vec_path, npy_bytes(vecs))
-    atomic_write_json(words_path, words)  # last: marks the table complete
-    return words, vecs
-
-
-def load_extra_words(
-    model, words: list[str], model_id: str = "all-MiniLM-L6-v2", batch_size: int = 256
-) -> np.ndarray:
-    """vectors float16 [n, D] L2-normalised for `words` (a corpus's own words), from the cache or
-    embedded now; cached under the model's folder by the sha256 of the word list."""
-    key = hashlib.sha256("\n".join(words).encode()).hexdigest()[:16]
-    path = cache_dir() / "expansion" / dense_model_sha(model_id)[:16] / f"corpus-{key}.npy"
-    if path.exists():
-        vecs = np.load(path, mmap_mode="r")
-        if len(vecs) == len(words):
-            return vecs
-    vecs = model.encode(words, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
-    vecs = np.asarray(vecs, np.float16).reshape(len(words), -1)
-    atomic_write_bytes(path, npy_bytes(vecs))
-    return vecs
 
 
 class QueryExpander:
@@ -116,11 +64,17 @@ class QueryExpander:
         weight: float = 1.0,
         pairs: bool = True,
         corpus_words: list[str] | None = None,
+        table: ExpansionTable | None = None,
+        corpus_limit: int = 50_000,
+        quiet: bool = True,
     ):
-        """`model`: a sentence-transformers model (MiniLM by default in the cascade); `top` nearest
-        words per unit with cosine >= `min_sim`; expansion weight = `weight` * cosine. `corpus_words`
-        (the index's own words, `Index.corpus_words`) join the vocabulary: a dense model's WordPiece
-        vocabulary lacks many plain words ("tortoise", "dinghy", "zookeeper") that a corpus has."""
+        """`model`: the dense model (MiniLM by default in the cascade), which encodes the query's
+        units; `top` nearest words per unit with cosine >= `min_sim`; expansion weight = `weight` *
+        cosine. The words and their vectors come from `table` (the index's, `Index.expansion_table`:
+        the model's plain words, then the first `corpus_limit` of the corpus's own words, since a
+        dense model's WordPiece vocabulary lacks many words a corpus has: "tortoise", "dinghy").
+        Without a table (an index built before it), the model's words and `corpus_words` are embedded
+        now, or read from $RETRO_CACHE (index.expansion_table.cached_table; bars unless `quiet`)."""
         if top <= 0:
             raise ValueError(f"expansion top must be > 0, got {top}")
         if not -1.0 <= min_sim <= 1.0:
@@ -128,17 +82,16 @@ class QueryExpander:
         if weight <= 0:
             raise ValueError(f"expansion weight must be > 0, got {weight}")
         self.model, self.top, self.min_sim, self.weight, self.pairs = model, top, min_sim, weight, pairs
-        words, vecs = load_vocabulary(model, model_id)
-        self.stems = [text_words(w) for w in words]
-        self.known_terms = {st for stems in self.stems for st in stems}  # BM25 terms of real words
-        have = set(words)
-        extra = [w for w in dict.fromkeys(corpus_words or []) if w not in have]
-        if extra:
-            vecs = np.concatenate([vecs, load_extra_words(model, extra, model_id)])
-            words = words + extra
-            self.stems += [text_words(w) for w in extra]
-        self.words = words
-        self.vectors = np.asarray(vecs, np.float32)  # [V, D]
+        if table is None:
+            table = cached_table(model, model_id, list(corpus_words or []), quiet=quiet)
+            rows = np.arange(len(table.words))
+        else:
+            rows = table.rows(corpus_limit)
+        self.words = [table.words[r] for r in rows.tolist()]
+        self.stems = [table.stems[r] for r in rows.tolist()]
+        # BM25 terms of real words: the model's vocabulary (a corpus word may be a typo)
+        self.known_terms = {st for stems in table.stems[: table.vocabulary] for st in stems}
+        self.vectors = np.asarray(table.vectors[rows], np.float32)  # [V, D]
 
     def units(self, query: str) -> list[str]:
         """The query's content words, then (with pairs) each adjacent pair of them."""

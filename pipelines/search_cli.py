@@ -38,7 +38,7 @@ def _cascade(args: argparse.Namespace) -> Cascade:
 
     overrides = list(args.overrides) + list(args.set or [])
     cfg = cascade_config(args.config, overrides, k=args.k, hops=getattr(args, "hops", None))
-    cascade = Cascade(Index.open(args.index), cfg)
+    cascade = Cascade(Index.open(args.index), cfg, quiet=getattr(args, "quiet", False))
     cascade.budgets()  # k <= 0 or larger than the index
     return cascade
 

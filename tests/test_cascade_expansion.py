@@ -10,10 +10,11 @@ import pytest
 from index import Index
 from index.bm25 import text_terms
 from index.build import BuildConfig, build_index
+from index.expansion_table import model_vocabulary
 from pipelines.cascade import Cascade
 from pipelines.cascade_config import CascadeConfig
 from pipelines.dense import DenseEncoder, best_cosine, load_default_model
-from pipelines.expansion import Expansion, QueryExpander, best_sentence_match, load_vocabulary
+from pipelines.expansion import Expansion, QueryExpander, best_sentence_match
 from pipelines.stages import literalness
 from tests.conftest import stdlib_docs
 
@@ -88,7 +89,7 @@ def test_expander_adds_weighted_neighbours_and_caches_the_vocabulary(expander, m
     assert not set(e.added) & {"cabbi", "dog", "call"}
     word, unit, sim = e.added["puppi"]
     assert word == "puppy" and unit in expander.units(PARAPHRASE) and sim >= expander.min_sim
-    words, vecs = load_vocabulary(model)  # second load: from the cache, the same table
+    words, vecs = model_vocabulary(model, "all-MiniLM-L6-v2", quiet=True)  # from the cache: the same table
     assert words == expander.words and np.allclose(np.asarray(vecs, np.float32), expander.vectors)
     assert "the cabbie" not in expander.units(PARAPHRASE) and "adopted dog" in expander.units(PARAPHRASE)
     with pytest.raises(ValueError, match="query is empty"):

@@ -36,11 +36,23 @@ BUILD_KILLS = [
     ["bm25:2"],
     ["shard:1"],
     ["shard:2"],
+    ["expansion:1"],  # the expansion table: before counting words
+    ["expansion:2"],  # its vectors written, its word list not yet
+    ["expansion:3"],  # both written, the manifest not yet
     ["manifest:1"],  # build.json names the manifest; index.json not yet written
     ["manifest:2"],  # index.json written; build.json not yet removed
     ["shard:2", "shard:1", "manifest:2"],  # each rerun is killed too: a resumed resume
 ]
-APPEND_KILLS = [["digests"], ["bm25:1"], ["shard:1"], ["shard:2"], ["manifest:1"], ["manifest:2"]]
+APPEND_KILLS = [
+    ["digests"],
+    ["bm25:1"],
+    ["shard:1"],
+    ["shard:2"],
+    ["expansion:1"],
+    ["expansion:2"],
+    ["manifest:1"],
+    ["manifest:2"],
+]
 
 
 def _cmd(corpus: Path, out: Path, *extra: str) -> list[str]:
