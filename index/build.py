@@ -216,9 +216,14 @@ class _Builder:
             f"{self.out}: the last run wrote its manifest and stopped before removing build.json; done",
             self.quiet,
         )
+        from index.expansion_table import finish_table
+
         plan_path.unlink()
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("expansion"):
+            finish_table(self.out, manifest["expansion"])  # the older table that run had not removed yet
         same = all(old.get(k) == v for k, v in self._command().items())
-        return json.loads(manifest_path.read_text()) if same else None
+        return manifest if same else None
 
     def _start(self, plan: dict) -> None:
         """The build begins: clear what an abandoned attempt left, then write build.json."""
