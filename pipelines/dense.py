@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -33,6 +34,23 @@ def split_sentences(text: str, min_words: int = 4) -> list[str]:
         elif piece:
             pieces.append(piece)
     return pieces or [text]
+
+
+_TOKENIZER_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def tokenizer_lock(tokenizer) -> threading.Lock:
+    """The one lock of a Hugging Face fast tokenizer. Each call with other truncation / padding
+    settings reconfigures the Rust tokenizer in place, so two threads calling it at once fail with
+    "RuntimeError: Already borrowed" (2 of 24 searches from 4 threads did, `retro serve`). Everything
+    that tokenizes with a shared model holds this lock for the tokenizer call only (~0.1 ms); the
+    forward pass runs outside it."""
+    with _LOCKS_LOCK:
+        lock = _TOKENIZER_LOCKS.get(tokenizer)
+        if lock is None:
+            lock = _TOKENIZER_LOCKS[tokenizer] = threading.Lock()
+        return lock
 
 
 def load_default_model(device: str = "cpu"):
@@ -83,14 +101,18 @@ class DenseEncoder:
         self.dim = int(get_dim())
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_max = cache_chunks
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the chunk cache
+        self._tok_lock = tokenizer_lock(self.tokenizer)  # the shared tokenizer (not thread-safe)
         self._special = set(self.tokenizer.all_special_ids)
 
     def _forward(self, texts: list[str], max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """texts -> per text (token embeddings [L, D] float32 normalised, no specials; vector [D])."""
         import torch
 
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        with self._tok_lock:
+            batch = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+            )
         with torch.inference_mode():
             hidden = self.transformer(**batch).last_hidden_state  # [B L D]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B L 1]
@@ -110,9 +132,9 @@ class DenseEncoder:
     def count_tokens(self, text: str) -> int:
         """WordPiece tokens of `text`, specials included, before any truncation. verbose=False: counting
         a text longer than the model takes is not running it (no "will result in indexing errors")."""
-        return len(
-            self.tokenizer(text, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
-        )
+        with self._tok_lock:
+            ids = self.tokenizer(text, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+        return len(ids)
 
     def encode_query(self, text: str) -> QueryEncoding:
         """One query -> QueryEncoding; says whether the model's length limit truncated it."""

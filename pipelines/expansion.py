@@ -41,6 +41,7 @@ import numpy as np
 
 from index.bm25 import STOPWORDS, text_words
 from index.embedders import cache_dir, dense_model_sha, npy_bytes
+from pipelines.dense import tokenizer_lock
 from util.runinfo import atomic_write_bytes, atomic_write_json
 
 _WORD = re.compile(r"[a-z]+")
@@ -53,6 +54,24 @@ class Expansion:
     terms: dict[str, float]  # BM25 term -> weight (the query's own terms 1.0)
     added: dict[str, tuple[str, str, float]]  # expansion term -> (vocabulary word, query unit, cosine)
     groups: dict[str, str]  # BM25 term -> the query unit it stands for (own word or expanded unit)
+
+
+def encode_words(model, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    """float32 [n, D] L2-normalised vectors of `texts`, one `model.encode` per batch, each holding the
+    model's tokenizer lock (pipelines.dense.tokenizer_lock): a server embeds a new snapshot's words
+    while other threads search with the same model, and one batch of words holds it for ~50 ms."""
+    out = []
+    for s in range(0, len(texts), batch_size):
+        with tokenizer_lock(model.tokenizer):
+            out.append(
+                model.encode(
+                    texts[s : s + batch_size],
+                    batch_size=batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                )
+            )
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
 def vocabulary_words(tokenizer) -> list[str]:
@@ -79,8 +98,7 @@ def load_vocabulary(
     words = vocabulary_words(model.tokenizer)
     if not words:
         raise ValueError(f"dense model {model_id!r}: its tokenizer has no plain words to expand into")
-    vecs = model.encode(words, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
-    vecs = np.asarray(vecs, np.float16)
+    vecs = np.asarray(encode_words(model, words, batch_size), np.float16)
     atomic_write_bytes(vec_path, npy_bytes(vecs))
     atomic_write_json(words_path, words)  # last: marks the table complete
     return words, vecs
@@ -97,8 +115,7 @@ def load_extra_words(
         vecs = np.load(path, mmap_mode="r")
         if len(vecs) == len(words):
             return vecs
-    vecs = model.encode(words, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
-    vecs = np.asarray(vecs, np.float16).reshape(len(words), -1)
+    vecs = np.asarray(encode_words(model, words, batch_size), np.float16).reshape(len(words), -1)
     atomic_write_bytes(path, npy_bytes(vecs))
     return vecs
 
@@ -157,8 +174,8 @@ class QueryExpander:
         groups = {stem: unit for unit in units if " " not in unit for stem in text_words(unit) if stem in own}
         if not units:
             return Expansion(terms, added, groups)
-        u_vecs = self.model.encode(units, convert_to_numpy=True, normalize_embeddings=True)  # [u, D]
-        sims = np.asarray(u_vecs, np.float32) @ self.vectors.T  # [u, V]
+        u_vecs = encode_words(self.model, units)  # [u, D]
+        sims = u_vecs @ self.vectors.T  # [u, V]
         top = min(self.top, sims.shape[1])
         best = np.argpartition(-sims, top - 1, axis=1)[:, :top]  # [u, top]
         for u, unit in enumerate(units):
