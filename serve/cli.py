@@ -91,8 +91,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise ValueError(
             f"retro serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'"
         ) from None
-    reader = None if args.no_reader else load_reader(args.reader)  # a bad --reader fails before jax loads
-    sock = listen(args.host, args.port)
+    if args.reader is not None and not Path(args.reader).is_dir():
+        raise ValueError(f"--reader {args.reader}: no such checkpoint folder")
+    sock = listen(args.host, args.port)  # a port in use fails now, before jax and MiniLM load
+    reader = None if args.no_reader else load_reader(args.reader)
     t0 = time.perf_counter()
     from serve.app import create_app
     from serve.snapshot import Live
