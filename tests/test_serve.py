@@ -150,6 +150,35 @@ def test_bad_bodies_and_batches(client):
     assert client.post("/v1/search", json={"query": "zlib", "k": 2}).status_code == 200  # still serving
 
 
+def test_k_larger_than_the_index_is_a_422(idx):
+    """The schema's maximum is the server's max_k; k is also checked against the snapshot's chunks
+    (the app in process here, through httpx's ASGI transport, with a max_k above this index's size)."""
+    import anyio
+
+    from serve.app import create_app
+    from serve.snapshot import Live
+
+    live = Live(idx, cascade_config(None, [a for a in CHEAP if a != "--set"]))
+    n = live.current.index.num_chunks
+    app = create_app(live, ServeConfig(max_k=100_000))
+
+    async def requests():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve") as c:
+            return (
+                await c.post("/v1/search", json={"query": "zlib", "k": n + 1}),
+                await c.post("/v1/search", json={"query": "zlib", "k": n}),
+                await c.get("/v1/index"),
+            )
+
+    over, full, info = anyio.run(requests)
+    assert (
+        over.status_code == 422
+        and over.json()["detail"] == f"k: {n + 1} is larger than the index ({n} chunks)"
+    )
+    assert full.status_code == 200 and len(full.json()["neighbours"]) > 0
+    assert info.json()["limits"]["max_k"] == n
+
+
 def test_openapi_states_the_bounds(client):
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     search = schemas["SearchRequest"]["properties"]

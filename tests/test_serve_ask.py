@@ -8,6 +8,7 @@ Set SERVE_SCREENSHOT=PATH to keep the page's screenshot."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -67,6 +68,14 @@ def test_ask_and_batch_answer_and_cite(server):
         r = c.post("/v1/ask/batch", json={"questions": [{"question": QUESTION, "id": 1}], "k": 3})
         assert r.status_code == 200, r.text
         _check_answer(r.json()["answers"][0])
+
+        def one(k: int) -> httpx.Response:  # concurrent readers: MiniLM, the cascade and jax at once
+            return c.post("/v1/ask", json={"question": QUESTION, "k": k})
+
+        with ThreadPoolExecutor(4) as pool:
+            for r in pool.map(one, [5, 4, 3, 2]):
+                assert r.status_code == 200, r.text
+                _check_answer(r.json())
 
 
 def _browser(playwright):
