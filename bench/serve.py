@@ -3,7 +3,8 @@
     python bench/serve.py                          # 1M-token needles haystack, 40 questions, 4 clients
     python bench/serve.py --work data/serve --tokens 1M --queries 40 --clients 4
 
-One run measures, over the same questions (100-needle haystack questions, as `retro demo` asks them):
+One run measures, over the same questions, each run twice in the order A B C D D C B A (the
+figures pool both; a box whose load drifts favours none) (100-needle haystack questions, as `retro demo` asks them):
   - in process, serial: `Cascade.search` one question at a time (p50, p90);
   - in process, `--clients` threads sharing one Cascade (per-question p50, p90, and wall throughput);
   - the server, `--clients` concurrent HTTP clients on 127.0.0.1 (`retro serve IDX --no-reader`,
@@ -52,10 +53,12 @@ def in_process(idx: Path, questions: list[str], clients: int) -> dict:
     """Per-question ms of Cascade.search with `clients` threads sharing one fresh, warmed Cascade."""
     from index import Index
     from pipelines.cascade import Cascade
+    from serve.snapshot import WARM_QUERIES
 
     cascade = Cascade(Index.open(idx))
     cascade.warm()
-    cascade.search("how does this work", k=1)  # as the server warms
+    for q in WARM_QUERIES:  # as the server warms
+        cascade.search(q)
 
     def one(q: str) -> float:
         t = time.perf_counter()
@@ -128,12 +131,29 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"index {idx} ready in {time.perf_counter() - t:.0f} s; {len(questions)} questions", file=sys.stderr
     )
-    runs = {
-        "in process, serial": in_process(idx, questions, 1),
-        f"in process, {a.clients} threads": in_process(idx, questions, a.clients),
-        f"server, {a.clients} clients": over_http(idx, questions, a.clients, a.work / "serve-c.err"),
-        "server, 1 client": over_http(idx, questions, 1, a.work / "serve-1.err"),
-    }
+    plan = [
+        ("in process, serial", lambda: in_process(idx, questions, 1)),
+        ("server, 1 client", lambda: over_http(idx, questions, 1, a.work / "serve-1.err")),
+        (f"in process, {a.clients} threads", lambda: in_process(idx, questions, a.clients)),
+        (
+            f"server, {a.clients} clients",
+            lambda: over_http(idx, questions, a.clients, a.work / "serve-c.err"),
+        ),
+    ]
+    runs: dict[str, dict] = {}
+    for name, run in plan + plan[::-1]:  # A B C D D C B A: a box whose load drifts favours no run
+        r = run()
+        print(f"{name}: p50 {statistics.median(r['ms']):.0f} ms", file=sys.stderr, flush=True)
+        if name in runs:
+            got = runs[name]
+            r = {
+                "ms": got["ms"] + r["ms"],
+                "wall_s": got["wall_s"] + r["wall_s"],
+                **{k: got.get(k, []) + [r[k]] for k in ("first_ms", "ready_s") if k in r},
+            }
+        else:
+            r = {**r, **{k: [r[k]] for k in ("first_ms", "ready_s") if k in r}}
+        runs[name] = r
     from index import Index
 
     info = Index.open(idx).info()
@@ -154,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"server / in-process p50 serial: {s_srv / s_in:.2f}")
     for name in (f"server, {a.clients} clients", "server, 1 client"):
         r = runs[name]
+        firsts = ", ".join(f"{ms:.0f}" for ms in r["first_ms"])
+        ready = ", ".join(f"{s:.0f}" for s in r["ready_s"])
         print(
-            f"{name}: ready after {r['ready_s']:.0f} s; first request {r['first_ms']:.0f} ms, "
+            f"{name}: ready after {ready} s; first request {firsts} ms (each start), "
             f"median {statistics.median(r['ms']):.0f} ms"
         )
     print(

@@ -8,7 +8,7 @@ takes the current one once and runs every hop on it, so it sees one generation f
 
 The watcher polls index.json's (inode, mtime_ns, size) every `watch_s` seconds. On a change it opens
 the new manifest, warms it completely (every shard's BM25, FAISS and document table, the expansion
-vocabulary of the new words, one whole search) and only then swaps the reference, so no request pays
+vocabulary of the new words, two whole searches) and only then swaps the reference, so no request pays
 for the new snapshot's lazy loads, and no lazy load (none of which is thread-safe) ever runs while
 requests use the snapshot. Requests in flight finish on the snapshot they started with; the old one
 is freed when the last of them lets go.
@@ -35,7 +35,10 @@ from index import Index
 from pipelines.cascade import Cascade
 from pipelines.cascade_config import CascadeConfig
 
-WARM_QUERY = "how does this work"  # a whole search at warm-up runs every per-query path once
+# whole searches at warm-up, at the config's k: a literal and a paraphrase-like question, so every
+# per-query path (neighbour and sentence scoring, expansion, the batch shapes of on-demand encoding)
+# has run once before the first request
+WARM_QUERIES = ("how does this work", "What is the special value mentioned in the provided text?")
 
 
 def manifest_signature(path: Path) -> tuple[int, int, int]:
@@ -108,7 +111,8 @@ def open_snapshot(
     cascade = Cascade(index, cfg, encoder=encoder)
     cascade.warm()  # BM25 and FAISS of every shard, the static model, MiniLM, the expansion table
     _warm_index(index)
-    cascade.search(WARM_QUERY, k=1)  # one whole search: every per-query path has run once
+    for query in WARM_QUERIES:
+        cascade.search(query, k=min(cfg.k, index.num_chunks))
     generation = index.manifest.get("generation", 0)
     return Snapshot(
         index=index,
