@@ -101,8 +101,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     live = Live(args.index, cfg, watch_s=scfg.watch_s)
     if reader is not None:
-        for k in warm_ks(reader, min(scfg.max_k, live.current.index.num_chunks)):
-            reader.warm(k)  # every decode shape a request can need is compiled before the first one
+        # every decode shape a request can need is compiled before the first one: up to max_k, not
+        # the index's size, which an append may raise
+        for k in warm_ks(reader, scfg.max_k):
+            reader.warm(k)
     app = create_app(live, scfg, reader, key)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
