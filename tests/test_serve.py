@@ -275,3 +275,17 @@ def test_refusals_come_in_one_line_before_anything_loads(idx, tmp_path):
         err = got["err"].strip()
         assert got["rc"] == 2 and expected in err and "\n" not in err, (argv, got)
         assert got["heavy"] == [], (argv, got["heavy"])
+
+
+def test_which_reader_shapes_and_hosts():
+    from types import SimpleNamespace
+
+    from serve.cli import is_loopback, warm_ks
+
+    shipped = SimpleNamespace(k_buckets=(2, 4, 10, 20, 40))
+    assert warm_ks(shipped, 20) == [2, 4, 10, 20]  # each bucket a k up to 20 pads to, nothing above
+    assert warm_ks(shipped, 11) == [2, 4, 10, 20]  # k = 11 pads to 20
+    assert warm_ks(shipped, 100) == [2, 4, 10, 20, 40]
+    assert warm_ks(SimpleNamespace(), 3) == [1, 2, 3]  # a reader without buckets: every k
+    assert [is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "localhost")] == [True] * 4
+    assert [is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.5", "example.org")] == [False] * 4
