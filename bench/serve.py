@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# `python bench/serve.py` puts bench/ first on sys.path, where this file would shadow the serve package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 FIRST = "Which value is recorded for the first key in the haystack?"  # never among the measured questions
 
 
