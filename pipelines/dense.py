@@ -44,8 +44,9 @@ def tokenizer_lock(tokenizer) -> threading.Lock:
     """The one lock of a Hugging Face fast tokenizer. Each call with other truncation / padding
     settings reconfigures the Rust tokenizer in place, so two threads calling it at once fail with
     "RuntimeError: Already borrowed" (2 of 24 searches from 4 threads did, `retro serve`). Everything
-    that tokenizes with a shared model holds this lock for the tokenizer call only (~0.1 ms); the
-    forward pass runs outside it."""
+    that tokenizes with a shared model holds this lock: `DenseEncoder` for the tokenizer call only
+    (~0.1 ms, its forward pass runs outside), the expansion (`pipelines.expansion.encode_words`) over
+    one `model.encode` of a query's few words (sentence-transformers tokenizes inside it)."""
     with _LOCKS_LOCK:
         lock = _TOKENIZER_LOCKS.get(tokenizer)
         if lock is None:

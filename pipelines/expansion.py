@@ -174,7 +174,7 @@ class QueryExpander:
         groups = {stem: unit for unit in units if " " not in unit for stem in text_words(unit) if stem in own}
         if not units:
             return Expansion(terms, added, groups)
-        u_vecs = encode_words(self.model, units)  # [u, D]
+        u_vecs = encode_words(self.model, units, batch_size=32)  # [u, D], as model.encode's default
         sims = u_vecs @ self.vectors.T  # [u, V]
         top = min(self.top, sims.shape[1])
         best = np.argpartition(-sims, top - 1, axis=1)[:, :top]  # [u, top]
