@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "pipelines.search_cli",  # retro search | retro ask
     "evals.cli",  # retro eval niah | retro demo
     "retro.cli",  # retro neighbours | train | generate | eval lm
+    "serve.cli",  # retro serve
 ]
 
 QUICKSTART = """\
@@ -35,6 +36,7 @@ quickstart:
                                           the reader's answer, the spans it cites, the evidence
   retro eval niah --tokens 1M --needles 100 --out runs/niah
                                           needle recall per stage, depth and haystack size
+  retro serve IDX                         an HTTP server and a page to ask from (127.0.0.1:8000)
 
 `retro COMMAND --help` lists a command's options and their defaults; config fields go as key=value.
 """

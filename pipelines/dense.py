@@ -11,8 +11,10 @@ Legend: B batch, L length (WordPiece tokens), D model dim (384 for MiniLM), n ca
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -33,6 +35,24 @@ def split_sentences(text: str, min_words: int = 4) -> list[str]:
         elif piece:
             pieces.append(piece)
     return pieces or [text]
+
+
+_TOKENIZER_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def tokenizer_lock(tokenizer) -> threading.Lock:
+    """The one lock of a Hugging Face fast tokenizer. Each call with other truncation / padding
+    settings reconfigures the Rust tokenizer in place, so two threads calling it at once fail with
+    "RuntimeError: Already borrowed" (2 of 24 searches from 4 threads did, `retro serve`). Everything
+    that tokenizes with a shared model holds this lock: `DenseEncoder` for the tokenizer call only
+    (~0.1 ms, its forward pass runs outside), the expansion (`QueryExpander.expand`) over
+    one `model.encode` of a query's few words (sentence-transformers tokenizes inside it)."""
+    with _LOCKS_LOCK:
+        lock = _TOKENIZER_LOCKS.get(tokenizer)
+        if lock is None:
+            lock = _TOKENIZER_LOCKS[tokenizer] = threading.Lock()
+        return lock
 
 
 def load_default_model(device: str = "cpu"):
@@ -91,7 +111,10 @@ class DenseEncoder:
         self.dim = int(get_dim())
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_max = cache_chunks
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the chunk cache
+        # the shared HF tokenizer is not thread-safe (tokenizer_lock); the numpy model's Rust tokenizer
+        # is configured once and only read, so it needs none
+        self._tok_lock = contextlib.nullcontext() if self.numpy else tokenizer_lock(self.tokenizer)
 
     def _hidden(
         self, texts: list[str], max_len: int
@@ -106,7 +129,10 @@ class DenseEncoder:
             return tok, pooled, ids, am
         import torch
 
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        with self._tok_lock:
+            batch = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+            )
         with torch.inference_mode():
             hidden = self.transformer(**batch).last_hidden_state  # [B L D]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B L 1]
@@ -131,9 +157,9 @@ class DenseEncoder:
         a text longer than the model takes is not running it (no "will result in indexing errors")."""
         if self.numpy:
             return self.model.count_tokens(text)
-        return len(
-            self.tokenizer(text, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
-        )
+        with self._tok_lock:
+            ids = self.tokenizer(text, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+        return len(ids)
 
     def encode_query(self, text: str) -> QueryEncoding:
         """One query -> QueryEncoding; says whether the model's length limit truncated it."""

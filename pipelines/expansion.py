@@ -31,6 +31,7 @@ Legend: V vocabulary words, D dense dim, u query units.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ import numpy as np
 
 from index.bm25 import STOPWORDS, text_words
 from index.expansion_table import ExpansionTable, cached_table
+from pipelines.dense import tokenizer_lock
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -82,6 +84,8 @@ class QueryExpander:
         if weight <= 0:
             raise ValueError(f"expansion weight must be > 0, got {weight}")
         self.model, self.top, self.min_sim, self.weight, self.pairs = model, top, min_sim, weight, pairs
+        numpy_model = hasattr(model, "hidden")  # index.minilm: its Rust tokenizer is only read, no lock
+        self._tok_lock = contextlib.nullcontext() if numpy_model else tokenizer_lock(model.tokenizer)
         if table is None:
             table = cached_table(model, model_id, list(corpus_words or []), quiet=quiet)
             rows = np.arange(len(table.words))
@@ -110,7 +114,8 @@ class QueryExpander:
         groups = {stem: unit for unit in units if " " not in unit for stem in text_words(unit) if stem in own}
         if not units:
             return Expansion(terms, added, groups)
-        u_vecs = self.model.encode(units, convert_to_numpy=True, normalize_embeddings=True)  # [u, D]
+        with self._tok_lock:  # sentence-transformers tokenizes inside encode (pipelines.dense.tokenizer_lock)
+            u_vecs = self.model.encode(units, convert_to_numpy=True, normalize_embeddings=True)  # [u, D]
         sims = np.asarray(u_vecs, np.float32) @ self.vectors.T  # [u, V]
         top = min(self.top, sims.shape[1])
         best = np.argpartition(-sims, top - 1, axis=1)[:, :top]  # [u, top]

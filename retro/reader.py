@@ -70,6 +70,8 @@ class ReaderAnswer:
 class Reader:
     """A loaded reader checkpoint: config.json, tokenizer.model, weights.npz in one folder."""
 
+    k_buckets = K_BUCKETS  # the neighbour counts it compiles for: `warm(k)` each to compile them all
+
     def __init__(self, net: ReaderNet, cfg: ReaderConfig, tok: ReaderTokenizer):
         """Use `Reader.load`."""
         self.net, self.cfg, self.tok = net, cfg, tok
