@@ -69,6 +69,15 @@ class CascadeConfig:
     w_medium_cheap: float = (
         0.5  # medium = cosine + w * minmax(cheap score); dev R@N2 0.94 (w=0) -> 1.00 (0.5)
     )
+    # page-aware candidates (pipelines/pages.py): the chunks of the documents the cheap order points
+    # at, ranked within their document, join the medium stage's candidates
+    page_docs: int = 0  # documents whose chunks are ranked within the document (0 = off)
+    page_scan: int = 100  # cheap-order prefix that ranks documents (reciprocal-rank sum)
+    page_chunks: int = 16  # best chunks of each such document the medium stage scores besides the cheap ones
+    page_max_chunks: int = 1024  # chunks of a document read at most (those nearest its best candidate)
+    page_common: float = 0.3  # a question word in this share of a document's chunks marks the document
+    # (its subject): left out of the in-document static query
+    w_medium_page: float = 0.0  # medium score of a page candidate: cosine + w * minmax(in-document score)
     expensive: str = "late_interaction"  # late_interaction | dense | off
     w_final_li: float = 1.0  # final score weight of the MaxSim score (mean over query tokens, in [-1, 1])
     w_final_dense: float = 0.0  # final weight of the dense cosine (adding it lowered dev R@10 0.94 -> 0.90)
@@ -108,6 +117,9 @@ class CascadeConfig:
             "encode_batch",
             "hops",
             "max_query_tokens",
+            "page_scan",
+            "page_chunks",
+            "page_max_chunks",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CascadeConfig.{name}: must be > 0, got {getattr(self, name)}")
@@ -134,6 +146,10 @@ class CascadeConfig:
             )
         if self.w_expand < 0 or self.w_expand_min < 0 or max(self.w_expand, self.w_expand_min) == 0:
             raise ValueError("CascadeConfig.w_expand / w_expand_min: must be >= 0 and not both 0")
+        if self.page_docs < 0:
+            raise ValueError(f"CascadeConfig.page_docs: must be >= 0 (0 = off), got {self.page_docs}")
+        if not 0.0 < self.page_common <= 1.0:
+            raise ValueError(f"CascadeConfig.page_common: must be in (0, 1], got {self.page_common}")
         if not 0.0 <= self.bm25_share <= 1.0:
             raise ValueError(f"CascadeConfig.bm25_share: must be in [0, 1], got {self.bm25_share}")
 

@@ -41,6 +41,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("expanded", part_of="cheap", column=False),
     StageSpec("cheap"),
     StageSpec("query_encode", ranks=False, column=False),
+    StageSpec("pages", part_of="medium", column=False),
     StageSpec("medium"),
     StageSpec("expensive"),
 )
