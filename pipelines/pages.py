@@ -38,20 +38,31 @@ from pipelines.expansion import Expansion
 from pipelines.results import Ranked
 
 
-def top_docs(index, ids: np.ndarray, scan: int, n_docs: int, rrf_k: float) -> list[tuple[int, int]]:
-    """[(document, its best-ranked chunk)] of the `n_docs` documents with the highest reciprocal-rank
-    sum over the first `scan` ids of a ranked list (ties: the earlier first chunk)."""
+def doc_ranking(index, ids: np.ndarray, scan: int, rrf_k: float) -> tuple[list[tuple[int, int]], float]:
+    """Documents of the first `scan` ids of a ranked list, by reciprocal-rank sum (ties: the earlier
+    first chunk), each with its best-ranked chunk, and the top document's share of the whole sum."""
     ids = np.asarray(ids, np.int64)[:scan]
-    if ids.size == 0 or n_docs <= 0:
-        return []
+    if ids.size == 0:
+        return [], 0.0
     docs = index.chunk_doc(ids).tolist()
     score: dict[int, float] = {}
     first: dict[int, int] = {}
     for rank, (d, c) in enumerate(zip(docs, ids.tolist(), strict=True)):
         score[d] = score.get(d, 0.0) + 1.0 / (rrf_k + rank)
         first.setdefault(d, c)
-    best = sorted(score, key=lambda d: -score[d])[:n_docs]
-    return [(d, first[d]) for d in best]
+    best = sorted(score, key=lambda d: -score[d])
+    return [(d, first[d]) for d in best], score[best[0]] / sum(score.values())
+
+
+def focus_weight(share: float, bounds: tuple[float, float]) -> float:
+    """The top document's share mapped to 0..1 between `bounds` (CascadeConfig.page_focus)."""
+    lo, hi = bounds
+    return float(np.clip((share - lo) / (hi - lo), 0.0, 1.0))
+
+
+def top_docs(index, ids: np.ndarray, scan: int, n_docs: int, rrf_k: float) -> list[tuple[int, int]]:
+    """[(document, its best-ranked chunk)] of the `n_docs` best documents of `doc_ranking`."""
+    return doc_ranking(index, ids, scan, rrf_k)[0][: max(n_docs, 0)]
 
 
 def doc_chunks(index, chunk: int, doc: int, max_chunks: int) -> np.ndarray:
@@ -123,22 +134,27 @@ def _static_vectors(static, tokens: np.ndarray) -> np.ndarray:
 
 def page_candidates(
     index, query: str, cheap_ids: np.ndarray, expansion: Expansion | None, cfg: CascadeConfig, skip: set[int]
-) -> Ranked:
-    """The best `page_chunks` chunks of each of the top `page_docs` documents (pipelines/pages.py's
-    docstring), not in `skip`, best document first; scores are the in-document z-scores. Empty
-    when cfg.page_docs is 0."""
+) -> tuple[Ranked, float]:
+    """(the page candidates, the focus weight). The candidates are the best `page_chunks` chunks of each
+    of the top `page_docs` documents (this module's docstring), not in `skip`, best document first,
+    scored by their in-document z-score; none when cfg.page_docs is 0 or the focus weight is 0 (the
+    cheap order is spread over many documents: no document to look into)."""
     t0 = time.perf_counter()
     out_ids: list[int] = []
     out_sc: list[float] = []
-    for doc, best in top_docs(index, cheap_ids, cfg.page_scan, cfg.page_docs, cfg.rrf_k):
+    ranking, share = doc_ranking(index, cheap_ids, cfg.page_scan, cfg.rrf_k)
+    weight = focus_weight(share, cfg.page_focus) if cfg.page_docs else 0.0
+    for doc, best in ranking[: cfg.page_docs] if weight > 0 else []:
         ids = doc_chunks(index, best, doc, cfg.page_max_chunks)
         ids = ids[~np.isin(ids, np.fromiter(skip, np.int64, len(skip)))] if skip else ids
         if ids.size == 0:
             continue
         score = rank_in_doc(index, query, ids, expansion, cfg.page_common)
-        order = np.argsort(-score, kind="stable")[: cfg.page_chunks]
-        for j in order.tolist():
+        for j in np.argsort(-score, kind="stable")[: cfg.page_chunks].tolist():
             if int(ids[j]) not in out_ids:
                 out_ids.append(int(ids[j]))
                 out_sc.append(float(score[j]))
-    return Ranked(np.array(out_ids, np.int64), np.array(out_sc, np.float32), (time.perf_counter() - t0) * 1e3)
+    ranked = Ranked(
+        np.array(out_ids, np.int64), np.array(out_sc, np.float32), (time.perf_counter() - t0) * 1e3
+    )
+    return ranked, weight

@@ -216,9 +216,9 @@ def medium_stage(
         )
     if mode == "ondemand":
         ids, cheap_sc = ids[: cfg.medium_ondemand_max], cheap_sc[: cfg.medium_ondemand_max]
-    bonus = np.zeros(len(ids), np.float32)
+    bonus, focus = np.zeros(len(ids), np.float32), 0.0
     if cfg.page_docs:
-        pages = page_candidates(
+        pages, focus = page_candidates(
             index, query, cheap.ids, cheap.expansion, cfg, set(exclude or ()) | set(ids.tolist())
         )
         if pages.ids.size:
@@ -249,6 +249,7 @@ def medium_stage(
         (time.perf_counter() - t0) * 1e3,
         mode=mode,
         lists={"pages": pages},
+        focus=focus,
         dense=dense,
         scored=int(ids.size),
     )
@@ -267,7 +268,7 @@ def expensive_stage(
 
     late_interaction: encode the N2 chunks (cached from the medium stage when on demand), MaxSim of
     the query's token embeddings against each chunk's; final = w_li*maxsim + w_dense*cosine +
-    w_bm25*minmax(bm25 over the N2). dense: the medium order. off: medium order cut to k.
+    w_bm25*literalness*(1 - focus)*minmax(bm25 over the N2). dense: the medium order. off: medium order cut to k.
     The result's `maxsim` maps id -> MaxSim score.
     """
     t0 = time.perf_counter()
@@ -290,7 +291,10 @@ def expensive_stage(
     cos = best_cosine([v for _, v in encs], q.vector)  # [n2]
     bm, ex = (_list_scores(cheap.lists.get(name), ids) for name in ("bm25", "expanded"))
     literal = cheap.literalness
-    final = cfg.w_final_li * li + cfg.w_final_dense * cos + cfg.w_final_bm25 * literal * _minmax(bm)
+    # a question that dwells on one document (medium.focus) names it in words all its chunks share:
+    # BM25 then tells the document, not the passage, and leaves the choice to the dense judges
+    w_bm25 = cfg.w_final_bm25 * literal * (1.0 - medium.focus)
+    final = cfg.w_final_li * li + cfg.w_final_dense * cos + w_bm25 * _minmax(bm)
     expansion = cheap.expansion
     if ex.any() and expansion is not None and literal < 1.0:
         # the expanded match of each candidate's best sentence (a paraphrased fact is one sentence)

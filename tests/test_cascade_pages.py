@@ -14,7 +14,7 @@ from index.build import BuildConfig, build_index
 from pipelines.cascade import Cascade
 from pipelines.cascade_config import CascadeConfig
 from pipelines.dense import DenseEncoder, load_default_model
-from pipelines.pages import doc_chunks, rank_in_doc, top_docs
+from pipelines.pages import doc_chunks, doc_ranking, focus_weight, rank_in_doc, top_docs
 from tests.conftest import stdlib_docs
 
 
@@ -87,19 +87,38 @@ def test_rank_in_doc_prefers_the_passage_words_over_the_document_words(index):
     assert df[subject] >= 0.3 * len(ids)  # the subject marks the document: it cannot pick a chunk
 
 
-def test_cascade_scores_page_candidates_and_is_unchanged_when_off(index, encoder):
+def test_focus_is_the_top_documents_share(index):
+    docs = _all_docs(index)
+    a, b = (np.flatnonzero(docs == d) for d in np.unique(docs)[:2])
+    ranking, share = doc_ranking(index, np.array([a[0], a[1], b[0]]), scan=10, rrf_k=0.0)
+    assert [d for d, _ in ranking] == [int(docs[a[0]]), int(docs[b[0]])]
+    assert share == pytest.approx((1 + 1 / 2) / (1 + 1 / 2 + 1 / 3))
+    assert doc_ranking(index, np.array([a[0]]), 10, 60.0)[1] == 1.0
+    assert [focus_weight(x, (0.06, 0.12)) for x in (0.0, 0.06, 0.09, 0.12, 0.5)] == pytest.approx(
+        [0.0, 0.0, 0.5, 1.0, 1.0]
+    )
+
+
+def test_cascade_scores_page_candidates_only_when_focused(index, encoder):
     query = "how are the values compared and sorted"
-    off = Cascade(index, CascadeConfig(medium_ondemand_max=8), encoder=encoder).search(query, k=5)
-    default = Cascade(index, CascadeConfig(medium_ondemand_max=8, page_docs=0), encoder=encoder)
-    assert [n.chunk for n in default.search(query, k=5).neighbours] == [n.chunk for n in off.neighbours]
+    off = Cascade(index, CascadeConfig(medium_ondemand_max=8, page_docs=0), encoder=encoder).search(
+        query, k=5
+    )
     hop = off.hops[0]
     assert hop.stages["medium"].scored == 8 and len(hop.ranked("pages").ids) == 0
+    assert hop.stages["medium"].focus == 0.0
     assert "pages" in off.neighbours[0].stages  # the evidence names every list, empty ones too
+    # a cheap order spread wider than the focus bounds ask: no page candidates, the same neighbours
+    unfocused = CascadeConfig(medium_ondemand_max=8, page_focus=(0.98, 0.99))
+    same = Cascade(index, unfocused, encoder=encoder).search(query, k=5)
+    assert [n.chunk for n in same.neighbours] == [n.chunk for n in off.neighbours]
+    assert len(same.hops[0].ranked("pages").ids) == 0
 
-    cfg = CascadeConfig(medium_ondemand_max=8, page_docs=2, page_chunks=3)
+    cfg = CascadeConfig(medium_ondemand_max=8, page_docs=2, page_chunks=3, page_focus=(0.0, 0.001))
     on = Cascade(index, cfg, encoder=encoder).search(query, k=5)
     hop = on.hops[0]
     cheap, pages = hop.stages["cheap"], hop.ranked("pages")
+    assert hop.stages["medium"].focus == 1.0
     top = top_docs(index, cheap.ids, cfg.page_scan, 2, cfg.rrf_k)
     page_docs = index.chunk_doc(pages.ids)
     assert 0 < len(pages.ids) <= 6 and set(page_docs.tolist()) <= {d for d, _ in top}
@@ -110,6 +129,13 @@ def test_cascade_scores_page_candidates_and_is_unchanged_when_off(index, encoder
 
 
 def test_page_fields_are_checked():
-    for bad in ({"page_docs": -1}, {"page_chunks": 0}, {"page_common": 0.0}, {"page_common": 1.5}):
+    bad_values = (
+        {"page_docs": -1},
+        {"page_chunks": 0},
+        {"page_common": 0.0},
+        {"page_common": 1.5},
+        {"page_focus": (0.2, 0.1)},
+    )
+    for bad in bad_values:
         with pytest.raises(ValueError, match="page_"):
             CascadeConfig(**bad)
