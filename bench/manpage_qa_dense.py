@@ -16,7 +16,8 @@ figures compare; the cascade runs with `medium=ondemand` (as it does on the full
 no dense vectors) unless `--cascade medium=...` says otherwise.
 
 Gold chunks and recall are as in bench/manpage_qa.py. Output: a markdown table on stdout and
-WORK/manpage_qa_dense_results.json (command, date, git hash, subset counts).
+OUT/manpage_qa_dense_results.json (OUT = --out, default WORK; command, date, git hash, subset counts,
+per-question samples).
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def run(args) -> dict:
         "markdown": report,
         "samples": samples,
     }
-    atomic_write_json(work / "manpage_qa_dense_results.json", results)
+    atomic_write_json(Path(args.out or work) / "manpage_qa_dense_results.json", results)
     return results
 
 
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--index", default="data/manqa/idx", help="the full index (chunk counts per page)")
     ap.add_argument("--questions", default=str(mq.QUESTIONS))
     ap.add_argument("--work", default="data/manqa/subset")
+    ap.add_argument("--out", default="", help="results folder (default: --work)")
     ap.add_argument("--max-chunks", type=int, default=6000, help="subset size, gold pages included")
     ap.add_argument("--seed", type=int, default=0, help="the distractor pages' shuffle")
     ap.add_argument("--split", choices=("dev", "test", "all"), default="all")

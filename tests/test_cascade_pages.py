@@ -90,15 +90,16 @@ def test_rank_in_doc_prefers_the_passage_words_over_the_document_words(index):
 def test_focus_is_the_top_documents_share(index):
     docs = _all_docs(index)
     a, b = (np.flatnonzero(docs == d) for d in np.unique(docs)[:2])
-    ranking, share = doc_ranking(index, np.array([a[0], a[1], b[0]]), scan=10, rrf_k=0.0)
+    ranking, share = doc_ranking(index, np.array([a[0], a[1], b[0]]), scan=10, rrf_k=1.0)
     assert [d for d, _ in ranking] == [int(docs[a[0]]), int(docs[b[0]])]
-    assert share == pytest.approx((1 + 1 / 2) / (1 + 1 / 2 + 1 / 3))
+    assert share == pytest.approx((1 + 1 / 2) / (1 + 1 / 2 + 1 / 3))  # ranks 0, 1, 2: 1 / (1 + rank)
     assert doc_ranking(index, np.array([a[0]]), 10, 60.0)[1] == 1.0
     assert [focus_weight(x, (0.06, 0.12)) for x in (0.0, 0.06, 0.09, 0.12, 0.5)] == pytest.approx(
         [0.0, 0.0, 0.5, 1.0, 1.0]
     )
 
 
+@pytest.mark.slow
 def test_cascade_scores_page_candidates_only_when_focused(index, encoder):
     query = "how are the values compared and sorted"
     off = Cascade(index, CascadeConfig(medium_ondemand_max=8, page_docs=0), encoder=encoder).search(
