@@ -19,9 +19,16 @@ and rank them *within the document*:
 
 each standardised within the document and summed. The best `page_chunks` of each document join the
 candidates the medium stage scores (pipelines/stages.py); the dense and MaxSim stages pick among them.
-Dev split, within the gold page: the gold chunk is in the top 16 of this score for 0.58 of the
-questions (static alone 0.49, local BM25 alone 0.56). Nothing here reads any markup: the signals
-are the cheap stage's order, token ids and words.
+Dev split, within the gold page: the sum puts the gold chunk among the best 16 of its page for 0.58
+of the questions and among the best 8 for 0.4-0.5 (each signal alone: 0.49-0.58 at 16).
+
+When: only for a question whose cheap order dwells on a few documents. *Focus* is the top
+document's share of the reciprocal-rank sum, mapped to 0..1 between `page_focus`: man-page questions
+have a median share of 0.14, the 100 literal needles at 1M at most ~0.05 (p90 0.046), so a needle
+question, spread over many documents, runs as without this module. The expensive stage also scales
+its BM25 weight by (1 - focus): BM25 there tells the document, not the passage (man-page dev R@10
+0.09 with it, 0.19 without; BENCHMARKS.md "Page-aware cascade"). Nothing here reads any markup: the
+signals are the cheap stage's order, token ids and words.
 
 Legend: n chunks of a document, D static dim.
 """
