@@ -469,8 +469,8 @@ def run(args) -> dict:
         t = time.perf_counter()
         res = cascade.search(r["question"], k=max(KS))
         cas_ms = (time.perf_counter() - t) * 1e3
-        cas_ids = [nb["chunk"] for nb in res.neighbours]
-        top_texts[r["question"]] = [nb["text"] for nb in res.neighbours[: max(KS)]]
+        cas_ids = [nb.chunk for nb in res.neighbours]
+        top_texts[r["question"]] = [nb.text for nb in res.neighbours[: max(KS)]]
         g = r["gold"]["chunks"]
         s = {
             "id": r["id"],

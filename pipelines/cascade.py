@@ -132,7 +132,7 @@ class Cascade:
             t0 = time.perf_counter()
             q = encoder.encode_query(query)
             enc_ms = (time.perf_counter() - t0) * 1e3
-        medium = medium_stage(self.index, self._encoder, q, cheap, budgets, self.cfg)
+        medium = medium_stage(self.index, self._encoder, q, cheap, budgets, self.cfg, query, exclude)
         if self.cfg.collapse_duplicates:  # rank all N2, then keep k distinct texts (copies fold in)
             whole = dataclasses.replace(budgets, k=budgets.n2)
             ranked = expensive_stage(self.index, self._encoder, q, medium, cheap, whole, self.cfg)

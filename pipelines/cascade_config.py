@@ -69,6 +69,20 @@ class CascadeConfig:
     w_medium_cheap: float = (
         0.5  # medium = cosine + w * minmax(cheap score); dev R@N2 0.94 (w=0) -> 1.00 (0.5)
     )
+    # page-aware candidates (pipelines/pages.py): the chunks of the documents the cheap order points
+    # at, ranked within their document, join the medium stage's candidates
+    page_docs: int = 3  # documents whose chunks are ranked within the document (0 = off)
+    page_scan: int = 100  # cheap-order prefix that ranks documents (reciprocal-rank sum)
+    # focus: the top document's share of that sum, mapped to 0..1 between these bounds. Man-page
+    # questions (dev): median 0.14, p10 0.066; 100 literal needles at 1M: p90 0.046. At focus 0 there
+    # are no page candidates and the final BM25 weight is whole; at 1 it is 0 (man-page dev R@10
+    # 0.09 -> 0.19: the question's words name the page, not the option)
+    page_focus: tuple[float, float] = (0.06, 0.12)
+    page_chunks: int = 8  # best chunks of each such document the medium stage scores besides the cheap ones
+    page_max_chunks: int = 1024  # chunks of a document read at most (those nearest its best candidate)
+    page_common: float = 0.3  # a question word in this share of a document's chunks marks the document
+    # (its subject): left out of the in-document static query
+    w_medium_page: float = 0.0  # medium score of a page candidate: cosine + w * minmax(in-document score)
     expensive: str = "late_interaction"  # late_interaction | dense | off
     w_final_li: float = 1.0  # final score weight of the MaxSim score (mean over query tokens, in [-1, 1])
     w_final_dense: float = 0.0  # final weight of the dense cosine (adding it lowered dev R@10 0.94 -> 0.90)
@@ -108,6 +122,9 @@ class CascadeConfig:
             "encode_batch",
             "hops",
             "max_query_tokens",
+            "page_scan",
+            "page_chunks",
+            "page_max_chunks",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CascadeConfig.{name}: must be > 0, got {getattr(self, name)}")
@@ -134,6 +151,15 @@ class CascadeConfig:
             )
         if self.w_expand < 0 or self.w_expand_min < 0 or max(self.w_expand, self.w_expand_min) == 0:
             raise ValueError("CascadeConfig.w_expand / w_expand_min: must be >= 0 and not both 0")
+        pf = tuple(self.page_focus)
+        if len(pf) != 2 or not all(isinstance(b, (int, float)) for b in pf) or not 0 <= pf[0] < pf[1]:
+            raise ValueError(
+                f"CascadeConfig.page_focus: expected [lo, hi] with 0 <= lo < hi, got {self.page_focus}"
+            )
+        if self.page_docs < 0:
+            raise ValueError(f"CascadeConfig.page_docs: must be >= 0 (0 = off), got {self.page_docs}")
+        if not 0.0 < self.page_common <= 1.0:
+            raise ValueError(f"CascadeConfig.page_common: must be in (0, 1], got {self.page_common}")
         if not 0.0 <= self.bm25_share <= 1.0:
             raise ValueError(f"CascadeConfig.bm25_share: must be in [0, 1], got {self.bm25_share}")
 

@@ -41,6 +41,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("expanded", part_of="cheap", column=False),
     StageSpec("cheap"),
     StageSpec("query_encode", ranks=False, column=False),
+    StageSpec("pages", part_of="medium", column=False),
     StageSpec("medium"),
     StageSpec("expensive"),
 )
@@ -71,6 +72,7 @@ class StageResult:
     )  # raw lists it fused (cheap: bm25, static, expanded)
     expansion: Expansion | None = None  # cheap: the expanded query terms (None when expansion is off)
     literalness: float = 1.0  # cheap: how literally the corpus answers the query, in [0, 1]
+    focus: float = 0.0  # medium: how much the cheap order dwells on its top document, in [0, 1] (pages.py)
     score_text: str = ""  # cheap: what the dense stages encode (chunk | neighbour | sentences)
     fusion_ms: float = 0.0  # cheap: time of fusion, interleaving and exclusion
     dense: Mapping[int, float] = field(default_factory=dict)  # chunk id -> dense cosine (medium, expensive)

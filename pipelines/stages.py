@@ -22,6 +22,7 @@ from pipelines.cascade_config import Budgets, CascadeConfig
 from pipelines.dense import DenseEncoder, QueryEncoding, best_cosine, maxsim
 from pipelines.expansion import QueryExpander, best_sentence_match
 from pipelines.fusion import fuse, interleave
+from pipelines.pages import page_candidates
 from pipelines.results import Ranked, StageResult
 
 
@@ -190,6 +191,8 @@ def medium_stage(
     cheap: StageResult,
     budgets: Budgets,
     cfg: CascadeConfig,
+    query: str = "",
+    exclude: set[int] | None = None,
 ) -> StageResult:
     """Dense bi-encoder rescoring of the cheap candidates -> N2.
 
@@ -199,17 +202,33 @@ def medium_stage(
               below k) when `ondemand_budget_ms` would be overrun; unencoded candidates are dropped.
     off:      the cheap order, cut to N2.
     Score = cosine + w_medium_cheap * minmax(cheap score). The result's `dense` maps scored ids -> cosine.
+    With cfg.page_docs, page candidates (pipelines/pages.py, list "pages", not in `exclude`) join
+    the scored ones (the on-demand budget's after it); theirs is cosine + w_medium_page * minmax(in-document score).
     """
     t0 = time.perf_counter()
     mode = medium_mode(index, cfg)
     ids, cheap_sc = cheap.ids, cheap.scores
+    pages = Ranked(np.zeros(0, np.int64), np.zeros(0, np.float32))  # the "pages" list, empty when off
     if mode == "off" or ids.size == 0:
         top_ids, top_sc = ids[: budgets.n2], cheap_sc[: budgets.n2]
-        return StageResult("medium", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, mode="off")
+        return StageResult(
+            "medium", top_ids, top_sc, (time.perf_counter() - t0) * 1e3, mode="off", lists={"pages": pages}
+        )
+    if mode == "ondemand":
+        ids, cheap_sc = ids[: cfg.medium_ondemand_max], cheap_sc[: cfg.medium_ondemand_max]
+    bonus, focus = np.zeros(len(ids), np.float32), 0.0
+    if cfg.page_docs:
+        pages, focus = page_candidates(
+            index, query, cheap.ids, cheap.expansion, cfg, set(exclude or ()) | set(ids.tolist())
+        )
+        if pages.ids.size:
+            low = float(cheap_sc.min()) if cheap_sc.size else 0.0
+            bonus = np.concatenate([bonus, cfg.w_medium_page * _minmax(pages.scores)])
+            ids = np.concatenate([ids, pages.ids])
+            cheap_sc = np.concatenate([cheap_sc, np.full(len(pages.ids), low, np.float32)])
     if mode == "stored":
         cos = np.asarray(index.dense_vectors(ids), np.float32) @ q.vector  # [n, D] @ [D] -> [n]
     else:
-        ids, cheap_sc = ids[: cfg.medium_ondemand_max], cheap_sc[: cfg.medium_ondemand_max]
         encs, last_ms = [], 0.0
         for s in range(0, len(ids), cfg.ondemand_batch):
             spent = (time.perf_counter() - t0) * 1e3
@@ -218,9 +237,9 @@ def medium_stage(
             tb = time.perf_counter()
             encs += _encode(index, encoder, ids[s : s + cfg.ondemand_batch], _stage_text(cheap, cfg))
             last_ms = (time.perf_counter() - tb) * 1e3
-        ids, cheap_sc = ids[: len(encs)], cheap_sc[: len(encs)]
+        ids, cheap_sc, bonus = ids[: len(encs)], cheap_sc[: len(encs)], bonus[: len(encs)]
         cos = best_cosine([v for _, v in encs], q.vector)  # [n]
-    score = cos + cfg.w_medium_cheap * _minmax(cheap_sc)
+    score = cos + cfg.w_medium_cheap * _minmax(cheap_sc) + bonus
     top_ids, top_sc = _top(ids, score, budgets.n2)
     dense = dict(zip(ids.tolist(), cos.astype(np.float32).tolist(), strict=True))
     return StageResult(
@@ -229,6 +248,8 @@ def medium_stage(
         top_sc,
         (time.perf_counter() - t0) * 1e3,
         mode=mode,
+        lists={"pages": pages},
+        focus=focus,
         dense=dense,
         scored=int(ids.size),
     )
@@ -247,7 +268,7 @@ def expensive_stage(
 
     late_interaction: encode the N2 chunks (cached from the medium stage when on demand), MaxSim of
     the query's token embeddings against each chunk's; final = w_li*maxsim + w_dense*cosine +
-    w_bm25*minmax(bm25 over the N2). dense: the medium order. off: medium order cut to k.
+    w_bm25*literalness*(1 - focus)*minmax(bm25 over the N2). dense: the medium order. off: medium order cut to k.
     The result's `maxsim` maps id -> MaxSim score.
     """
     t0 = time.perf_counter()
@@ -270,7 +291,10 @@ def expensive_stage(
     cos = best_cosine([v for _, v in encs], q.vector)  # [n2]
     bm, ex = (_list_scores(cheap.lists.get(name), ids) for name in ("bm25", "expanded"))
     literal = cheap.literalness
-    final = cfg.w_final_li * li + cfg.w_final_dense * cos + cfg.w_final_bm25 * literal * _minmax(bm)
+    # a question that dwells on one document (medium.focus) names it in words all its chunks share:
+    # BM25 then tells the document, not the passage, and leaves the choice to the dense judges
+    w_bm25 = cfg.w_final_bm25 * literal * (1.0 - medium.focus)
+    final = cfg.w_final_li * li + cfg.w_final_dense * cos + w_bm25 * _minmax(bm)
     expansion = cheap.expansion
     if ex.any() and expansion is not None and literal < 1.0:
         # the expanded match of each candidate's best sentence (a paraphrased fact is one sentence)

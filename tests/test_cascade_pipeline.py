@@ -109,7 +109,8 @@ def test_on_demand_medium_respects_its_time_budget(plain_index, encoder):
     assert med.mode == "ondemand" and med.scored == 8  # never below k: 2 passes of 4
     assert len(res.neighbours) == 6
     free = Cascade(plain_index, CascadeConfig(), encoder=encoder).search("granite lighthouse", k=6)
-    assert free.hops[0].stages["medium"].scored == 32
+    pages = free.hops[0].ranked("pages").ids  # page candidates (pipelines/pages.py) come on top
+    assert free.hops[0].stages["medium"].scored == 32 + len(pages)
 
 
 @pytest.mark.slow
@@ -173,6 +174,7 @@ def test_cli_search_and_ask(dense_index, tmp_path, capsys):
         "static",
         "expanded",
         "cheap",
+        "pages",
         "medium",
         "expensive",
     }
