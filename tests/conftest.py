@@ -33,6 +33,44 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
+HEAVY_MODULES = ("torch", "sentence_transformers", "transformers", "jax", "flax", "faiss")
+
+
+def assert_refused_before_heavy_imports(cases: list[tuple[list[str], str]], cwd: Path | None = None) -> None:
+    """Run each `retro` argv of `cases` [(argv, expected text)] through `pipelines.cli.main` in one fresh
+    interpreter: each must exit 2 with one line of stderr holding its expected text, and none may have
+    imported a heavy module (HEAVY_MODULES) by then: bad input is refused in about a second."""
+    import subprocess
+
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from pipelines.cli import main\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        rc = main(argv)\n"
+        f"    heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]\n"
+        "    print(json.dumps({'rc': rc, 'err': err.getvalue(), 'heavy': heavy}))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", script, json.dumps([argv for argv, _ in cases])],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(results) == len(cases)
+    for (argv, expected), got in zip(cases, results, strict=True):
+        err = got["err"].strip()
+        assert got["rc"] == 2 and expected in err and "\n" not in err, (argv, got)
+        assert got["heavy"] == [], (argv, got["heavy"])
+
+
 def stdlib_docs(limit: int | None = None) -> list[dict]:
     """Real English text nobody on this project wrote: docstrings of the Python standard library.
 

@@ -23,10 +23,9 @@ from pipelines.cascade import Cascade
 from pipelines.cascade_config import CascadeConfig
 from pipelines.cli import main
 from pipelines.query import MAX_QUERY_WORDS, WORD_CHARS, bound_query
-from tests.conftest import build_small_index, stdlib_docs
+from tests.conftest import assert_refused_before_heavy_imports, build_small_index, stdlib_docs
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "sentence_transformers", "transformers", "jax", "flax", "faiss")
 # retrieval without any model: BM25 + static only, no reader (fast, and nothing to load)
 NO_MODELS = ["--set", "medium=off", "--set", "expensive=off", "--set", "expand=false"]
 NIAH = ["eval", "niah", "--tokens", "2K", "--needles", "1", "--retriever", "bm25", "--no-reader"]
@@ -108,32 +107,7 @@ def test_argument_errors_come_before_any_heavy_import(idx, tmp_path):
         (["neighbours", idx, "--out", str(tmp_path / "nb"), "-k", "0"], "-k must be > 0"),
         (["neighbours", idx, "--out", str(tmp_path / "nb"), "-k", "100000"], "larger than the index"),
     ]
-    script = (
-        "import contextlib, io, json, sys\n"
-        "from pipelines.cli import main\n"
-        "for argv in json.loads(sys.argv[1]):\n"
-        "    err = io.StringIO()\n"
-        "    with contextlib.redirect_stderr(err):\n"
-        "        rc = main(argv)\n"
-        f"    heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-        "    print(json.dumps({'rc': rc, 'err': err.getvalue(), 'heavy': heavy}))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run(
-        [sys.executable, "-c", script, json.dumps([argv for argv, _ in cases])],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    results = [json.loads(line) for line in run.stdout.splitlines()]
-    assert len(results) == len(cases)
-    for (argv, expected), got in zip(cases, results, strict=True):
-        err = got["err"].strip()
-        assert got["rc"] == 2 and expected in err and "\n" not in err, (argv, got)
-        assert got["heavy"] == [], (argv, got["heavy"])
+    assert_refused_before_heavy_imports(cases, cwd=tmp_path)
     assert not (tmp_path / "niah").exists() and not (tmp_path / "nb").exists()  # nothing was started
 
 

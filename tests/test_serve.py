@@ -8,10 +8,7 @@ runs the whole thing (slow)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -22,8 +19,8 @@ from pipelines.cascade import Cascade
 from pipelines.cascade_config import cascade_config
 from pipelines.query import MAX_QUERY_WORDS
 from serve.config import ServeConfig
-from tests.conftest import build_small_index, stdlib_docs
-from tests.serve_server import ROOT, start_server
+from tests.conftest import assert_refused_before_heavy_imports, build_small_index, stdlib_docs
+from tests.serve_server import start_server
 
 CHEAP = ["--set", "medium=off", "--set", "expensive=off", "--set", "expand=false"]
 LIMITS = ServeConfig()
@@ -246,35 +243,10 @@ def test_refusals_come_in_one_line_before_anything_loads(idx, tmp_path):
         (["serve", str(idx), "--reader", str(tmp_path / "no-reader")], "no such checkpoint folder"),
         (["serve", str(idx), "--set", "k=100000"], "larger than the index"),
     ]
-    heavy = ("torch", "sentence_transformers", "transformers", "jax", "flax", "faiss")
-    script = (
-        "import contextlib, io, json, sys\n"
-        "from pipelines.cli import main\n"
-        "for argv in json.loads(sys.argv[1]):\n"
-        "    err = io.StringIO()\n"
-        "    with contextlib.redirect_stderr(err):\n"
-        "        rc = main(argv)\n"
-        f"    heavy = [m for m in {heavy!r} if m in sys.modules]\n"
-        "    print(json.dumps({'rc': rc, 'err': err.getvalue(), 'heavy': heavy}))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     try:
-        run = subprocess.run(
-            [sys.executable, "-c", script, json.dumps([argv for argv, _ in cases])],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        assert_refused_before_heavy_imports(cases)
     finally:
         busy.close()
-    assert run.returncode == 0, run.stderr[-2000:]
-    results = [json.loads(line) for line in run.stdout.splitlines()]
-    assert len(results) == len(cases)
-    for (argv, expected), got in zip(cases, results, strict=True):
-        err = got["err"].strip()
-        assert got["rc"] == 2 and expected in err and "\n" not in err, (argv, got)
-        assert got["heavy"] == [], (argv, got["heavy"])
 
 
 def test_which_reader_shapes_and_hosts():
