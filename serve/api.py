@@ -32,6 +32,29 @@ def _searchable(what: str):
     return AfterValidator(check)
 
 
+class FieldError(BaseModel):
+    """One problem of a request: where, and what is wrong, in a sentence."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx body (and a 500's): `detail` is one sentence naming the field; `errors` lists each
+    problem of a refused request body (422)."""
+
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+# the error responses /openapi.json declares for the /v1 routes, instead of FastAPI's default 422
+ERROR_RESPONSES = {
+    401: {"model": ErrorBody, "description": "a key is needed (a server with --api-key-file)"},
+    413: {"model": ErrorBody, "description": "the body is over the server's limit"},
+    422: {"model": ErrorBody, "description": "a field is missing, unknown or out of its bounds"},
+}
+
+
 def request_models(cfg: ServeConfig) -> SimpleNamespace:
     """SearchRequest, AskRequest, BatchQuestion, BatchRequest with `cfg`'s bounds."""
     closed = ConfigDict(extra="forbid")

@@ -37,7 +37,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from pipelines.answer import ask
-from serve.api import request_models, validation_errors
+from serve.api import ERROR_RESPONSES, request_models, validation_errors
 from serve.config import ServeConfig
 from serve.snapshot import Live, Snapshot
 
@@ -177,7 +177,7 @@ def create_app(live: Live, cfg: ServeConfig, reader=None, api_key: str | None = 
             "last_error": live.last_error,
         }
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
 
     @v1.get("/index")
     def index_info():
