@@ -214,3 +214,45 @@ def test_readme_links_stay_inside_the_repository():
             assert path.is_relative_to(ROOT) and path.exists(), f"{doc.name} links {target}"
         assert "../shared" not in text, f"{doc.name} points outside the repository"
     assert "docs/ARCHITECTURE.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _runnable(command: str) -> bool:
+    """The documented commands this file runs for real: reading an index (info, search, ask without the
+    reader) and building one from the repository's own docs/ folder."""
+    words = command.split()
+    if words[1:3] == ["index", "info"] or words[1] == "search":
+        return True
+    if words[1] == "ask":
+        return "--no-reader" in words
+    return words[1:4] == ["index", "build", "docs/"]
+
+
+@pytest.mark.slow
+def test_documented_index_commands_run(tmp_path, capsys):
+    """Every full documented `retro index info`, `retro search`, `retro ask --no-reader` and the README's
+    `retro index build docs/ ...` run for real through `main` (exit 0), with the placeholders filled: IDX
+    an index of this repository's docs/ (built by the documented command itself), N 1, FILE a YAML of
+    cascade fields, Q.jsonl two questions, A.jsonl the output. The demo (the README's first command) is
+    run by .ci/run."""
+    commands = list(dict.fromkeys(c for _, c, full in _documented() if full and _runnable(c)))
+    builds = [c for c in commands if " build " in c]
+    assert builds and len(commands) >= 8, commands
+    idx = tmp_path / "idx"
+    (tmp_path / "cascade.yaml").write_text("n2: 24\n")
+    (tmp_path / "Q.jsonl").write_text(
+        '{"id": 1, "question": "how do I list open network sockets"}\n{"id": 2, "question": "tar"}\n'
+    )
+    fill = {
+        "IDX": str(idx),
+        "N": "1",
+        "FILE": str(tmp_path / "cascade.yaml"),
+        "Q.jsonl": str(tmp_path / "Q.jsonl"),
+        "A.jsonl": str(tmp_path / "A.jsonl"),
+        "docs/": str(ROOT / "docs"),
+    }
+    for command in builds + [c for c in commands if c not in builds]:
+        argv = [fill.get(w, w) for w in shlex.split(command)[1:]]
+        rc = main(argv)
+        out = capsys.readouterr()
+        assert rc == 0, f"`{command}` exited {rc}: {out.err[-2000:]}"
+    assert (idx / "index.json").is_file()
