@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from serve.config import ServeConfig
+from util.configs import resolve_config
 
 MIN_KEY_CHARS = 16  # a shorter key is refused: it could be guessed
 
@@ -82,7 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
             "--api-key-file F (clients then send 'Authorization: Bearer KEY')"
         )
     cfg = cascade_config(args.config, list(args.set or []))
-    scfg = ServeConfig()
+    scfg = resolve_config(ServeConfig, None, list(args.limit or []))  # --limit max_k=40 ...
     Cascade(Index.open(args.index), cfg).budgets()  # a config k larger than the index fails now
     try:
         import fastapi  # noqa: F401
@@ -147,4 +148,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--config", help="YAML file of CascadeConfig fields (default: none, the built-in ones)")
     p.add_argument("--set", action="append", metavar="key=value", help="CascadeConfig override (repeatable)")
+    p.add_argument(
+        "--limit",
+        action="append",
+        metavar="key=value",
+        help="ServeConfig bound (repeatable): max_k, max_hops, max_batch, max_query_chars, max_body_bytes, "
+        "watch_s (default: 20, 4, 16, 13000, 262144, 1.0)",
+    )
     p.set_defaults(func=_serve)

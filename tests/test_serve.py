@@ -242,6 +242,8 @@ def test_refusals_come_in_one_line_before_anything_loads(idx, tmp_path):
         (["serve", str(idx), "--port", "70000"], "--port 70000: must be 0..65535"),
         (["serve", str(idx), "--reader", str(tmp_path / "no-reader")], "no such checkpoint folder"),
         (["serve", str(idx), "--set", "k=100000"], "larger than the index"),
+        (["serve", str(idx), "--limit", "max_k=0"], "ServeConfig.max_k: must be > 0, got 0"),
+        (["serve", str(idx), "--limit", "max_kk=3"], "unknown key(s) max_kk"),
     ]
     try:
         assert_refused_before_heavy_imports(cases)
