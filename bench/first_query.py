@@ -89,42 +89,14 @@ def version(name: str, code: Path, corpus: Path, extra: Path, work: Path, query:
     cold = [Path(sys.prefix), index, cache]
     out: dict = {"code": str(code)}
     print(f"[{name}] build", file=sys.stderr, flush=True)
-    wall, _ = run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "index",
-            "build",
-            str(corpus),
-            "--out",
-            str(index),
-            "--quiet",
-        ],
-        env,
-        code,
-    )
+    build = [sys.executable, "-m", "pipelines.cli", "index", "build"]
+    wall, _ = run([*build, str(corpus), "--out", str(index), "--quiet"], env, code)
     out["build_s"] = round(wall, 1)
     print(f"[{name}] first query", file=sys.stderr, flush=True)
     out["first"] = search(code, env, index, query, cold)
     out["second"] = search(code, env, index, query, None)
     print(f"[{name}] append", file=sys.stderr, flush=True)
-    wall, _ = run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "index",
-            "build",
-            str(extra),
-            "--out",
-            str(index),
-            "--append",
-            "--quiet",
-        ],
-        env,
-        code,
-    )
+    wall, _ = run([*build, str(extra), "--out", str(index), "--append", "--quiet"], env, code)
     out["append_s"] = round(wall, 1)
     out["after_append"] = search(code, env, index, query, cold)
     out["after_append_second"] = search(code, env, index, query, None)
