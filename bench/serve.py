@@ -73,22 +73,29 @@ def in_process(idx: Path, questions: list[str], clients: int) -> dict:
     return {"ms": ms, "wall_s": time.perf_counter() - t0}
 
 
+def start_server(idx: Path, log: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """`retro serve IDX --port 0 ARGS` as a subprocess; (process, base URL) once it prints its ready
+    line (stderr goes to `log`; exits with its tail when the server does not start)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "pipelines.cli", "serve", str(idx), "--port", "0", *args]
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    line = proc.stdout.readline()
+    if "ready on" not in line:
+        proc.kill()
+        raise SystemExit(f"retro serve did not start: {log.read_text()[-2000:]}")
+    return proc, line.split("ready on ", 1)[1].split()[0].rstrip("/")
+
+
 def over_http(idx: Path, questions: list[str], clients: int, log: Path) -> dict:
     """Per-request ms of POST /v1/search from `clients` concurrent clients to a fresh `retro serve`
     (with one client, ms[0] is its first request after the ready line), and its start-up seconds."""
     import httpx
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "pipelines.cli", "serve", str(idx), "--no-reader", "--port", "0"]
     t_start = time.perf_counter()
-    with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    proc, url = start_server(idx, log, "--no-reader")
     try:
-        line = proc.stdout.readline()
-        if "ready on" not in line:
-            raise SystemExit(f"retro serve did not start: {log.read_text()[-2000:]}")
         ready_s = time.perf_counter() - t_start
-        url = line.split("ready on ", 1)[1].split()[0].rstrip("/")
         local = [httpx.Client(base_url=url, timeout=600) for _ in range(clients)]
 
         def one(i_q: tuple[int, str]) -> float:

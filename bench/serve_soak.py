@@ -17,10 +17,8 @@ Results: WORK/soak.json (with run info); a markdown table on stdout.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -62,24 +60,6 @@ def plan(n: int, questions: list[str], ask: bool, seed: int) -> list[tuple[str, 
                 ("search", "/v1/search", {"query": rng.choice(questions), "k": rng.choice((5, 10))}, 200)
             )
     return out
-
-
-def start(idx: Path, ask: bool, log: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "pipelines.cli", "serve", str(idx), "--port", "0"]
-    if not ask:
-        cmd.append("--no-reader")
-    with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-    line = proc.stdout.readline()
-    if "ready on" not in line:
-        proc.kill()
-        raise SystemExit(f"retro serve did not start: {log.read_text()[-2000:]}")
-    return proc, line.split("ready on ", 1)[1].split()[0].rstrip("/")
-
-
-def pct(ms: list[float], q: float) -> float:
-    return statistics.quantiles(ms, n=100, method="inclusive")[int(q) - 1] if len(ms) > 1 else ms[0]
 
 
 def soak(url: str, pid: int, requests: list, clients: int) -> dict:
@@ -130,7 +110,7 @@ def soak(url: str, pid: int, requests: list, clients: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.serve import prepare
+    from bench.serve import pct, prepare, start_server
     from evals.niah import parse_size
     from util.runinfo import atomic_write_json, run_info
 
@@ -148,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     idx, questions = prepare(a.work, parse_size(a.tokens), a.seed)
     requests = plan(a.requests, questions, a.ask, a.seed)
     t = time.perf_counter()
-    proc, url = start(idx, a.ask, a.work / "serve.err")
+    proc, url = start_server(idx, a.work / "serve.err", *([] if a.ask else ["--no-reader"]))
     ready_s = time.perf_counter() - t
     try:
         r = soak(url, proc.pid, requests, a.clients)
