@@ -118,13 +118,32 @@ class Reader:
         return reader
 
     def warm(self, k: int = 10) -> None:
-        """Compile the decode steps for k neighbours now (~8 s on 2 cores), so that compilation stays
-        out of the first answer's latency, as `Cascade.warm` keeps lazy loads out of the stages'."""
-        filler = " ".join(["the quick brown fox jumps over the lazy dog"] * 12)
-        nbs = [f"{filler} The warm-up value is: 7. {filler}"] * k
-        # a one-chunk and a longer question: together they run every prefill and decode shape
-        for question in ("What is the warm-up value?", f"What is the warm-up value, {filler[:160]}?"):
-            self.answer(question, nbs)
+        """Compile every decode step `answer` can run with k neighbours now (~8-15 s on 2 cores), so that
+        compilation stays out of the first answer's latency, as `Cascade.warm` keeps lazy loads out of
+        the stages'.
+
+        The steps are called directly, in the order `_generate` reaches them (the pointer keys an earlier
+        call returns are part of a later call's signature). An earlier version answered two made-up
+        questions instead; when the reader abstained on them the one-token decode step never compiled,
+        and the first real answer paid 14 s for it (a question on the 128K soak index, 2026-12-01)."""
+        if not isinstance(k, int) or not 1 <= k <= K_BUCKETS[-1]:
+            raise ValueError(f"k must be an int in 1..{K_BUCKETS[-1]}, got {k!r}")
+        cfg, m = self.cfg, self.cfg.chunk_len
+        kb = next(b for b in K_BUCKETS if b >= k)
+        nb = jnp.full((1, kb, cfg.retrieved_len), PAD, jnp.int32)
+        cache = self.net.retro.init_cache(1, (cfg.max_question_chunks + cfg.max_answer_chunks) * m, kb)
+        keys = (
+            jnp.zeros((1, kb * cfg.retrieved_len, cfg.copy_dim)),
+            jnp.zeros((1, kb * cfg.retrieved_len), jnp.int32),
+        )
+        # prefill: first m-1 tokens, whole question chunks before u, <sep> (reads the neighbours)
+        for n in (m - 1, m):
+            lp, _, cache = self._call([PAD] * n, 0, cache, None, keys)
+        lp, keys, cache = self._call([PAD], 0, cache, nb, keys)
+        # decode: one token inside a chunk, and one at a chunk boundary (the neighbours again)
+        lp, keys, cache = self._call([PAD], 0, cache, None, keys)
+        lp, keys, cache = self._call([PAD], 0, cache, nb, keys)
+        jax.block_until_ready(lp)
 
     # ------------------------------------------------------------------ answering
     def answer(

@@ -109,3 +109,21 @@ def test_constrained_parts_end_on_whole_words(reader):
         c.advance(t)
         assert not c.mask(tok.vocab_size)[EOS] or t == value[-1]  # no part ends inside the number
     assert c.mask(tok.vocab_size)[EOS]  # "4829173" ends before "."
+
+
+@pytest.mark.slow
+def test_warm_compiles_every_step_an_answer_runs(reader):
+    """After `warm(k)` no answer with k neighbours compiles again, whatever the reader answers: the old
+    warm-up answered made-up questions and left the decode step uncompiled when it abstained on them
+    (the first real answer then took 14 s). Bucket 20 (11-20 neighbours): no other test uses it."""
+    with pytest.raises(ValueError, match="k must be"):
+        reader.warm(0)
+    reader.warm(12)
+    compiled = reader._run._cache_size()
+    nbs = [FILLER] * 11 + [FILLER + NEEDLE + FILLER]
+    long_q = QUESTION + " " + FILLER[:200]  # a question of more than one chunk
+    for q in (QUESTION, long_q):
+        a = reader.answer(q, nbs)
+        assert not a.abstained and a.text == "4829173"
+    assert reader.answer(QUESTION, [FILLER] * 12).abstained
+    assert reader._run._cache_size() == compiled
