@@ -9,7 +9,8 @@ Retrieval with the question alone finds fact 1 (it shares the shipment id) but n
 only common words), so a system must read the bridge (Mara Lindqvist) and search again with it: the
 "who supervises the courier who carries shipment X" case that raw-text re-querying lost.
 
-Two surface forms with disjoint wording (`form` 0 and 1): pick settings on one, report the other.
+Two surface forms with disjoint wording (`form` 0 and 1): pick settings on one, report the other. A
+third (form 2, `TRAIN_ONLY_FORMS`) only adds wording variety to the reader's training data.
 Each form has several relations, so a reader cannot learn one sentence pattern. Written for this
 project; names are drawn from lists written here, ids are random.
 """
@@ -97,7 +98,52 @@ FORMS: tuple[tuple[Relation, ...], ...] = (
             "CS",
         ),
     ),
+    (  # form 2: training only (reader wording variety); roles, verbs and word order of neither 0 nor 1
+        Relation(
+            "contract {id}",
+            "The lawyer {bridge} drafted {item}.",
+            "The lawyer {bridge} answers to the senior partner {answer}.",
+            "To which senior partner does the lawyer who drafted {item} answer?",
+            "CT",
+        ),
+        Relation(
+            "parcel {id}",
+            "{Item} went out with the driver {bridge}.",
+            "{answer} manages the driver {bridge}.",
+            "Who manages the driver that took {item}?",
+            "PC",
+        ),
+        Relation(
+            "ticket {id}",
+            "Support agent {bridge} closed {item}.",
+            "Support agent {bridge} is coached by the team lead {answer}.",
+            "Which team lead coaches the agent who closed {item}?",
+            "TK",
+        ),
+        Relation(
+            "thesis {id}",
+            "The student {bridge} submitted {item}.",
+            "Professor {answer} advises the student {bridge}.",
+            "Which professor advises the author of {item}?",
+            "TH",
+        ),
+        Relation(
+            "order {id}",
+            "Chef {bridge} cooked {item}.",
+            "Chef {bridge} learned the trade from {answer}.",
+            "From whom did the chef who cooked {item} learn the trade?",
+            "OR",
+        ),
+        Relation(
+            "permit {id}",
+            "{Item} was stamped by the clerk {bridge}.",
+            "The registrar {answer} supervises the clerk {bridge}.",
+            "Name the registrar over the clerk who stamped {item}.",
+            "PM",
+        ),
+    ),
 )
+TRAIN_ONLY_FORMS = (2,)  # surface forms no eval reports (the reader trains on them); 0 and 1 are eval forms
 
 
 @dataclass(frozen=True)
@@ -122,9 +168,9 @@ def _fresh(make, used: set[str], what: str) -> str:
 
 
 def make_facts(rng: random.Random, form: int, used: set[str]) -> EntityFacts:
-    """One question of surface form `form` (0 or 1); `used` keeps names and ids distinct."""
+    """One question of surface form `form` (0, 1; 2 for training); `used` keeps names and ids distinct."""
     if form not in range(len(FORMS)):
-        raise ValueError(f"form must be 0 or 1, got {form}")
+        raise ValueError(f"form must be in 0..{len(FORMS) - 1}, got {form}")
     rel = rng.choice(FORMS[form])
     item = rel.item.format(
         id=_fresh(lambda: f"{rel.id_prefix}-{rng.randrange(10_000, 100_000)}", used, "ids")
@@ -145,7 +191,7 @@ def distractor_facts(rng: random.Random, form: int, avoid: frozenset[str]) -> It
     or id in `avoid`), so the haystack is full of look-alike facts. Repeats among distractors are
     allowed (a stream of a billion tokens cannot keep them distinct)."""
     if form not in range(len(FORMS)):
-        raise ValueError(f"form must be 0 or 1, got {form}")
+        raise ValueError(f"form must be in 0..{len(FORMS) - 1}, got {form}")
     while True:
         rel = rng.choice(FORMS[form])
         item = rel.item.format(id=f"{rel.id_prefix}-{rng.randrange(10_000, 100_000)}")

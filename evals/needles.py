@@ -54,8 +54,8 @@ class NeedleConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.distractors_per_needle < 0:
             raise ValueError("distractors_per_needle must be >= 0")
-        if self.form not in (0, 1):
-            raise ValueError(f"form must be 0 or 1, got {self.form}")
+        if self.form not in (0, 1, 2):  # 2: the reader's training-only wording (evals/entities.py)
+            raise ValueError(f"form must be 0 or 1 (2: training wording), got {self.form}")
         return self
 
 

@@ -1,6 +1,6 @@
 """Evaluate a reader checkpoint on held-out QA records (data/reader/heldout.jsonl, seeds 2000+).
 
-    python -m retro.reader_eval [--ckpt DIR] [--data data/reader/heldout.jsonl] [--per-task 40] [--k 10]
+    python -m retro.reader_eval [--ckpt DIR ...] [--data data/reader/heldout.jsonl] [--per-task 40] [--k 10]
 
 For each record the reader gets BM25's top-k neighbours (k=10 by default, as `ask` would pass them) and
 both decoding modes are scored:
@@ -135,21 +135,26 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     """CLI (see the module doc)."""
     ap = argparse.ArgumentParser(description="evaluate the RETRO reader on held-out QA records")
-    ap.add_argument("--ckpt", default=None)
+    ap.add_argument(
+        "--ckpt", action="append", default=None, help="checkpoint folder, repeatable (side by side)"
+    )
     ap.add_argument("--data", default="data/reader/heldout.jsonl")
     ap.add_argument("--per-task", type=int, default=40)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--modes", default="constrained,free")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    reader = Reader.load(args.ckpt)
     records = [json.loads(x) for x in open(args.data)]
-    res = evaluate(reader, records, args.k, args.per_task, args.modes.split(","))
-    print(markdown(res))
+    out = {}
+    for ckpt in args.ckpt or [None]:  # several checkpoints: the same records, one after the other
+        reader = Reader.load(ckpt)
+        res = evaluate(reader, records, args.k, args.per_task, args.modes.split(","))
+        print(f"\n## {reader.name}\n{markdown(res)}", flush=True)
+        out[ckpt or "shipped"] = res
     if args.out:
         from util.runinfo import atomic_write_json
 
-        atomic_write_json(args.out, res)
+        atomic_write_json(args.out, out if len(out) > 1 else res)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ class ReaderTrainConfig:
     tasks: tuple[str, ...] = ()  # only records of these tasks ((): all)
     then: str = ""  # a next-stage config run after this one, initialised from this one's output
     decay: bool = False  # after warmup, decay the learning rate linearly to 0 at `steps` (a final stage)
+    lm_data: str = ""  # LM samples of real text with neighbours (retro/reader_lm.py make), "" = none
+    lm_frac: float = 0.0  # share of steps that are language-modelling batches from lm_data
 
 
 class Examples:
@@ -241,6 +243,18 @@ def train(cfg: ReaderTrainConfig) -> dict:
         f"{len(ex.items)} training questions, buckets {dict(zip(ex.keys, ex.weights.astype(int).tolist(), strict=True))}",
         flush=True,
     )
+    lm = None
+    if cfg.lm_frac > 0:
+        from retro.reader_lm import LMSamples
+
+        if not Path(cfg.lm_data).is_file():  # made with this run's tokenizer (LMDataConfig's corpus)
+            from retro.reader_lm import LMDataConfig, make
+
+            print(f"making {cfg.lm_data} (retro/reader_lm.py)", flush=True)
+            make(LMDataConfig(), spm_bytes, Path(cfg.lm_data).parent, rcfg.chunk_len)
+        lm = LMSamples(Path(cfg.lm_data), tok, spm_bytes, rcfg, cfg.k_train, cfg.seed)
+        print(f"{len(lm.items)} LM samples, {cfg.lm_frac:.0%} of the steps", flush=True)
+    lm_rng = random.Random(cfg.seed + 1)
     net = ReaderNet(rcfg.model_config(), rcfg.copy_dim, rngs=nnx.Rngs(cfg.seed))
     if cfg.init:
         load_weights(net, Path(cfg.init) / "weights.npz", strict=False)
@@ -258,23 +272,30 @@ def train(cfg: ReaderTrainConfig) -> dict:
     step_fn = make_step(graphdef, tx)
     log = []
     loss_acc, good_acc, n_acc, toks = 0.0, 0.0, 0, 0
+    lm_acc, lm_n = 0.0, 0
     t_train = time.perf_counter()
     step = 0
     for step in range(1, cfg.steps + 1):
-        tk, tg, w, nb = ex.batch(cfg.batch_size, step <= cfg.curriculum_steps, cfg.abstain_frac)
-        params, opt_state, loss, good = step_fn(params, opt_state, tk, tg, w, nb)
-        loss_acc, good_acc, n_acc, toks = (
-            loss_acc + float(loss),
-            good_acc + float(good),
-            n_acc + 1,
-            toks + tk.size,
-        )
+        if lm is not None and lm_rng.random() < cfg.lm_frac:  # a language-modelling step
+            tk, tg, w, nb = lm.batch(cfg.batch_size)
+            params, opt_state, loss, _ = step_fn(params, opt_state, tk, tg, w, nb)
+            lm_acc, lm_n, toks = lm_acc + float(loss), lm_n + 1, toks + tk.size
+        else:
+            tk, tg, w, nb = ex.batch(cfg.batch_size, step <= cfg.curriculum_steps, cfg.abstain_frac)
+            params, opt_state, loss, good = step_fn(params, opt_state, tk, tg, w, nb)
+            loss_acc, good_acc, n_acc, toks = (
+                loss_acc + float(loss),
+                good_acc + float(good),
+                n_acc + 1,
+                toks + tk.size,
+            )
         if step % cfg.log_every == 0:
             el = time.perf_counter() - t_train
             row = {
                 "step": step,
-                "loss": loss_acc / n_acc,
-                "seq_ok": good_acc / n_acc,
+                "loss": loss_acc / max(n_acc, 1),
+                "seq_ok": good_acc / max(n_acc, 1),
+                **({"lm_loss": lm_acc / max(lm_n, 1)} if lm is not None else {}),
                 "min": el / 60,
                 "tok_s": toks / el,
             }
@@ -283,7 +304,7 @@ def train(cfg: ReaderTrainConfig) -> dict:
                 json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
                 flush=True,
             )
-            loss_acc, good_acc, n_acc = 0.0, 0.0, 0
+            loss_acc, good_acc, n_acc, lm_acc, lm_n = 0.0, 0.0, 0, 0.0, 0
         if step % cfg.save_every == 0:
             nnx.update(net, params)
             save_weights(net, out / "weights.npz")

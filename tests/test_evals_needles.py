@@ -116,5 +116,5 @@ def test_twohop_questions_need_the_bridge_and_forms_differ():
     stream = NeedleConfig(task="twohop", form=1)
     facts = list(itertools.islice(distractor_stream(stream, a.true_keys, seed=5), 200))
     assert not any(k in f for f in facts for k in a.true_keys)
-    with pytest.raises(ValueError, match="form must be 0 or 1"):
-        NeedleConfig(task="twohop", form=2).check()
+    with pytest.raises(ValueError, match="form must be 0 or 1 .2: training wording."):
+        NeedleConfig(task="twohop", form=3).check()
