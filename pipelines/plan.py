@@ -65,6 +65,7 @@ class PlanConfig:
         None  # shards a node scans at once (None: one per core; 1: today's local path)
     )
     utilisation: float = 0.5  # assumed, not measured: busy share of a replica's cores at the target qps
+    skip: tuple[str, ...] = ()  # stages planned as skipped (e.g. the expanded list for literal questions)
 
     def check(self) -> PlanConfig:
         """Raise ValueError naming the argument when one is out of range."""
@@ -78,6 +79,7 @@ class PlanConfig:
             ("--nodes", self.nodes is None or self.nodes >= 1),
             ("parallel_scans", self.parallel_scans is None or self.parallel_scans >= 1),
             ("utilisation", 0 < self.utilisation <= 1),
+            ("--skip", all(s in SHARDED + FIXED for s in self.skip)),
         ]:
             if not ok:
                 raise ValueError(f"{name}: out of range ({getattr(self, name.strip('-').replace('-', '_'))})")
@@ -206,7 +208,7 @@ def make_plan(cfg: PlanConfig, inputs: dict[str, Input], shard_chunks: int = 262
     need_disk = math.ceil(disk_total / cfg.disk_per_node)
     par = cfg.parallel_scans or cfg.cores_per_node
     rates = per_chunk_ms(inputs)
-    shard_p50 = {s: rates[s] * chunks_per_shard for s in SHARDED}
+    shard_p50 = {s: 0.0 if s in cfg.skip else rates[s] * chunks_per_shard for s in SHARDED}
     cheap_ratio = _v(inputs, "cheap_p95_over_p50")
     fanout = _v(inputs, "fanout_p50_ms", 0.0)
     if "fanout_p50_ms" not in inputs:

@@ -1,7 +1,7 @@
 """`retro plan`: what an index of N tokens needs, from this project's measurements (pipelines/plan.py).
 
     retro plan --tokens 1e12 [--ram-per-node 256G] [--disk-per-node 4T] [--qps 100] [--p95-ms 1000]
-        [--cores-per-node 32] [--nodes N] [--inputs FILE] [--json]
+        [--cores-per-node 32] [--nodes N] [--skip expanded] [--inputs FILE] [--json]
 
 Prints the configuration (shards, nodes, replicas, memory and disk per node, build time), the expected
 p50/p95 of each cascade stage with whether it scales with shards per node or is fixed, and every
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipelines.plan import INPUTS, PlanConfig, load_inputs, make_plan, parse_count, parse_size
+from pipelines.plan import FIXED, INPUTS, SHARDED, PlanConfig, load_inputs, make_plan, parse_count, parse_size
 
 
 def _gib(b: float) -> str:
@@ -33,8 +33,9 @@ def print_plan(plan, inputs, out=None) -> None:
     out = sys.stdout if out is None else out
     c = plan.config
     w = lambda *a: print(*a, file=out)  # noqa: E731
-    w(f"retro plan: {c.tokens:,.0f} tokens, {c.qps:g} questions/s, p95 <= {c.p95_ms:,.0f} ms")
-    w(f"nodes: {_gib(c.ram_per_node)} RAM, {_gib(c.disk_per_node)} disk, {c.cores_per_node} cores\n")
+    w(f"plan for {c.tokens:,.0f} tokens, {c.qps:g} questions/s, p95 <= {c.p95_ms:,.0f} ms")
+    w(f"nodes: {_gib(c.ram_per_node)} RAM, {_gib(c.disk_per_node)} disk, {c.cores_per_node} cores")
+    w(f"stages skipped: {', '.join(c.skip)}\n" if c.skip else "")
     w("| figure | value | from |\n|---|---|---|")
     w(f"| chunks | {plan.chunks:,} | tokens / tokens per chunk (tokens_1b / chunks_1b) |")
     w(
@@ -62,6 +63,8 @@ def print_plan(plan, inputs, out=None) -> None:
         how = "shards per node (parallel across nodes)" if s.scales else "fixed (fused candidates)"
         if s.name == "fanout":
             how = "fixed (fan-out + exact top-k merge)"
+        if s.name in c.skip:
+            how = "skipped (--skip)"
         w(f"| {s.name} | {s.p50_ms:,.1f} | {s.p95_ms:,.1f} | {how} |")
     w(f"| **total** | **{plan.p50_ms:,.1f}** | **{plan.p95_ms:,.1f}** | sum of the stages |")
     sources: dict[tuple[str, str, str], int] = {}
@@ -86,6 +89,7 @@ def _plan(args: argparse.Namespace) -> int:
         p95_ms=args.p95_ms,
         cores_per_node=args.cores_per_node,
         nodes=args.nodes,
+        skip=tuple(args.skip or ()),
     ).check()
     inputs = load_inputs(Path(args.inputs)) if args.inputs else load_inputs()
     plan = make_plan(cfg, inputs)
@@ -110,6 +114,12 @@ def register(subparsers) -> None:
     p.add_argument("--p95-ms", type=float, default=1000.0, help="target p95 latency per question, ms")
     p.add_argument("--cores-per-node", type=int, default=32, help="cores per node")
     p.add_argument("--nodes", type=int, default=None, help="nodes per replica (default: the fewest that fit)")
+    p.add_argument(
+        "--skip",
+        action="append",
+        choices=SHARDED + FIXED,
+        help="plan as if this stage were skipped (repeatable), e.g. expanded: literal questions skip it",
+    )
     p.add_argument(
         "--inputs",
         default=None,

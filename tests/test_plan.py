@@ -211,3 +211,18 @@ def test_a_broken_inputs_file_is_one_line(tmp_path, capsys):
     assert main(["plan", "--tokens", "1e12", "--inputs", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert str(bad) in err and "\n" not in err
+
+
+def test_the_readme_shows_what_the_code_prints(capsys):
+    """The README's `retro plan` output is this code's output for the same command on the committed
+    inputs (regenerate it with the command when an input changes)."""
+    import re
+    import shlex
+
+    from pipelines.plan import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"```bash\n(retro plan [^\n]+)\n```\n\n[^\n]*\n\n```text\n(.*?)```", text, re.S)
+    assert m, "README: no retro plan command followed by its output"
+    assert main(shlex.split(m.group(1))[1:]) == 0
+    assert capsys.readouterr().out == m.group(2)
