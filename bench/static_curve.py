@@ -17,7 +17,7 @@ distractor needles, one sentence per 2,000 characters, are left out). The filler
 from a pool of 65,536, so at 10^7 chunks many chunks are near-copies of others: a hard case for codes
 that must order close neighbours.
 
-Everything streams from a float32 memmap under --work (10^7 x 256 = 10 GB on disk): FAISS is trained
+Everything streams from a float32 file under --work (10^7 x 256 = 10 GB on disk): FAISS is trained
 on a sample, vectors are added in blocks, exact top-10 ground truth is computed in blocks (inner
 product, the metric the index uses), so the peak RSS is the FAISS codes plus one block (~3-4 GB with
 IVF,SQ8 at 10^7). Each step's output is kept under --work, so a rerun resumes after the last one done.
@@ -90,10 +90,33 @@ def real_chunks(idx: Path, n: int) -> np.ndarray:
     return np.concatenate(rows)[:n]
 
 
+class VecFile:
+    """Rows of a float32 [rows, DIM] file, read with plain reads (a slice, or rows by id). Not a memmap:
+    a memmap's pages count in the process's RSS (10 GB of page cache here), which hid the real peak."""
+
+    def __init__(self, path: Path, rows: int) -> None:
+        self.path, self.rows = path, rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            s, e, _ = key.indices(self.rows)
+            count = max(0, e - s) * DIM
+            return np.fromfile(self.path, np.float32, count=count, offset=s * DIM * 4).reshape(-1, DIM)
+        ids = np.asarray(key, np.int64)
+        out = np.empty((len(ids), DIM), np.float32)
+        with open(self.path, "rb") as f:
+            for j, i in enumerate(ids.tolist()):
+                out[j] = np.frombuffer(os.pread(f.fileno(), DIM * 4, i * DIM * 4), np.float32)
+        return out
+
+
 def make_vectors(
     work: Path, idx: Path, n: int, queries: int, real: int, parts: int = 4
-) -> tuple[np.memmap, dict]:
-    """float32 [n + queries, DIM] memmap: n database vectors, then `queries` held-out real chunks.
+) -> tuple[VecFile, dict]:
+    """float32 [n + queries, DIM] file: n database vectors, then `queries` held-out real chunks.
 
     With real >= n the database is the first n real chunks. Otherwise (10^7 real chunks are 640M
     tokens, hours of tokenizing on this shared box) database vector j is the chunk spliced from `parts`
@@ -104,11 +127,10 @@ def make_vectors(
     from index import Index
 
     path, meta_path = work / f"vectors_{n}_{real}.f32", work / f"vectors_{n}_{real}.json"
-    total = n + queries
     if meta_path.is_file():
-        return np.memmap(path, np.float32, "r", shape=(total, DIM)), json.loads(meta_path.read_text())
-    static, t0 = Index.open(idx).static, time.time()
-    base = min(n, real)
+        return VecFile(path, n + queries), json.loads(meta_path.read_text())
+    index, t0 = Index.open(idx), time.time()
+    static, base = index.static, min(n, real)
     cached = work / f"chunks_{base + queries}.npy"  # tokenizing is the slow part: kept for a rerun
     if cached.is_file():
         chunks = np.load(cached)
@@ -116,39 +138,37 @@ def make_vectors(
         chunks = real_chunks(idx, base + queries)
         with atomic_path(cached) as tmp, open(tmp, "wb") as f:
             np.save(f, chunks)
-    tokens = int(np.sum(chunks != Index.open(idx).tokenizer.pad_id))
-    out = np.memmap(path, np.float32, "w+", shape=(total, DIM))
-    out[n:] = static.embed_tokens(chunks[base:])
+    tokens = int(np.sum(chunks != index.tokenizer.pad_id))
     meta = {"vectors": n, "queries": queries, "real_chunks": base, "real_tokens": tokens}
-    if real >= n:
-        out[:n] = static.embed_tokens(chunks[:n])
-        meta["kind"] = "real chunks"
-    else:
-        w = M // parts  # piece sums [real, parts, DIM] of the unnormalised token vectors
-        table = static.table
-        pieces = np.empty((base, parts, DIM), np.float32)
-        for s in range(0, base, 4096):  # in blocks: the gather is [block, w, DIM] before the sum
-            block = chunks[s : min(base, s + 4096)]
-            for p in range(parts):
-                pieces[s : s + len(block), p] = table[block[:, p * w : (p + 1) * w]].sum(axis=1)
-        rng = np.random.default_rng(0)
-        for s in range(0, n, 500_000):
-            e = min(n, s + 500_000)
-            pick = rng.integers(0, base, size=(e - s, parts))
-            v = pieces[pick, np.arange(parts)].sum(axis=1)
-            out[s:e] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        meta["kind"] = (
-            f"spliced: {parts} aligned pieces of {w} tokens from random ones of {base:,} real chunks"
-        )
-    out.flush()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        if real >= n:
+            for s in range(0, n, 100_000):
+                f.write(static.embed_tokens(chunks[s : min(n, s + 100_000)]).tobytes())
+            meta["kind"] = "real chunks"
+        else:
+            w = M // parts  # piece sums [real, parts, DIM] of the unnormalised token vectors
+            pieces = np.empty((base, parts, DIM), np.float32)
+            for s in range(0, base, 4096):  # in blocks: the gather is [block, w, DIM] before the sum
+                block = chunks[s : min(base, s + 4096)]
+                for p in range(parts):
+                    pieces[s : s + len(block), p] = static.table[block[:, p * w : (p + 1) * w]].sum(axis=1)
+            rng = np.random.default_rng(0)
+            for s in range(0, n, 250_000):
+                pick = rng.integers(0, base, size=(min(n, s + 250_000) - s, parts))
+                v = pieces[pick, np.arange(parts)].sum(axis=1)
+                f.write((v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).tobytes())
+            meta["kind"] = (
+                f"spliced: {parts} aligned pieces of {w} tokens from random ones of {base:,} real chunks"
+            )
+        f.write(static.embed_tokens(chunks[base:]).tobytes())
     meta["seconds"] = round(time.time() - t0, 1)
     atomic_write_json(meta_path, meta)
-    return np.memmap(path, np.float32, "r", shape=(total, DIM)), meta
+    return VecFile(path, n + queries), meta
 
 
-def ground_truth(work: Path, x: np.memmap, n: int, k: int = 10, block: int = 250_000) -> np.ndarray:
+def ground_truth(work: Path, x: VecFile, n: int, tag: str, k: int = 10, block: int = 250_000) -> np.ndarray:
     """Exact top-k ids by inner product of the queries (rows n:) over the database (rows :n), in blocks."""
-    path = work / f"gt_{n}.npy"
+    path = work / f"gt_{tag}.npy"
     if path.is_file():
         return np.load(path)
     q = np.ascontiguousarray(x[n:])
@@ -166,11 +186,11 @@ def ground_truth(work: Path, x: np.memmap, n: int, k: int = 10, block: int = 250
     return best_i
 
 
-def build_ann(work: Path, x: np.memmap, n: int, factory: str, train_n: int, block: int = 500_000):
+def build_ann(work: Path, x: VecFile, n: int, tag: str, factory: str, train_n: int, block: int = 500_000):
     """The trained, filled FAISS index for `factory` (saved under --work; read back on a rerun)."""
     import faiss
 
-    path = work / f"{factory.replace(',', '_')}_{n}.faiss"
+    path = work / f"{factory.replace(',', '_')}_{tag}_{train_n}.faiss"
     if path.is_file():
         return faiss.read_index(str(path)), json.loads(path.with_suffix(".json").read_text())
     ann = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
@@ -189,7 +209,7 @@ def build_ann(work: Path, x: np.memmap, n: int, factory: str, train_n: int, bloc
     return ann, meta
 
 
-def tie_recall(x: np.memmap, q: np.ndarray, gt: np.ndarray, ids: np.ndarray) -> float:
+def tie_recall(x: VecFile, q: np.ndarray, gt: np.ndarray, ids: np.ndarray) -> float:
     """Share of returned ids whose exact score reaches the 10th exact score (ties count as found, as in
     big-ann-benchmarks: the filler holds near-copies whose scores tie to float precision)."""
     hits = 0
@@ -287,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     x, vmeta = make_vectors(work, idx, a.vectors, a.queries, a.real)
     print(f"vectors: {vmeta}  (peak RSS {_rss_gb():.2f} GB)", file=sys.stderr)
     t0 = time.time()
-    gt = ground_truth(work, x, a.vectors)
+    gt = ground_truth(work, x, a.vectors, f"{a.vectors}_{a.real}")
     gt_s = time.time() - t0
     q = np.ascontiguousarray(x[a.vectors :])
     results = {
@@ -302,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for factory in factories:
         print(f"{factory}: training and adding", file=sys.stderr, flush=True)
-        ann, meta = build_ann(work, x, a.vectors, factory, a.train)
+        ann, meta = build_ann(work, x, a.vectors, f"{a.vectors}_{a.real}", factory, a.train)
         results["factories"][factory] = {**meta, "curve": curve(ann, x, q, gt, nprobes, a.threads, a.single)}
         del ann
         results["peak_rss_gb"] = round(_rss_gb(), 2)

@@ -77,7 +77,7 @@ class PlanConfig:
             ("--p95-ms", self.p95_ms > 0),
             ("--cores-per-node", self.cores_per_node >= 1),
             ("--nodes", self.nodes is None or self.nodes >= 1),
-            ("parallel_scans", self.parallel_scans is None or self.parallel_scans >= 1),
+            ("--parallel-scans", self.parallel_scans is None or self.parallel_scans >= 1),
             ("utilisation", 0 < self.utilisation <= 1),
             ("--skip", all(s in SHARDED + FIXED for s in self.skip)),
         ]:

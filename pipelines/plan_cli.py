@@ -1,7 +1,7 @@
 """`retro plan`: what an index of N tokens needs, from this project's measurements (pipelines/plan.py).
 
     retro plan --tokens 1e12 [--ram-per-node 256G] [--disk-per-node 4T] [--qps 100] [--p95-ms 1000]
-        [--cores-per-node 32] [--nodes N] [--skip expanded] [--inputs FILE] [--json]
+        [--cores-per-node 32] [--nodes N] [--parallel-scans N] [--skip expanded] [--inputs FILE] [--json]
 
 Prints the configuration (shards, nodes, replicas, memory and disk per node, build time), the expected
 p50/p95 of each cascade stage with whether it scales with shards per node or is fixed, and every
@@ -41,9 +41,12 @@ def print_plan(plan, inputs, out=None) -> None:
     w(
         f"| shards | {plan.shards:,} | chunks / {plan.shard_chunks:,} chunks per shard (BuildConfig.shard_chunks) |"
     )
-    w(
-        f"| nodes per replica | {plan.nodes_per_replica:,} | fewest that meet memory, disk and p95 (set by {plan.bound_by}) |"
+    why = (
+        "given (--nodes)"
+        if plan.bound_by == "given"
+        else f"fewest that meet memory, disk and p95 ({plan.bound_by} decides)"
     )
+    w(f"| nodes per replica | {plan.nodes_per_replica:,} | {why} |")
     w(
         f"| shards per node | {plan.shards_per_node:,} | scanned {c.parallel_scans or c.cores_per_node} at a time |"
     )
@@ -90,6 +93,7 @@ def _plan(args: argparse.Namespace) -> int:
         cores_per_node=args.cores_per_node,
         nodes=args.nodes,
         skip=tuple(args.skip or ()),
+        parallel_scans=args.parallel_scans,
     ).check()
     inputs = load_inputs(Path(args.inputs)) if args.inputs else load_inputs()
     plan = make_plan(cfg, inputs)
@@ -114,6 +118,12 @@ def register(subparsers) -> None:
     p.add_argument("--p95-ms", type=float, default=1000.0, help="target p95 latency per question, ms")
     p.add_argument("--cores-per-node", type=int, default=32, help="cores per node")
     p.add_argument("--nodes", type=int, default=None, help="nodes per replica (default: the fewest that fit)")
+    p.add_argument(
+        "--parallel-scans",
+        type=int,
+        default=None,
+        help="shards a node scans at once (default: one per core; 1: today's local path, one after another)",
+    )
     p.add_argument(
         "--skip",
         action="append",

@@ -196,6 +196,7 @@ def test_cli_prints_the_plan_with_every_input_and_its_source(capsys):
         (["--tokens", "1e12", "--p95-ms=-5"], "--p95-ms"),
         (["--tokens", "1e12", "--cores-per-node", "0"], "--cores-per-node"),
         (["--tokens", "1e12", "--nodes", "0"], "--nodes"),
+        (["--tokens", "1e12", "--parallel-scans", "0"], "--parallel-scans"),
         (["--tokens", "1e12", "--inputs", "/nonexistent/plan.json"], "/nonexistent/plan.json"),
     ],
 )
