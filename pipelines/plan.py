@@ -114,6 +114,7 @@ class Plan:
     p50_ms: float  # sum of the stages' p50
     p95_ms: float  # sum of the stages' p95 (an upper bound)
     bound_by: str  # what set nodes_per_replica: memory | disk | p95 | given
+    static_scan_ms: float | None  # FAISS scan alone of one shard (the 10^7 curve's rate), None if unmeasured
     notes: tuple[str, ...] = field(default=())  # targets not met, inputs missing
 
 
@@ -181,13 +182,19 @@ def rss_fit(inputs: dict[str, Input]) -> tuple[float, float]:
 
 
 def per_chunk_ms(inputs: dict[str, Input]) -> dict[str, float]:
-    """ms per chunk of each sharded stage, from the 1B run (shards one after another in one process);
-    the static stage from the 10^7-vector curve when it has been measured."""
+    """ms per chunk of each sharded stage, from the 1B run (shards one after another in one process,
+    end to end: the stage's Python and per-shard overhead included)."""
     chunks = _v(inputs, "chunks_1b")
-    rates = {s: _v(inputs, f"{s}_p50_ms_1b") / chunks for s in SHARDED}
-    if "static_ms_per_mvector" in inputs:
-        rates["static"] = _v(inputs, "static_ms_per_mvector") / 1e6
-    return rates
+    return {s: _v(inputs, f"{s}_p50_ms_1b") / chunks for s in SHARDED}
+
+
+def static_scan_ms(inputs: dict[str, Input], chunks_per_shard: float) -> float | None:
+    """The FAISS scan alone of one shard's static tier (bench/static_curve.py's ns per scanned code, one
+    query at a time, times the codes a shard's IVF scans: nprobe / nlist of its chunks), or None when
+    the curve has not been measured. A lower bound of the static stage's per-shard time."""
+    if "static_ns_per_code" not in inputs:
+        return None
+    return _v(inputs, "static_ns_per_code") * chunks_per_shard * _v(inputs, "static_scan_fraction") / 1e6
 
 
 def make_plan(cfg: PlanConfig, inputs: dict[str, Input], shard_chunks: int = 262_144) -> Plan:
@@ -272,5 +279,6 @@ def make_plan(cfg: PlanConfig, inputs: dict[str, Input], shard_chunks: int = 262
         p50_ms=sum(s.p50_ms for s in stages),
         p95_ms=p95,
         bound_by=bound,
+        static_scan_ms=static_scan_ms(inputs, chunks_per_shard),
         notes=tuple(notes),
     )
