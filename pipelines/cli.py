@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "evals.cli",  # retro eval niah | retro demo
     "retro.cli",  # retro neighbours | train | generate | eval lm
     "serve.cli",  # retro serve
+    "pipelines.plan_cli",  # retro plan
 ]
 
 QUICKSTART = """\
@@ -37,6 +38,7 @@ quickstart:
   retro eval niah --tokens 1M --needles 100 --out runs/niah
                                           needle recall per stage, depth and haystack size
   retro serve IDX                         an HTTP server and a page to ask from (127.0.0.1:8000)
+  retro plan --tokens 1e12                shards, nodes, memory, disk, build time, latency, from measurements
 
 `retro COMMAND --help` lists a command's options and their defaults; config fields go as key=value.
 """
