@@ -106,7 +106,8 @@ class RayBuilder(_Builder):
 
         while len(self._pending) >= self.max_in_flight:
             progress.set_postfix_str(f"{len(self._pending)} shards building")
-            _, self._pending = ray.wait(self._pending, num_returns=1)
+            ready, self._pending = ray.wait(self._pending, num_returns=1)
+            self._result(ready[0])  # a failed shard stops the build now, not after the whole corpus
         name = f"{shard_no:06d}"
         ref = self._task.remote(
             str(self.out),
@@ -124,27 +125,26 @@ class RayBuilder(_Builder):
 
     def _settle(self, done: list) -> list[dict]:
         """Every shard's shard.json, in shard order: finished ones from an earlier run as they are,
-        the rest from their tasks. A task that failed stops the build with one line (finished shards
-        stay: a rerun resumes)."""
-        import ray
-        from ray.exceptions import RayTaskError
-
-        out = []
-        for item in done:
-            if isinstance(item, dict):
-                out.append(item)
-                continue
-            try:
-                out.append(ray.get(item))
-            except RayTaskError as e:  # the task itself raised: the error the local build would give
-                if isinstance(e.cause, (ValueError, OSError)):
-                    raise e.cause from None
-                raise
-            except ray.exceptions.RayError as e:  # its workers died every time
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise OSError(
-                    f"{self.out}: a shard's Ray task failed {MAX_RETRIES + 1} times ({first}); rerun the "
-                    "command to resume the build"
-                ) from None
+        the rest from their tasks (finished shards stay when one failed: a rerun resumes)."""
+        out = [item if isinstance(item, dict) else self._result(item) for item in done]
         self._pending = []
         return out
+
+    def _result(self, ref) -> dict:
+        """A shard task's shard.json; a task that raised gives the local build's one-line error, one
+        whose workers died every time an OSError saying so."""
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+
+        try:
+            return ray.get(ref)
+        except RayTaskError as e:  # the task itself raised: the error the local build would give
+            if isinstance(e.cause, (ValueError, OSError)):
+                raise e.cause from None
+            raise
+        except RayError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise OSError(
+                f"{self.out}: a shard's Ray task failed {MAX_RETRIES + 1} times ({first}); rerun the "
+                "command to resume the build"
+            ) from None
