@@ -203,15 +203,15 @@ def query_term_weights(
     return {t: bigram_weight if " " in t else 1.0 for t in text_terms(text, bigrams, compounds)}
 
 
-def shard_dfs(shards: list[ShardBM25], hashes: np.ndarray) -> list[np.ndarray]:
-    """Per shard, int64 [n]: in how many of its chunks each hashed term occurs (the first half of a
+def shard_dfs(shards: list[ShardBM25], hashes: np.ndarray) -> np.ndarray:
+    """int64 [n]: in how many chunks of `shards` each hashed term occurs, summed (the first half of a
     query with global idf; a Ray actor runs it over the shards it holds, pipelines/ray_search.py)."""
-    return [sh.df(sh.lookup(hashes)) for sh in shards]
+    return np.sum([sh.df(sh.lookup(hashes)) for sh in shards], axis=0, dtype=np.int64)
 
 
-def global_idf(dfs: list[np.ndarray], num_chunks: int) -> np.ndarray:
-    """float64 [n]: each term's idf over the whole index, from the per-shard document frequencies."""
-    return lucene_idf(np.sum(dfs, axis=0), num_chunks)
+def global_idf(df: np.ndarray, num_chunks: int) -> np.ndarray:
+    """float64 [n]: each term's idf over the whole index, from its document frequency over all shards."""
+    return lucene_idf(df, num_chunks)
 
 
 def _global_idf(shards: list[ShardBM25], terms: list[str]) -> tuple[list, list, np.ndarray]:
@@ -219,7 +219,7 @@ def _global_idf(shards: list[ShardBM25], terms: list[str]) -> tuple[list, list, 
     hashes = term_hashes(terms)
     cols = [sh.lookup(hashes) for sh in shards]
     dfs = [sh.df(c) for sh, c in zip(shards, cols, strict=True)]
-    return cols, dfs, global_idf(dfs, sum(sh.num_chunks for sh in shards))
+    return cols, dfs, global_idf(np.sum(dfs, axis=0), sum(sh.num_chunks for sh in shards))
 
 
 def weighted_query(
@@ -269,11 +269,11 @@ def search_weighted(
 
 
 def idf_mass_of(
-    terms: list[str], weights: np.ndarray, dfs: list[np.ndarray], num_chunks: int, known: set[str] | None
+    terms: list[str], weights: np.ndarray, df: np.ndarray, num_chunks: int, known: set[str] | None
 ) -> float:
-    """`idf_mass` from the per-shard document frequencies of `terms` (sorted, as `weighted_query`)."""
-    idf = global_idf(dfs, num_chunks)  # absent words get the rarest word's idf
-    absent = np.sum(dfs, axis=0) == 0
+    """`idf_mass` from the document frequencies of `terms` (sorted, as `weighted_query`) over all shards."""
+    idf = global_idf(df, num_chunks)  # absent words get the rarest word's idf
+    absent = df == 0
     joined = np.array([" " in t or "-" in t or (known is not None and t not in known) for t in terms])
     idf[absent & joined] = 0.0  # an absent bigram or compound is a new pairing, not a rare word
     return float(np.dot(weights, idf))
@@ -286,5 +286,5 @@ def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float], known: set
     if not term_weights:
         return 0.0
     terms, weights, _ = weighted_query(term_weights)
-    dfs = shard_dfs(shards, term_hashes(terms))
-    return idf_mass_of(terms, weights, dfs, sum(sh.num_chunks for sh in shards), known)
+    df = shard_dfs(shards, term_hashes(terms))
+    return idf_mass_of(terms, weights, df, sum(sh.num_chunks for sh in shards), known)

@@ -336,7 +336,7 @@ class Index:
 
         if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
             raise ValueError("terms: expected a list of BM25 terms (str)")
-        return global_idf(self._bm25_dfs(term_hashes(terms)), self.num_chunks) if terms else np.zeros(0)
+        return global_idf(self._bm25_df(term_hashes(terms)), self.num_chunks) if terms else np.zeros(0)
 
     def bm25_idf_mass(self, query: str, known: set[str] | None = None) -> float:
         """About the BM25 score a chunk of average length holding each query term once would get
@@ -348,7 +348,7 @@ class Index:
         if not term_weights:
             return 0.0
         terms, weights, _ = weighted_query(term_weights)
-        return idf_mass_of(terms, weights, self._bm25_dfs(term_hashes(terms)), self.num_chunks, known)
+        return idf_mass_of(terms, weights, self._bm25_df(term_hashes(terms)), self.num_chunks, known)
 
     def corpus_words(self, limit: int = 0) -> dict[str, int]:
         """{word: count} of the corpus's plain words (lower-cased, alphabetic, 3-24 letters, no stop
@@ -392,13 +392,13 @@ class Index:
             return _merge_topk([], k)
         terms, term_weight, group_ids = weighted_query(term_weights, groups)
         hashes = term_hashes(terms)
-        idf_all = global_idf(self._bm25_dfs(hashes), self.num_chunks)
+        idf_all = global_idf(self._bm25_df(hashes), self.num_chunks)
         parts = self._bm25_tops(hashes, term_weight, idf_all, group_ids, k)
         return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
 
     # -- the per-shard work of a query: a subclass may run it elsewhere (pipelines/ray_search.py) --
-    def _bm25_dfs(self, hashes: np.ndarray) -> list[np.ndarray]:
-        """Per shard, each hashed term's document frequency (int64 [n])."""
+    def _bm25_df(self, hashes: np.ndarray) -> np.ndarray:
+        """Each hashed term's document frequency over every shard (int64 [n])."""
         from index.bm25 import shard_dfs
 
         return shard_dfs([sh.bm25 for sh in self._shards], hashes)

@@ -5,7 +5,7 @@ the Index the cascade already reads (the manifest, the tokenizer, chunk text and
 memory maps, the expansion table), so `pipelines.cascade.Cascade` runs on it unchanged. Three calls
 touch every shard of a query, and `Index` routes each through one method this class overrides:
 
-    _bm25_dfs   each term's document frequency per shard: the driver sums them into the global idf
+    _bm25_df    each term's document frequency: the driver sums the shards' into the global idf
     _bm25_tops  each shard's weighted BM25 top-k under that idf (plain BM25, the expanded list)
     _ann_parts  each shard's static FAISS top-k
 
@@ -14,7 +14,8 @@ functions the local path calls (`index.bm25.shard_dfs`, `index.store.shard_bm25_
 `index.store.ann_search`); the driver adds each shard's chunk offset and takes the top-k with
 `Index`'s own merge, so chunk ids and scores are those of the local path, bit for bit
 (tests/test_ray_engine.py). BM25 costs two round trips (frequencies, then scores), as global idf
-needs every shard's counts before any shard can score. The fan-out's cost over the same search in
+needs every shard's counts before any shard can score; the driver keeps the frequencies it has
+summed (an index never changes under a RayIndex), so a term is counted across the cluster once. The fan-out's cost over the same search in
 process is measured in BENCHMARKS.md, "Ray engine (issue 12)" (bench/ray_engine.py).
 
 The driver reads chunk text and provenance from the index folder itself (a few dozen rows a query),
@@ -34,6 +35,8 @@ import numpy as np
 
 from index.store import Index, _Shard, ann_search, shard_bm25_tops
 
+DF_CACHE_TERMS = 1 << 20  # document frequencies the driver keeps (~100 MB at most); then it starts over
+
 
 class ShardActor:
     """Some shards of one index, opened once; answers the per-shard parts of queries (run as a Ray
@@ -49,7 +52,7 @@ class ShardActor:
             _ = sh.bm25, sh.ann
         return self.positions
 
-    def bm25_dfs(self, hashes: np.ndarray) -> list[np.ndarray]:
+    def bm25_df(self, hashes: np.ndarray) -> np.ndarray:
         from index.bm25 import shard_dfs
 
         return shard_dfs([sh.bm25 for sh in self.shards], hashes)
@@ -92,6 +95,7 @@ class RayIndex(Index):
         remote = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(ShardActor)
         out._actors = [remote.remote(g) for g in groups]
         out._held = [[s for s, _, _ in g] for g in groups]  # the shard positions each actor answers for
+        out._df_cache = {}  # term hash -> document frequency over every shard (the index is immutable)
         ray.get([a.warm.remote() for a in out._actors])  # every shard opened before the first query
         return out
 
@@ -106,8 +110,23 @@ class RayIndex(Index):
                 parts[s] = part
         return parts
 
-    def _bm25_dfs(self, hashes: np.ndarray) -> list[np.ndarray]:
-        return self._gather_parts("bm25_dfs", hashes)
+    def _bm25_df(self, hashes: np.ndarray) -> np.ndarray:
+        """Summed over the actors for the terms not counted before; the others from `_df_cache`."""
+        import ray
+
+        cache = self._df_cache
+        keys = hashes.tolist()
+        known = [cache.get(h) for h in keys]
+        todo = [h for h, d in zip(keys, known, strict=True) if d is None]
+        if todo:
+            asked = np.array(todo, np.uint64)
+            fresh = np.sum(ray.get([a.bm25_df.remote(asked) for a in self._actors]), axis=0, dtype=np.int64)
+            counted = dict(zip(todo, fresh.tolist(), strict=True))
+            if len(cache) + len(counted) > DF_CACHE_TERMS:
+                cache.clear()
+            cache.update(counted)
+            known = [counted[h] if d is None else d for h, d in zip(keys, known, strict=True)]
+        return np.array(known, np.int64).reshape(len(keys))
 
     def _bm25_tops(self, hashes, term_weight, idf_all, group_ids, k: int) -> list:
         return self._gather_parts("bm25_tops", hashes, term_weight, idf_all, group_ids, k)
