@@ -205,8 +205,9 @@ def main() -> None:
     ):
         lo, ra = fan["p50_ms"]["local"][key], fan["p50_ms"]["ray"][key]
         print(f"| p50 ms: {name} | {lo:.1f} | {ra:.1f} | {ra - lo:+.1f} |")
+    same = results["identical_indexes"] if runs else "not built in this run"
     print(
-        f"\nindexes identical: {results['identical_indexes']}; queries with different ids or scores: "
+        f"\nindexes identical: {same}; queries with different ids or scores: "
         f"{fan['mismatches']} of {fan['queries']}"
     )
 
