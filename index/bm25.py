@@ -203,38 +203,80 @@ def query_term_weights(
     return {t: bigram_weight if " " in t else 1.0 for t in text_terms(text, bigrams, compounds)}
 
 
+def shard_dfs(shards: list[ShardBM25], hashes: np.ndarray) -> np.ndarray:
+    """int64 [n]: in how many chunks of `shards` each hashed term occurs, summed (the first half of a
+    query with global idf; a Ray actor runs it over the shards it holds, pipelines/ray_search.py)."""
+    return np.sum([sh.df(sh.lookup(hashes)) for sh in shards], axis=0, dtype=np.int64)
+
+
+def global_idf(df: np.ndarray, num_chunks: int) -> np.ndarray:
+    """float64 [n]: each term's idf over the whole index, from its document frequency over all shards."""
+    return lucene_idf(df, num_chunks)
+
+
 def _global_idf(shards: list[ShardBM25], terms: list[str]) -> tuple[list, list, np.ndarray]:
     """Per shard the terms' columns and document frequencies, and each term's idf over all shards."""
     hashes = term_hashes(terms)
     cols = [sh.lookup(hashes) for sh in shards]
     dfs = [sh.df(c) for sh, c in zip(shards, cols, strict=True)]
-    return cols, dfs, lucene_idf(np.sum(dfs, axis=0), sum(sh.num_chunks for sh in shards))
+    return cols, dfs, global_idf(np.sum(dfs, axis=0), sum(sh.num_chunks for sh in shards))
 
 
-def search_weighted(
-    shards: list[ShardBM25], term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per shard (local chunk ids, scores) of its top-k: sum over terms of weight * BM25, scored with
-    global idf (each shard's postings rescaled by global idf / shard idf). `groups` maps terms to a
-    group name: a group's terms count once per chunk, by the best (terms not in it: a group each)."""
-    if not term_weights:
-        return []
+def weighted_query(
+    term_weights: dict[str, float], groups: dict[str, str] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """(terms sorted, float64 weight of each, int64 group of each or None): the form every shard
+    scores (`shard_top`). `groups` maps terms to a group name; terms not in it are a group each."""
     terms = sorted(term_weights)
     term_weight = np.array([float(term_weights[t]) for t in terms])
     group_ids = None
     if groups is not None:
         names: dict[str, int] = {}
         group_ids = np.array([names.setdefault(groups.get(t, "\0" + t), len(names)) for t in terms], np.int64)
-    cols, dfs, idf_all = _global_idf(shards, terms)
-    out = []
-    for sh, c, df in zip(shards, cols, dfs, strict=True):
-        weights = term_weight * np.where(df > 0, idf_all / lucene_idf(np.maximum(df, 1), sh.num_chunks), 0.0)
-        scores = sh.scores(c, weights, group_ids)
-        kk = min(k, len(scores))
-        top = np.argpartition(-scores, kk - 1)[:kk]
-        top = top[scores[top] > 0]
-        out.append((top, scores[top]))
-    return out
+    return terms, term_weight, group_ids
+
+
+def shard_top(
+    sh: ShardBM25,
+    cols: np.ndarray,
+    term_weight: np.ndarray,
+    idf_all: np.ndarray,
+    group_ids: np.ndarray | None,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's top-k (local chunk ids, scores): sum over terms of weight * BM25 with global idf
+    (the shard's postings rescaled by global idf / shard idf). `cols`: the terms' columns here."""
+    df = sh.df(cols)
+    weights = term_weight * np.where(df > 0, idf_all / lucene_idf(np.maximum(df, 1), sh.num_chunks), 0.0)
+    scores = sh.scores(cols, weights, group_ids)
+    kk = min(k, len(scores))
+    top = np.argpartition(-scores, kk - 1)[:kk]
+    top = top[scores[top] > 0]
+    return top, scores[top]
+
+
+def search_weighted(
+    shards: list[ShardBM25], term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per shard (local chunk ids, scores) of its top-k: sum over terms of weight * BM25, scored with
+    global idf (`shard_top`). `groups` maps terms to a group name: a group's terms count once per
+    chunk, by the best (terms not in it: a group each)."""
+    if not term_weights:
+        return []
+    terms, term_weight, group_ids = weighted_query(term_weights, groups)
+    cols, _, idf_all = _global_idf(shards, terms)
+    return [shard_top(sh, c, term_weight, idf_all, group_ids, k) for sh, c in zip(shards, cols, strict=True)]
+
+
+def idf_mass_of(
+    terms: list[str], weights: np.ndarray, df: np.ndarray, num_chunks: int, known: set[str] | None
+) -> float:
+    """`idf_mass` from the document frequencies of `terms` (sorted, as `weighted_query`) over all shards."""
+    idf = global_idf(df, num_chunks)  # absent words get the rarest word's idf
+    absent = df == 0
+    joined = np.array([" " in t or "-" in t or (known is not None and t not in known) for t in terms])
+    idf[absent & joined] = 0.0  # an absent bigram or compound is a new pairing, not a rare word
+    return float(np.dot(weights, idf))
 
 
 def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float], known: set[str] | None = None) -> float:
@@ -243,9 +285,6 @@ def idf_mass(shards: list[ShardBM25], term_weights: dict[str, float], known: set
     the query a chunk covers. `known`: when given, an absent term outside it (a typo, a code) counts 0 too."""
     if not term_weights:
         return 0.0
-    terms = sorted(term_weights)
-    _, dfs, idf = _global_idf(shards, terms)  # absent words get the rarest word's idf
-    absent = np.sum(dfs, axis=0) == 0
-    joined = np.array([" " in t or "-" in t or (known is not None and t not in known) for t in terms])
-    idf[absent & joined] = 0.0  # an absent bigram or compound is a new pairing, not a rare word
-    return float(np.dot([float(term_weights[t]) for t in terms], idf))
+    terms, weights, _ = weighted_query(term_weights)
+    df = shard_dfs(shards, term_hashes(terms))
+    return idf_mass_of(terms, weights, df, sum(sh.num_chunks for sh in shards), known)

@@ -276,14 +276,9 @@ class _Builder:
 
     # -- streaming the corpus into shards ----------------------------------------------------------
     def run(self, plan: dict) -> dict:
-        from index.embedders import load_dense
-
         cfg = self.cfg
         dense_on = self.manifest["dense"]["enabled"] if self.manifest else plan["dense"]
-        dense_model = None
-        if dense_on:
-            with phase(f"loading the dense model {self.dense_id()}", self.quiet):
-                dense_model = load_dense(self.dense_id())
+        dense_model = self._dense_for_shards(dense_on)
         first, doc_base = plan["first_shard"], (self.manifest["counts"]["docs"] if self.manifest else 0)
         done = self._finished_shards(first)
         # documents read from the corpus so far, skipped ones included (older shards lack the field)
@@ -321,6 +316,7 @@ class _Builder:
             done.append(
                 self._close(progress, buffer, shard_no, doc_start, dense_model, reader.report.documents)
             )
+        done = self._settle(done)
         progress.close()
         if not done and not self.manifest:
             raise ValueError(
@@ -329,6 +325,19 @@ class _Builder:
             )
         expansion = self._expansion_table(done)
         return self._write_manifest(plan, done, reader.report.to_dict(), time.time() - started, expansion)
+
+    def _dense_for_shards(self, dense_on: bool):
+        """What `_close` hands each shard for its dense tier: the loaded model here (None: no tier)."""
+        if not dense_on:
+            return None
+        from index.embedders import load_dense
+
+        with phase(f"loading the dense model {self.dense_id()}", self.quiet):
+            return load_dense(self.dense_id())
+
+    def _settle(self, done: list) -> list[dict]:
+        """The shards' metadata once every shard is written (here each `_close` wrote its shard)."""
+        return done
 
     def _expansion_table(self, new_shards: list[dict]) -> dict:
         """The expansion table phase (index/expansion_table.py), after the shards and before the
@@ -417,18 +426,23 @@ class _Builder:
             tokenizer=self.tokenizer,
             static=self.static,
             faiss_template=self.out / "faiss.template",
-            bm25_params={
-                "k1": self.cfg.bm25_k1,
-                "b": self.cfg.bm25_b,
-                "bigrams": self.cfg.bm25_bigrams,
-                "compounds": self.cfg.bm25_compounds,
-            },
+            bm25_params=self.bm25_params(),
             dense_model=dense_model,
             quiet=self.quiet,
             docs_read=docs_read,
             status=status,
         )
         return dict(meta, name=name)
+
+    def bm25_params(self) -> dict:
+        """The BM25 settings every shard is written with (index/bm25.py write_bm25)."""
+        cfg = self.cfg
+        return {
+            "k1": cfg.bm25_k1,
+            "b": cfg.bm25_b,
+            "bigrams": cfg.bm25_bigrams,
+            "compounds": cfg.bm25_compounds,
+        }
 
     def _write_manifest(
         self, plan: dict, new_shards: list[dict], report: dict, seconds: float, expansion: dict
@@ -567,8 +581,14 @@ def build_index(
     append: bool = False,
     quiet: bool = False,
     keep_duplicates: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Build (or resume, or append to) the index at `out` from the file or folder `corpus`.
+
+    engine "ray": each shard is written by a Ray task (index/ray_build.py) on the cluster at
+    `ray_address` (None: the running Ray session, or a new local one); the index comes out the same,
+    byte for byte.
 
     Returns the manifest (index.json) as a dict. A finished build of the same corpus and config is
     left as it is (`finished_build`). An append skips documents whose text the index already holds
@@ -577,6 +597,9 @@ def build_index(
     """
     cfg = config or BuildConfig()
     cfg.validate()
+    from util.ray_cluster import check_engine
+
+    check_engine(engine, ray_address)
     if not Path(corpus).exists():
         raise FileNotFoundError(f"{corpus}: no such file or directory")
     if not append and (done := finished_build(out, corpus, cfg)) is not None:
@@ -590,7 +613,12 @@ def build_index(
         per_run = {k: getattr(cfg, k) for k in _PER_RUN_FIELDS}
         _warn_ignored_on_append(cfg, built_with)
         cfg = dataclasses.replace(BuildConfig(**built_with), **per_run, tokenizer=cfg.tokenizer)
-    builder = _Builder(corpus, Path(out), cfg, append, quiet, keep_duplicates)
+    if engine == "ray":
+        from index.ray_build import RayBuilder
+
+        builder = RayBuilder(corpus, Path(out), cfg, append, quiet, keep_duplicates, address=ray_address)
+    else:
+        builder = _Builder(corpus, Path(out), cfg, append, quiet, keep_duplicates)
     if (done := builder.finish_written()) is not None:
         return done
     plan = builder.plan()

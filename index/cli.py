@@ -8,6 +8,7 @@ import sys
 
 from index.build import BuildConfig, build_index
 from util.configs import resolve_config
+from util.ray_cluster import add_engine_args, check_engine
 from util.runinfo import check_writable
 
 
@@ -44,6 +45,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.dense is not None:
         overrides.append(f"dense={'on' if args.dense else 'off'}")
     cfg = resolve_config(BuildConfig, args.config, overrides)
+    check_engine(args.engine, args.ray_address)
     check_writable(args.out, "--out", folder=True)
     manifest = build_index(
         args.corpus,
@@ -52,6 +54,8 @@ def _build(args: argparse.Namespace) -> int:
         append=args.append,
         quiet=args.quiet,
         keep_duplicates=args.keep_duplicates,
+        engine=args.engine,
+        ray_address=args.ray_address,
     )
     if not args.quiet:
         from index.store import Index
@@ -156,6 +160,7 @@ def register(subparsers) -> None:
     p.add_argument("--shard-chunks", type=int, help="chunks per shard (default 262144)")
     p.add_argument("--chunk-len", type=int, help="tokens per chunk (default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    add_engine_args(p, "each shard is written by a Ray task")
     p.add_argument(
         "--set",
         action="append",

@@ -64,6 +64,28 @@ def _merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.
     return ids[order].astype(np.int64), scores[order].astype(np.float32)
 
 
+def shard_bm25_tops(
+    shards: list, hashes: np.ndarray, term_weight, idf_all, group_ids, k: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per BM25 shard (index.bm25.ShardBM25), its weighted top-k (local ids, scores) under the
+    global idf `idf_all` (index.bm25.shard_top)."""
+    from index.bm25 import shard_top
+
+    return [shard_top(sh, sh.lookup(hashes), term_weight, idf_all, group_ids, k) for sh in shards]
+
+
+def ann_search(ann, vectors: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's static ANN search: (I local ids [n, k'] with -1 for none, D [n, k'])."""
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(ann).nprobe = nprobe
+    except RuntimeError:
+        pass  # not an IVF index
+    D, I = ann.search(vectors, min(k, ann.ntotal))
+    return I, D
+
+
 def _verify_shared(path: Path, manifest: dict) -> int:
     """Check the shared files that record their sha256 (FAISS template, pooled static table); return
     how many were checked. The tokenizer is checked on every open."""
@@ -310,19 +332,23 @@ class Index:
 
     def bm25_term_idf(self, terms: list[str]) -> np.ndarray:
         """float64 [n]: each BM25 term's idf over the whole index (a term no chunk has: the rarest)."""
-        from index.bm25 import _global_idf
+        from index.bm25 import global_idf, term_hashes
 
         if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
             raise ValueError("terms: expected a list of BM25 terms (str)")
-        return _global_idf([sh.bm25 for sh in self._shards], terms)[2] if terms else np.zeros(0)
+        return global_idf(self._bm25_df(term_hashes(terms)), self.num_chunks) if terms else np.zeros(0)
 
     def bm25_idf_mass(self, query: str, known: set[str] | None = None) -> float:
         """About the BM25 score a chunk of average length holding each query term once would get
         (sum of global idf over the query's terms): search_bm25 score / this = query coverage.
         `known`: BM25 terms of real words; an absent term outside it (a typo) then counts 0."""
-        from index.bm25 import idf_mass
+        from index.bm25 import idf_mass_of, term_hashes, weighted_query
 
-        return idf_mass([sh.bm25 for sh in self._shards], self._query_weights(query), known)
+        term_weights = self._query_weights(query)
+        if not term_weights:
+            return 0.0
+        terms, weights, _ = weighted_query(term_weights)
+        return idf_mass_of(terms, weights, self._bm25_df(term_hashes(terms)), self.num_chunks, known)
 
     def corpus_words(self, limit: int = 0) -> dict[str, int]:
         """{word: count} of the corpus's plain words (lower-cased, alphabetic, 3-24 letters, no stop
@@ -358,11 +384,34 @@ class Index:
     def _bm25_weighted(
         self, term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k over all shards (global ids) for weighted BM25 terms."""
-        from index.bm25 import search_weighted
+        """Top-k over all shards (global ids) for weighted BM25 terms: the shards' document
+        frequencies give the global idf, then each shard scores with it and the top-k lists merge."""
+        from index.bm25 import global_idf, term_hashes, weighted_query
 
-        parts = search_weighted([sh.bm25 for sh in self._shards], term_weights, k, groups)
+        if not term_weights:
+            return _merge_topk([], k)
+        terms, term_weight, group_ids = weighted_query(term_weights, groups)
+        hashes = term_hashes(terms)
+        idf_all = global_idf(self._bm25_df(hashes), self.num_chunks)
+        parts = self._bm25_tops(hashes, term_weight, idf_all, group_ids, k)
         return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
+
+    # -- the per-shard work of a query: a subclass may run it elsewhere (pipelines/ray_search.py) --
+    def _bm25_df(self, hashes: np.ndarray) -> np.ndarray:
+        """Each hashed term's document frequency over every shard (int64 [n])."""
+        from index.bm25 import shard_dfs
+
+        return shard_dfs([sh.bm25 for sh in self._shards], hashes)
+
+    def _bm25_tops(
+        self, hashes, term_weight, idf_all, group_ids, k: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per shard, its weighted BM25 top-k (local ids, scores) under the global idf `idf_all`."""
+        return shard_bm25_tops([sh.bm25 for sh in self._shards], hashes, term_weight, idf_all, group_ids, k)
+
+    def _ann_parts(self, vectors: np.ndarray, k: int, nprobe: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per shard, its static ANN (I local ids [n, k'] with -1, D [n, k'])."""
+        return [ann_search(sh.ann, vectors, k, nprobe) for sh in self._shards]
 
     def search_static(
         self, query: str, k: int = 10, nprobe: int | None = None
@@ -384,18 +433,11 @@ class Index:
     def _search_vectors(
         self, vectors: np.ndarray, k: int, nprobe: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
-
         n = len(vectors)
-        per_shard = []
-        for s, shard in enumerate(self._shards):
-            ann = shard.ann
-            try:
-                faiss.extract_index_ivf(ann).nprobe = nprobe or self.nprobe
-            except RuntimeError:
-                pass  # not an IVF index
-            D, I = ann.search(vectors, min(k, ann.ntotal))
-            per_shard.append((np.where(I >= 0, I + self._chunk_start[s], -1), D))
+        per_shard = [
+            (np.where(I >= 0, I + self._chunk_start[s], -1), D)
+            for s, (I, D) in enumerate(self._ann_parts(vectors, k, nprobe or self.nprobe))
+        ]
         I_out = np.full((n, k), -1, np.int64)
         D_out = np.full((n, k), -np.inf, np.float32)
         for q in range(n):

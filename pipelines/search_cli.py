@@ -27,6 +27,7 @@ from pipelines.cascade_config import cascade_config
 from pipelines.query import check_query_text
 from pipelines.results import STAGES, SearchResult, StageSpec
 from util.configs import config_to_dict
+from util.ray_cluster import add_engine_args, check_engine
 from util.runinfo import atomic_path, check_writable
 
 
@@ -36,11 +37,23 @@ def _cascade(args: argparse.Namespace) -> Cascade:
     model loads here (torch and MiniLM take 25-45 s to import), so a bad argument fails in a second."""
     from index import Index
 
+    check_engine(args.engine, args.ray_address)
     overrides = list(args.overrides) + list(args.set or [])
     cfg = cascade_config(args.config, overrides, k=args.k, hops=getattr(args, "hops", None))
     cascade = Cascade(Index.open(args.index), cfg, quiet=getattr(args, "quiet", False))
     cascade.budgets()  # k <= 0 or larger than the index
     return cascade
+
+
+def _on_engine(cascade: Cascade, args: argparse.Namespace) -> Cascade:
+    """The checked cascade on the chosen engine: itself (local), or over the same index with its
+    shards held by Ray actors (pipelines/ray_search.py); started only once every argument is checked."""
+    if args.engine != "ray":
+        return cascade
+    from pipelines.ray_search import RayIndex
+
+    index = RayIndex.fan_out(cascade.index, address=args.ray_address)
+    return Cascade(index, cascade.cfg, quiet=cascade.quiet)
 
 
 def print_table(result: SearchResult, out=None, stages: tuple[StageSpec, ...] = STAGES) -> None:
@@ -99,7 +112,7 @@ def print_answer(result: SearchResult, out=None) -> None:
 
 def _search(args: argparse.Namespace) -> int:
     check_query_text(args.query)
-    cascade = _cascade(args)
+    cascade = _on_engine(_cascade(args), args)
     cascade.warm()  # lazy loads (BM25, FAISS, MiniLM) stay out of the reported per-stage latency
     result = cascade.search(args.query)
     if args.json:
@@ -164,6 +177,7 @@ def _ask(args: argparse.Namespace) -> int:
         check_writable(args.out, "--out")
     cascade = _cascade(args)
     reader = None if args.no_reader else load_reader(args.reader)  # a bad --reader fails before jax loads
+    cascade = _on_engine(cascade, args)
     cascade.warm()  # lazy loads (BM25, FAISS, MiniLM) stay out of the reported per-stage latency
     if reader is not None:
         reader.warm(cascade.cfg.k)  # compilation stays out of the reported reader latency
@@ -256,6 +270,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of CascadeConfig fields (default: none, the built-in ones)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     p.add_argument("--set", action="append", metavar="key=value", help="CascadeConfig override (repeatable)")
+    add_engine_args(p, "the shards' query work runs in Ray actors, the merge here")
 
 
 def register(subparsers) -> None:

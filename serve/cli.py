@@ -15,6 +15,7 @@ and the ready line names it.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import socket
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from serve.config import ServeConfig
 from util.configs import resolve_config
+from util.ray_cluster import add_engine_args, check_engine
 
 MIN_KEY_CHARS = 16  # a shorter key is refused: it could be guessed
 
@@ -82,6 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"--host {args.host}: not a loopback address; a server others can reach needs "
             "--api-key-file F (clients then send 'Authorization: Bearer KEY')"
         )
+    check_engine(args.engine, args.ray_address)
     cfg = cascade_config(args.config, list(args.set or []))
     scfg = resolve_config(ServeConfig, None, list(args.limit or []))  # --limit max_k=40 ...
     Cascade(Index.open(args.index), cfg).budgets()  # a config k larger than the index fails now
@@ -100,7 +103,12 @@ def _serve(args: argparse.Namespace) -> int:
     from serve.app import create_app
     from serve.snapshot import Live
 
-    live = Live(args.index, cfg, watch_s=scfg.watch_s)
+    opener = Index.open
+    if args.engine == "ray":  # every snapshot's shards held by Ray actors (pipelines/ray_search.py)
+        from pipelines.ray_search import open_index
+
+        opener = functools.partial(open_index, engine="ray", address=args.ray_address)
+    live = Live(args.index, cfg, watch_s=scfg.watch_s, opener=opener)
     if reader is not None:
         # every decode shape a request can need is compiled before the first one: up to max_k, not
         # the index's size, which an append may raise
@@ -155,4 +163,5 @@ def register(subparsers) -> None:
         help="ServeConfig bound (repeatable): max_k, max_hops, max_batch, max_query_chars, max_body_bytes, "
         "watch_s (default: 20, 4, 16, 13000, 262144, 1.0)",
     )
+    add_engine_args(p, "the shards' query work runs in Ray actors, the merge in the server")
     p.set_defaults(func=_serve)

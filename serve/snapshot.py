@@ -96,13 +96,14 @@ def open_snapshot(
     cfg: CascadeConfig,
     serial: int = 1,
     previous: Snapshot | None = None,
+    opener=Index.open,
 ) -> Snapshot:
     """Open the index at `path`, build its cascade and warm everything a request would load lazily.
     The encoder of `previous` is shared when the new manifest extends its shards (an append)."""
     t0 = time.perf_counter()
     path = Path(path)
     signature = manifest_signature(path)
-    index = Index.open(path)
+    index = opener(path)  # Index.open, or pipelines.ray_search.open_index for --engine ray
     encoder = None
     if previous is not None and previous.cascade.needs_dense_model:
         old = previous.shard_names()
@@ -127,9 +128,12 @@ def open_snapshot(
 class Live:
     """The current snapshot of one index, replaced by a warmed new one when index.json changes."""
 
-    def __init__(self, path: str | os.PathLike, cfg: CascadeConfig, watch_s: float = 1.0):
-        self.path, self.cfg, self.watch_s = Path(path), cfg, watch_s
-        self.current = open_snapshot(self.path, cfg)  # read once per request: a reference swap is atomic
+    def __init__(self, path: str | os.PathLike, cfg: CascadeConfig, watch_s: float = 1.0, opener=Index.open):
+        """`opener`: opens each snapshot's index (Index.open; the Ray engine's open_index)."""
+        self.path, self.cfg, self.watch_s, self.opener = Path(path), cfg, watch_s, opener
+        self.current = open_snapshot(
+            self.path, cfg, opener=opener
+        )  # read once per request: a reference swap is atomic
         self.last_error: str | None = None  # why the last reopen failed (the old snapshot kept serving)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,7 +151,7 @@ class Live:
         if signature == cur.signature:
             return False
         try:
-            new = open_snapshot(self.path, self.cfg, serial=cur.serial + 1, previous=cur)
+            new = open_snapshot(self.path, self.cfg, serial=cur.serial + 1, previous=cur, opener=self.opener)
         except (ValueError, OSError) as e:
             self.last_error = f"reopening {self.path}: {e}"
             print(f"retro serve: {self.last_error}; still serving snapshot {cur.serial}", file=sys.stderr)

@@ -106,6 +106,27 @@ def test_argument_errors_come_before_any_heavy_import(idx, tmp_path):
         ),
         (["neighbours", idx, "--out", str(tmp_path / "nb"), "-k", "0"], "-k must be > 0"),
         (["neighbours", idx, "--out", str(tmp_path / "nb"), "-k", "100000"], "larger than the index"),
+        (["search", idx, "x", "--ray-address", "auto"], "--ray-address: only with --engine ray"),
+        (["search", idx, "x", "--engine", "ray", "-k", "0"], "-k must be > 0"),
+        (
+            ["ask", idx, "why?", "--engine", "ray", "--reader", str(tmp_path / "no-reader")],
+            "no such checkpoint",
+        ),
+        (
+            [
+                "index",
+                "build",
+                str(q),
+                "--out",
+                str(tmp_path / "ib"),
+                "--engine",
+                "ray",
+                "--ray-address",
+                " ",
+            ],
+            "--ray-address: empty",
+        ),
+        (["serve", idx, "--ray-address", "auto"], "--ray-address: only with --engine ray"),
     ]
     assert_refused_before_heavy_imports(cases, cwd=tmp_path)
     assert not (tmp_path / "niah").exists() and not (tmp_path / "nb").exists()  # nothing was started
@@ -207,3 +228,22 @@ def test_a_pasted_page_is_searched_as_its_first_words(idx, capsys):
     # the CLI says so above the table
     assert main(["search", idx, page, "-k", "2", *NO_MODELS]) == 0
     assert f"note: query cut to its first {MAX_QUERY_WORDS} of {words} words" in capsys.readouterr().out
+
+
+def test_engine_ray_without_the_ray_package_names_the_extra(idx, monkeypatch, capsys):
+    """With ray not importable (sys.modules["ray"] = None hides it), --engine ray is refused in one
+    line naming `pip install 'retro[ray]'`, on every command that has the flag."""
+    import sys
+
+    from pipelines.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    for argv in (
+        ["search", idx, "which module encodes base64?", "--engine", "ray"],
+        ["ask", idx, "which module encodes base64?", "--engine", "ray", "--no-reader"],
+        ["index", "build", idx, "--out", idx, "--engine", "ray"],
+        ["serve", idx, "--engine", "ray"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "pip install 'retro[ray]'" in err, (argv, err)

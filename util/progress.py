@@ -14,7 +14,9 @@ are the phases of a build: `tokenizer`, `static`, `quantizer` (index/shared.py),
 (twice per run: before index.json is written, and after it but before build.json goes;
 index/build.py), `bm25` and `shard` (each shard: before its BM25 tier, and when its files are
 complete but before its folder is renamed into place; index/shard.py). Unset, a point costs one
-dictionary lookup.
+dictionary lookup. `RETRO_KILL_ONCE=<file>` makes the kill happen once across processes: the
+process that first creates <file> dies, later ones pass the point (a Ray task retried after its
+worker was killed runs in a fresh process whose counts start at zero; tests/test_ray_engine.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 
 _TICK_S = 0.5  # how often a phase's clock is redrawn
 KILL_ENV = "RETRO_KILL_AT"  # fault injection: "<point>[:<n>]" (see the module docstring)
+KILL_ONCE_ENV = "RETRO_KILL_ONCE"  # a file: only the process that creates it is killed
 _reached: Counter[str] = Counter()  # how often each kill point was reached in this process
 
 
@@ -42,6 +45,12 @@ def kill_point(name: str) -> None:
         return
     _reached[name] += 1
     if _reached[name] == int(nth or 1):
+        once = os.environ.get(KILL_ONCE_ENV)
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return  # another process was killed here already
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 

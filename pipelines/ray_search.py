@@ -1,0 +1,156 @@
+"""`retro search / ask / serve --engine ray`: the shards' query work in Ray actors, the merge in the driver.
+
+`RayIndex` is an `index.Index` whose per-shard query work runs in `ShardActor`s; everything else is
+the Index the cascade already reads (the manifest, the tokenizer, chunk text and provenance through
+memory maps, the expansion table), so `pipelines.cascade.Cascade` runs on it unchanged. Three calls
+touch every shard of a query, and `Index` routes each through one method this class overrides:
+
+    _bm25_df    each term's document frequency: the driver sums the shards' into the global idf
+    _bm25_tops  each shard's weighted BM25 top-k under that idf (plain BM25, the expanded list)
+    _ann_parts  each shard's static FAISS top-k
+
+An actor opens its shards once (BM25 arrays memory-mapped, FAISS read) and answers with the very
+functions the local path calls (`index.bm25.shard_dfs`, `index.store.shard_bm25_tops`,
+`index.store.ann_search`); the driver adds each shard's chunk offset and takes the top-k with
+`Index`'s own merge, so chunk ids and scores are those of the local path, bit for bit
+(tests/test_ray_engine.py). BM25 costs two round trips (frequencies, then scores), as global idf
+needs every shard's counts before any shard can score; the driver keeps the frequencies it has
+summed (an index never changes under a RayIndex), so a term is counted across the cluster once. The fan-out's cost over the same search in
+process (BENCHMARKS.md, "Ray engine (issue 12)", bench/ray_engine.py; 2 cores at load ~20, 13M
+tokens, 7 shards, 2 actors): +40 ms p50 for BM25 + static top-100 (3 round trips), +110 ms for a
+cascade hop, whose calls wait on each other; the 20 ms target needs them sent together.
+
+The driver reads chunk text and provenance from the index folder itself (a few dozen rows a query),
+so it needs the folder at the same path as the actors (a shared file system).
+
+    from pipelines.ray_search import open_index
+    index = open_index("IDX", engine="ray")          # a local cluster with this machine's CPUs
+    Cascade(index).search("how do I list open files")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from index.store import Index, _Shard, ann_search, shard_bm25_tops
+
+DF_CACHE_TERMS = 1 << 20  # document frequencies the driver keeps (~100 MB at most); then it starts over
+
+
+class ShardActor:
+    """Some shards of one index, opened once; answers the per-shard parts of queries (run as a Ray
+    actor by `RayIndex`). `shards`: [(index in the manifest, folder, first document)]."""
+
+    def __init__(self, shards: list[tuple[int, str, int]]) -> None:
+        self.positions = [s for s, _, _ in shards]
+        self.shards = [_Shard(Path(folder), doc_base) for _, folder, doc_base in shards]
+
+    def warm(self) -> list[int]:
+        """Load every shard's BM25 arrays and FAISS index now; the positions held."""
+        for sh in self.shards:
+            _ = sh.bm25, sh.ann
+        return self.positions
+
+    def bm25_df(self, hashes: np.ndarray) -> np.ndarray:
+        from index.bm25 import shard_dfs
+
+        return shard_dfs([sh.bm25 for sh in self.shards], hashes)
+
+    def bm25_tops(self, hashes, term_weight, idf_all, group_ids, k: int) -> list:
+        return shard_bm25_tops([sh.bm25 for sh in self.shards], hashes, term_weight, idf_all, group_ids, k)
+
+    def ann(self, vectors: np.ndarray, k: int, nprobe: int) -> list:
+        return [ann_search(sh.ann, vectors, k, nprobe) for sh in self.shards]
+
+
+class RayIndex(Index):
+    """An Index whose per-shard query work runs in Ray actors. Use `RayIndex.open(path, address=...)`
+    or `open_index`. `actors`: how many (default: one per cluster CPU, at most one per shard)."""
+
+    @classmethod
+    def open(cls, path, *, address: str | None = None, actors: int | None = None, **kwargs) -> RayIndex:
+        """`Index.open(path, **kwargs)`, then its shards spread over `actors` Ray actors."""
+        return cls.fan_out(Index.open(path, **kwargs), address=address, actors=actors)
+
+    @classmethod
+    def fan_out(cls, index: Index, *, address: str | None = None, actors: int | None = None) -> RayIndex:
+        """The opened `index` with its shards held by Ray actors on the cluster at `address` (None:
+        the running session, or a new local one): one per cluster CPU by default, at most one per
+        shard, shards dealt round-robin. Returns once every actor has opened its shards."""
+        from util.ray_cluster import connect
+
+        if actors is not None and actors < 1:
+            raise ValueError(f"actors={actors}: must be >= 1")
+        ray = connect(address)
+        out = cls(index.path, index.manifest, index.tokenizer, index._shards)
+        out.verified = index.verified
+        n = len(out._shards)
+        actors = max(1, min(actors or int(ray.cluster_resources().get("CPU", 1)), n))
+        groups = [
+            [(s, str(out._shards[s].folder), out._shards[s].doc_base) for s in range(a, n, actors)]
+            for a in range(actors)
+        ]
+        # actors wait on queries (they hold no CPU idle), spread over the nodes
+        remote = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(ShardActor)
+        out._actors = [remote.remote(g) for g in groups]
+        out._held = [[s for s, _, _ in g] for g in groups]  # the shard positions each actor answers for
+        out._df_cache = {}  # term hash -> document frequency over every shard (the index is immutable)
+        ray.get([a.warm.remote() for a in out._actors])  # every shard opened before the first query
+        return out
+
+    def _gather_parts(self, method: str, *args) -> list:
+        """Call `method` on every actor; its per-shard answers back in manifest order."""
+        import ray
+
+        answers = ray.get([getattr(a, method).remote(*args) for a in self._actors])
+        parts: list = [None] * len(self._shards)
+        for held, answer in zip(self._held, answers, strict=True):
+            for s, part in zip(held, answer, strict=True):
+                parts[s] = part
+        return parts
+
+    def _bm25_df(self, hashes: np.ndarray) -> np.ndarray:
+        """Summed over the actors for the terms not counted before; the others from `_df_cache`."""
+        import ray
+
+        cache = self._df_cache
+        keys = hashes.tolist()
+        known = [cache.get(h) for h in keys]
+        todo = [h for h, d in zip(keys, known, strict=True) if d is None]
+        if todo:
+            asked = np.array(todo, np.uint64)
+            fresh = np.sum(ray.get([a.bm25_df.remote(asked) for a in self._actors]), axis=0, dtype=np.int64)
+            counted = dict(zip(todo, fresh.tolist(), strict=True))
+            if len(cache) + len(counted) > DF_CACHE_TERMS:
+                cache.clear()
+            cache.update(counted)
+            known = [counted[h] if d is None else d for h, d in zip(keys, known, strict=True)]
+        return np.array(known, np.int64).reshape(len(keys))
+
+    def _bm25_tops(self, hashes, term_weight, idf_all, group_ids, k: int) -> list:
+        return self._gather_parts("bm25_tops", hashes, term_weight, idf_all, group_ids, k)
+
+    def _ann_parts(self, vectors: np.ndarray, k: int, nprobe: int) -> list:
+        return self._gather_parts("ann", vectors, k, nprobe)
+
+    def close(self) -> None:
+        """Stop the actors (they also stop when this object is garbage collected)."""
+        import ray
+
+        for a in getattr(self, "_actors", []):
+            ray.kill(a)
+        self._actors = []
+
+
+def open_index(path: str | os.PathLike, engine: str = "local", address: str | None = None, **kwargs) -> Index:
+    """The index at `path` for a cascade: `Index.open` (engine "local") or `RayIndex.open` (engine
+    "ray", on the cluster at `address`; util/ray_cluster.py)."""
+    from util.ray_cluster import check_engine
+
+    check_engine(engine, address)
+    if engine == "ray":
+        return RayIndex.open(path, address=address, **kwargs)
+    return Index.open(path, **kwargs)
