@@ -291,11 +291,20 @@ class Index:
         return I, D
 
     def search_bm25_weighted(
-        self, term_weights: dict[str, float], k: int = 10, groups: dict[str, str] | None = None
+        self,
+        term_weights: dict[str, float],
+        k: int = 10,
+        groups: dict[str, str] | None = None,
+        *,
+        late: set[str] | frozenset[str] = frozenset(),
+        pool: int = 0,
+        candidates: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """BM25 with a weight per term (terms as `index.bm25.text_terms` makes them: stemmed words,
         "a b" bigrams): score = sum of weight * term score. `groups` (term -> group name) makes a
-        group's terms synonyms: each chunk counts only its best of them. (ids int64 [k'], scores float32 [k'])."""
+        group's terms synonyms: each chunk counts only its best of them. `late` terms are scored only
+        over each shard's top `pool` chunks by the other terms plus `candidates` (global chunk ids),
+        not over every chunk (index.bm25.search_weighted). (ids int64 [k'], scores float32 [k'])."""
         k = self._check_k(k)
         if not isinstance(term_weights, dict) or not term_weights:
             raise ValueError("term_weights: expected a non-empty dict of BM25 term -> weight")
@@ -306,7 +315,21 @@ class Index:
             not isinstance(groups, dict) or not all(isinstance(g, str) for g in groups.values())
         ):
             raise ValueError("groups: expected a dict of BM25 term -> group name (str)")
-        return self._bm25_weighted(term_weights, k, groups)
+        if not isinstance(late, (set, frozenset)) or not all(isinstance(t, str) for t in late):
+            raise ValueError("late: expected a set of BM25 terms (str)")
+        if not isinstance(pool, (int, np.integer)) or pool < 0:
+            raise ValueError(f"pool: must be an integer >= 0, got {pool!r}")
+        per_shard = None
+        if candidates is not None:
+            cand = np.unique(np.asarray(candidates, np.int64))
+            if cand.size and (cand[0] < 0 or cand[-1] >= self.num_chunks):
+                raise ValueError(f"candidates: chunk ids must be in [0, {self.num_chunks})")
+            starts = self._chunk_start  # [shards + 1]
+            cut = np.searchsorted(cand, starts)
+            per_shard = [cand[cut[s] : cut[s + 1]] - starts[s] for s in range(len(self._shards))]
+        return self._bm25_weighted(
+            term_weights, k, groups, late=frozenset(late), pool=int(pool), candidates=per_shard
+        )
 
     def bm25_term_idf(self, terms: list[str]) -> np.ndarray:
         """float64 [n]: each BM25 term's idf over the whole index (a term no chunk has: the rarest)."""
@@ -356,12 +379,13 @@ class Index:
         return self._bm25_weighted(self._query_weights(text), k)
 
     def _bm25_weighted(
-        self, term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None
+        self, term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None, **prune
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k over all shards (global ids) for weighted BM25 terms."""
+        """Top-k over all shards (global ids) for weighted BM25 terms (`prune`: search_weighted's
+        late / pool / candidates)."""
         from index.bm25 import search_weighted
 
-        parts = search_weighted([sh.bm25 for sh in self._shards], term_weights, k, groups)
+        parts = search_weighted([sh.bm25 for sh in self._shards], term_weights, k, groups, **prune)
         return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
 
     def search_static(
