@@ -172,13 +172,17 @@ def cheap_stage(
     skip = bool(cfg.expand_skip_literal) and literal >= cfg.expand_skip_literal
     if expansion is not None and expansion.terms and not skip:  # stop words only: no terms to expand
         terms, late = expansion_terms(index, expansion, cfg)
+        # the pruning arguments only when used, so an Index API without them serves the defaults
+        prune = {
+            "late": late,
+            "pool": cfg.expand_pool,
+            "candidates": np.concatenate([ids, bm25[0], static[0]]),
+        }
         e_ids, e_sc = index.search_bm25_weighted(
             terms,
             k=min(budgets.depth + extra, index.num_chunks),
             groups=expansion.groups if cfg.expand_grouped else None,
-            late=late,
-            pool=cfg.expand_pool if late else 0,
-            candidates=np.concatenate([ids, bm25[0], static[0]]) if late else None,
+            **(prune if late else {}),
         )
         expanded = (np.asarray(e_ids, np.int64), np.asarray(e_sc, np.float32))
         ids, scores = interleave(
