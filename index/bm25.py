@@ -148,7 +148,12 @@ class ShardBM25:
 
     def __init__(self, folder: Path, num_chunks: int) -> None:
         self.num_chunks = num_chunks
-        load = functools.partial(np.load, mmap_mode="r")
+
+        def load(path: Path) -> np.ndarray:
+            # memory-mapped, seen as a plain ndarray: slicing an np.memmap costs ~3x more per term
+            # (650 terms of a 166k-chunk shard: 228 -> 74 ms, BENCHMARKS.md "The expanded list at scale")
+            return np.load(path, mmap_mode="r").view(np.ndarray)
+
         self.data = load(folder / "data.csc.index.npy")
         self.indices = load(folder / "indices.csc.index.npy")
         self.indptr = load(folder / "indptr.csc.index.npy")
@@ -167,28 +172,68 @@ class ShardBM25:
         safe = np.maximum(cols, 0)
         return np.where(cols >= 0, self.indptr[safe + 1] - self.indptr[safe], 0).astype(np.int64)
 
+    def posting(self, col: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk rows int [n], bm25s scores float32 [n]) of one column; rows ascending."""
+        a, z = int(self.indptr[col]), int(self.indptr[col + 1])
+        return self.indices[a:z], self.data[a:z]
+
     def scores(self, cols: np.ndarray, weights: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         """float32 [C]: sum over the present terms of weight * bm25s score (weight rescales the idf).
 
         groups: int [n] or None. Terms of one group count once per chunk, by their best weighted
         score (a synonym set: the chunk that says "shed" or "cabin" for "hut" scores as one match).
+        Each term's postings are added into a dense [C] array (a column holds a row once, so fancy
+        indexing adds without collisions); a group keeps its best per chunk in a [C] array of its
+        own. The sums run in term (group) order, float64, like the bincount this replaced, so the
+        scores are the same bits; it skips that version's sort of all postings (BENCHMARKS.md,
+        "The expanded list at scale").
         """
-        rows, vals, grp = [], [], []
-        for j, (c, w) in enumerate(zip(cols, weights, strict=True)):
-            if c >= 0:
-                a, z = int(self.indptr[c]), int(self.indptr[c + 1])
-                rows.append(self.indices[a:z])
-                vals.append(self.data[a:z] * w)
-                grp.append(np.full(z - a, -1 if groups is None else groups[j], np.int64))
-        if not rows:
-            return np.zeros(self.num_chunks, np.float32)
-        row, val, g = np.concatenate(rows), np.concatenate(vals), np.concatenate(grp)
-        if groups is not None and row.size:  # best term per (chunk, group), then sum over groups
-            order = np.lexsort((-val, row, g))  # by group, chunk, best score first
-            row, val, g = row[order], val[order], g[order]
-            first = np.r_[True, (row[1:] != row[:-1]) | (g[1:] != g[:-1])]
-            row, val = row[first], val[first]
-        return np.bincount(row, weights=val, minlength=self.num_chunks).astype(np.float32)
+        out = np.zeros(self.num_chunks, np.float64)
+        present = [j for j, c in enumerate(cols) if c >= 0]
+        if groups is None:
+            for j in present:
+                rows, vals = self.posting(int(cols[j]))
+                out[rows] += vals * weights[j]
+            return out.astype(np.float32)
+        by_group: dict[int, list[int]] = {}
+        for j in present:
+            by_group.setdefault(int(groups[j]), []).append(j)
+        for g in sorted(by_group):
+            members = by_group[g]
+            if len(members) == 1:
+                rows, vals = self.posting(int(cols[members[0]]))
+                out[rows] += vals * weights[members[0]]
+                continue
+            best = np.zeros(self.num_chunks, np.float64)
+            for j in members:
+                rows, vals = self.posting(int(cols[j]))
+                best[rows] = np.maximum(best[rows], vals * weights[j])
+            out += best
+        return out.astype(np.float32)
+
+    def scores_at(
+        self, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, groups: np.ndarray | None = None
+    ) -> np.ndarray:
+        """float32 [m]: what `scores` gives at the local chunk `rows` (int, ascending, unique) only,
+        found by binary search in each posting (reads ~m log n of a posting of n, not all of it)."""
+        m = len(rows)
+        out = np.zeros(m, np.float64)
+        gids = np.arange(len(cols)) if groups is None else np.asarray(groups)
+        best: dict[int, np.ndarray] = {}
+        for j, c in enumerate(cols):
+            if c < 0 or m == 0:
+                continue
+            post, vals = self.posting(int(c))
+            if len(post) == 0:
+                continue
+            pos = np.minimum(np.searchsorted(post, rows), len(post) - 1)
+            hit = post[pos] == rows
+            val = np.where(hit, vals[pos] * weights[j], 0.0)
+            g = int(gids[j])
+            best[g] = val if g not in best else np.maximum(best[g], val)
+        for g in sorted(best):
+            out += best[g]
+        return out.astype(np.float32)
 
 
 def lucene_idf(df: np.ndarray, n: int | np.ndarray) -> np.ndarray:
@@ -243,12 +288,31 @@ def shard_top(
     idf_all: np.ndarray,
     group_ids: np.ndarray | None,
     k: int,
+    is_late: np.ndarray | None = None,
+    pool: int = 0,
+    candidates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One shard's top-k (local chunk ids, scores): sum over terms of weight * BM25 with global idf
-    (the shard's postings rescaled by global idf / shard idf). `cols`: the terms' columns here."""
+    (the shard's postings rescaled by global idf / shard idf). `cols`: the terms' columns here.
+
+    `is_late` terms (bool per term; long postings) are not scored over every chunk: the other terms
+    are, then the shard's top `pool` chunks by them plus its `candidates` (local rows, e.g. other
+    lists' hits) get their score over all terms, read from the late postings by binary search. A
+    chunk outside that set keeps the score of its early terms (a lower bound). None: exhaustive."""
     df = sh.df(cols)
     weights = term_weight * np.where(df > 0, idf_all / lucene_idf(np.maximum(df, 1), sh.num_chunks), 0.0)
-    scores = sh.scores(cols, weights, group_ids)
+    late = is_late is not None and bool(np.any(is_late))
+    scores = sh.scores(np.where(is_late, -1, cols) if late else cols, weights, group_ids)
+    if late:
+        rows = np.zeros(0, np.int64)
+        if pool > 0:
+            pp = min(pool, len(scores))
+            rows = np.argpartition(-scores, pp - 1)[:pp]
+            rows = rows[scores[rows] > 0]
+        if candidates is not None and len(candidates):
+            rows = np.concatenate([rows, np.asarray(candidates, np.int64)])
+        rows = np.unique(rows)
+        scores[rows] = sh.scores_at(rows, cols, weights, group_ids)
     kk = min(k, len(scores))
     top = np.argpartition(-scores, kk - 1)[:kk]
     top = top[scores[top] > 0]
@@ -256,16 +320,38 @@ def shard_top(
 
 
 def search_weighted(
-    shards: list[ShardBM25], term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None
+    shards: list[ShardBM25],
+    term_weights: dict[str, float],
+    k: int,
+    groups: dict[str, str] | None = None,
+    *,
+    late: frozenset[str] | set[str] = frozenset(),
+    pool: int = 0,
+    candidates: list[np.ndarray] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per shard (local chunk ids, scores) of its top-k: sum over terms of weight * BM25, scored with
     global idf (`shard_top`). `groups` maps terms to a group name: a group's terms count once per
-    chunk, by the best (terms not in it: a group each)."""
+    chunk, by the best (terms not in it: a group each). `late` / `pool` / `candidates` (per shard):
+    `shard_top`'s pruning; empty `late`: exhaustive scoring."""
     if not term_weights:
         return []
     terms, term_weight, group_ids = weighted_query(term_weights, groups)
+    is_late = np.array([t in late for t in terms]) if late else None
     cols, _, idf_all = _global_idf(shards, terms)
-    return [shard_top(sh, c, term_weight, idf_all, group_ids, k) for sh, c in zip(shards, cols, strict=True)]
+    return [
+        shard_top(
+            sh,
+            c,
+            term_weight,
+            idf_all,
+            group_ids,
+            k,
+            is_late,
+            pool,
+            None if candidates is None else candidates[s],
+        )
+        for s, (sh, c) in enumerate(zip(shards, cols, strict=True))
+    ]
 
 
 def idf_mass_of(

@@ -65,13 +65,34 @@ def _merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.
 
 
 def shard_bm25_tops(
-    shards: list, hashes: np.ndarray, term_weight, idf_all, group_ids, k: int
+    shards: list,
+    hashes: np.ndarray,
+    term_weight,
+    idf_all,
+    group_ids,
+    k: int,
+    is_late=None,
+    pool: int = 0,
+    candidates: list | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per BM25 shard (index.bm25.ShardBM25), its weighted top-k (local ids, scores) under the
-    global idf `idf_all` (index.bm25.shard_top)."""
+    global idf `idf_all` (index.bm25.shard_top; `candidates`: local rows per shard, or None)."""
     from index.bm25 import shard_top
 
-    return [shard_top(sh, sh.lookup(hashes), term_weight, idf_all, group_ids, k) for sh in shards]
+    return [
+        shard_top(
+            sh,
+            sh.lookup(hashes),
+            term_weight,
+            idf_all,
+            group_ids,
+            k,
+            is_late,
+            pool,
+            None if candidates is None else candidates[i],
+        )
+        for i, sh in enumerate(shards)
+    ]
 
 
 def ann_search(ann, vectors: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
@@ -313,11 +334,20 @@ class Index:
         return I, D
 
     def search_bm25_weighted(
-        self, term_weights: dict[str, float], k: int = 10, groups: dict[str, str] | None = None
+        self,
+        term_weights: dict[str, float],
+        k: int = 10,
+        groups: dict[str, str] | None = None,
+        *,
+        late: set[str] | frozenset[str] = frozenset(),
+        pool: int = 0,
+        candidates: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """BM25 with a weight per term (terms as `index.bm25.text_terms` makes them: stemmed words,
         "a b" bigrams): score = sum of weight * term score. `groups` (term -> group name) makes a
-        group's terms synonyms: each chunk counts only its best of them. (ids int64 [k'], scores float32 [k'])."""
+        group's terms synonyms: each chunk counts only its best of them. `late` terms are scored only
+        over each shard's top `pool` chunks by the other terms plus `candidates` (global chunk ids),
+        not over every chunk (index.bm25.search_weighted). (ids int64 [k'], scores float32 [k'])."""
         k = self._check_k(k)
         if not isinstance(term_weights, dict) or not term_weights:
             raise ValueError("term_weights: expected a non-empty dict of BM25 term -> weight")
@@ -328,7 +358,21 @@ class Index:
             not isinstance(groups, dict) or not all(isinstance(g, str) for g in groups.values())
         ):
             raise ValueError("groups: expected a dict of BM25 term -> group name (str)")
-        return self._bm25_weighted(term_weights, k, groups)
+        if not isinstance(late, (set, frozenset)) or not all(isinstance(t, str) for t in late):
+            raise ValueError("late: expected a set of BM25 terms (str)")
+        if not isinstance(pool, (int, np.integer)) or pool < 0:
+            raise ValueError(f"pool: must be an integer >= 0, got {pool!r}")
+        per_shard = None
+        if candidates is not None:
+            cand = np.unique(np.asarray(candidates, np.int64))
+            if cand.size and (cand[0] < 0 or cand[-1] >= self.num_chunks):
+                raise ValueError(f"candidates: chunk ids must be in [0, {self.num_chunks})")
+            starts = self._chunk_start  # [shards + 1]
+            cut = np.searchsorted(cand, starts)
+            per_shard = [cand[cut[s] : cut[s + 1]] - starts[s] for s in range(len(self._shards))]
+        return self._bm25_weighted(
+            term_weights, k, groups, late=frozenset(late), pool=int(pool), candidates=per_shard
+        )
 
     def bm25_term_idf(self, terms: list[str]) -> np.ndarray:
         """float64 [n]: each BM25 term's idf over the whole index (a term no chunk has: the rarest)."""
@@ -382,18 +426,23 @@ class Index:
         return self._bm25_weighted(self._query_weights(text), k)
 
     def _bm25_weighted(
-        self, term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None
+        self, term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None, **prune
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k over all shards (global ids) for weighted BM25 terms: the shards' document
-        frequencies give the global idf, then each shard scores with it and the top-k lists merge."""
+        frequencies give the global idf, then each shard scores with it and the top-k lists merge.
+        `prune`: index.bm25.shard_top's late (terms) / pool / candidates (per shard)."""
         from index.bm25 import global_idf, term_hashes, weighted_query
 
         if not term_weights:
             return _merge_topk([], k)
         terms, term_weight, group_ids = weighted_query(term_weights, groups)
+        late = prune.get("late") or frozenset()
+        is_late = np.array([t in late for t in terms]) if late else None
         hashes = term_hashes(terms)
         idf_all = global_idf(self._bm25_df(hashes), self.num_chunks)
-        parts = self._bm25_tops(hashes, term_weight, idf_all, group_ids, k)
+        parts = self._bm25_tops(
+            hashes, term_weight, idf_all, group_ids, k, is_late, prune.get("pool", 0), prune.get("candidates")
+        )
         return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
 
     # -- the per-shard work of a query: a subclass may run it elsewhere (pipelines/ray_search.py) --
@@ -404,10 +453,21 @@ class Index:
         return shard_dfs([sh.bm25 for sh in self._shards], hashes)
 
     def _bm25_tops(
-        self, hashes, term_weight, idf_all, group_ids, k: int
+        self, hashes, term_weight, idf_all, group_ids, k: int, is_late=None, pool: int = 0, candidates=None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per shard, its weighted BM25 top-k (local ids, scores) under the global idf `idf_all`."""
-        return shard_bm25_tops([sh.bm25 for sh in self._shards], hashes, term_weight, idf_all, group_ids, k)
+        """Per shard, its weighted BM25 top-k (local ids, scores) under the global idf `idf_all`
+        (`is_late` / `pool` / `candidates` per shard: index.bm25.shard_top's pruning)."""
+        return shard_bm25_tops(
+            [sh.bm25 for sh in self._shards],
+            hashes,
+            term_weight,
+            idf_all,
+            group_ids,
+            k,
+            is_late,
+            pool,
+            candidates,
+        )
 
     def _ann_parts(self, vectors: np.ndarray, k: int, nprobe: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per shard, its static ANN (I local ids [n, k'] with -1, D [n, k'])."""

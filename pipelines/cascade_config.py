@@ -45,6 +45,20 @@ class CascadeConfig:
     expand_top: int = 100  # expansion: nearest vocabulary words kept per query word / word pair
     expand_grouped: bool = True  # a query unit's expansions are synonyms: a chunk scores its best one only
     expand_min_sim: float = 0.4  # expansion: cosine a vocabulary word needs (weight = cosine)
+    # the expanded list at scale (issue 12; BENCHMARKS.md "The expanded list at scale"): its cost is
+    # the postings of its hundreds of expansion terms in every shard
+    expand_max_df: float = (
+        0.0  # drop expansion terms (not the question's own) in more than this share of chunks (0 = keep)
+    )
+    expand_max_terms: int = 0  # keep the N expansion terms with the largest weight x idf (0 = all)
+    expand_late_df: float = 0.0  # expansion terms above this share of chunks are scored only over the
+    # cheap candidates (fused, BM25, static lists) + expand_pool chunks per shard, not every chunk (0 = all)
+    expand_pool: int = (
+        1000  # with expand_late_df: per shard, the best chunks by the other terms that get the late terms too
+    )
+    expand_skip_literal: float = (
+        0.0  # no expanded list when the question's literalness >= this (0 = always run it)
+    )
     expand_corpus_words: int = 50_000  # the index's most frequent plain words that join the expansion
     # vocabulary (embedded once per index and cached; 0 = the dense model's WordPiece words only)
     # literal_coverage: the best plain-BM25 hit's query coverage (score / idf mass) is mapped to a
@@ -145,6 +159,13 @@ class CascadeConfig:
             )
         if self.expand_top <= 0:
             raise ValueError(f"CascadeConfig.expand_top: must be > 0, got {self.expand_top}")
+        for name in ("expand_max_df", "expand_late_df", "expand_skip_literal"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(
+                    f"CascadeConfig.{name}: must be in [0, 1] (0 = off), got {getattr(self, name)}"
+                )
+        if self.expand_max_terms < 0 or self.expand_pool < 0:
+            raise ValueError("CascadeConfig.expand_max_terms / expand_pool: must be >= 0")
         if self.expand_corpus_words < 0:
             raise ValueError(
                 f"CascadeConfig.expand_corpus_words: must be >= 0, got {self.expand_corpus_words}"

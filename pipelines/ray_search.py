@@ -59,8 +59,21 @@ class ShardActor:
 
         return shard_dfs([sh.bm25 for sh in self.shards], hashes)
 
-    def bm25_tops(self, hashes, term_weight, idf_all, group_ids, k: int) -> list:
-        return shard_bm25_tops([sh.bm25 for sh in self.shards], hashes, term_weight, idf_all, group_ids, k)
+    def bm25_tops(
+        self, hashes, term_weight, idf_all, group_ids, k: int, is_late=None, pool=0, candidates=None
+    ):
+        """`candidates`: local rows per held shard (or None)."""
+        return shard_bm25_tops(
+            [sh.bm25 for sh in self.shards],
+            hashes,
+            term_weight,
+            idf_all,
+            group_ids,
+            k,
+            is_late,
+            pool,
+            candidates,
+        )
 
     def ann(self, vectors: np.ndarray, k: int, nprobe: int) -> list:
         return [ann_search(sh.ann, vectors, k, nprobe) for sh in self.shards]
@@ -130,8 +143,23 @@ class RayIndex(Index):
             known = [counted[h] if d is None else d for h, d in zip(keys, known, strict=True)]
         return np.array(known, np.int64).reshape(len(keys))
 
-    def _bm25_tops(self, hashes, term_weight, idf_all, group_ids, k: int) -> list:
-        return self._gather_parts("bm25_tops", hashes, term_weight, idf_all, group_ids, k)
+    def _bm25_tops(
+        self, hashes, term_weight, idf_all, group_ids, k: int, is_late=None, pool=0, candidates=None
+    ):
+        import ray
+
+        args = (hashes, term_weight, idf_all, group_ids, k, is_late, pool)
+        answers = ray.get(
+            [
+                a.bm25_tops.remote(*args, None if candidates is None else [candidates[s] for s in held])
+                for a, held in zip(self._actors, self._held, strict=True)
+            ]
+        )
+        parts: list = [None] * len(self._shards)
+        for held, answer in zip(self._held, answers, strict=True):
+            for s, part in zip(held, answer, strict=True):
+                parts[s] = part
+        return parts
 
     def _ann_parts(self, vectors: np.ndarray, k: int, nprobe: int) -> list:
         return self._gather_parts("ann", vectors, k, nprobe)

@@ -18,9 +18,10 @@ import time
 
 import numpy as np
 
+from index.bm25 import lucene_idf
 from pipelines.cascade_config import Budgets, CascadeConfig
 from pipelines.dense import DenseEncoder, QueryEncoding, best_cosine, maxsim
-from pipelines.expansion import QueryExpander, best_sentence_match
+from pipelines.expansion import Expansion, QueryExpander, best_sentence_match
 from pipelines.fusion import fuse, interleave
 from pipelines.pages import page_candidates
 from pipelines.results import Ranked, StageResult
@@ -94,6 +95,36 @@ def literalness(
     return float(np.clip((top / mass - lo) / (hi - lo), 0.0, 1.0))
 
 
+def expansion_terms(index, expansion: Expansion, cfg: CascadeConfig) -> tuple[dict[str, float], set[str]]:
+    """The expanded list's terms after the document-frequency levers, and those scored late.
+
+    The question's own terms (weight 1) always stay. An expansion term in more than
+    `expand_max_df` of the chunks is dropped; of the rest, the `expand_max_terms` best by weight x
+    idf are kept; those in more than `expand_late_df` of the chunks are "late": scored only over
+    the cheap candidates and a pool (index.bm25.search_weighted). Document frequency is read as
+    global idf (lucene_idf is decreasing in df; a term no chunk has gets the rarest idf)."""
+    terms = dict(expansion.terms)
+    if not (cfg.expand_max_df or cfg.expand_max_terms or cfg.expand_late_df):
+        return terms, set()
+    added = [t for t in terms if t in expansion.added]
+    if not added:
+        return terms, set()
+    n = int(index.num_chunks)
+    idf = dict(zip(added, index.bm25_term_idf(added).tolist(), strict=True))
+    if cfg.expand_max_df:
+        floor = float(lucene_idf(np.float64(cfg.expand_max_df * n), n))
+        added = [t for t in added if idf[t] >= floor]
+    if cfg.expand_max_terms and len(added) > cfg.expand_max_terms:
+        added = sorted(added, key=lambda t: (-terms[t] * idf[t], t))[: cfg.expand_max_terms]
+    kept = set(added)
+    terms = {t: w for t, w in terms.items() if t not in expansion.added or t in kept}
+    late: set[str] = set()
+    if cfg.expand_late_df:
+        floor = float(lucene_idf(np.float64(cfg.expand_late_df * n), n))
+        late = {t for t in kept if idf[t] < floor}
+    return terms, late
+
+
 def cheap_stage(
     index,
     query: str,
@@ -138,11 +169,20 @@ def cheap_stage(
     literal = literalness(index, query, bm25[1], cfg, expander.known_terms if expander else None)
     if expander is not None and cfg.fusion not in ("bm25", "static"):
         expansion = expander.expand(query)
-    if expansion is not None and expansion.terms:  # a query of stop words only has no terms to expand
+    skip = bool(cfg.expand_skip_literal) and literal >= cfg.expand_skip_literal
+    if expansion is not None and expansion.terms and not skip:  # stop words only: no terms to expand
+        terms, late = expansion_terms(index, expansion, cfg)
+        # the pruning arguments only when used, so an Index API without them serves the defaults
+        prune = {
+            "late": late,
+            "pool": cfg.expand_pool,
+            "candidates": np.concatenate([ids, bm25[0], static[0]]),
+        }
         e_ids, e_sc = index.search_bm25_weighted(
-            expansion.terms,
+            terms,
             k=min(budgets.depth + extra, index.num_chunks),
             groups=expansion.groups if cfg.expand_grouped else None,
+            **(prune if late else {}),
         )
         expanded = (np.asarray(e_ids, np.int64), np.asarray(e_sc, np.float32))
         ids, scores = interleave(
