@@ -16,9 +16,13 @@ their own (`compounds`, on in new indexes): at 100M tokens a filler sentence tha
 "the lemon parrot" matches the bigram too, and only "lemon-parrot" whole, a term a handful of chunks
 hold, tells the key apart (BENCHMARKS.md, "Evals").
 
-On disk, per shard (`bm25/`): the bm25s index (its CSC score matrix: data, indices, indptr, one
-column per term) plus `term_hash.npy` (uint64, sorted: an 8-byte blake2b of each term) and
-`term_col.npy` (the column of each hash). A query hashes its terms and looks them up per shard.
+On disk, per shard (`bm25/`): `term_hash.npy` (uint64, sorted: an 8-byte blake2b of each term) and
+the postings, one column per term, in one of two layouts. `packed` (new indexes, index/postings.py):
+one uint32 per posting, row and score code, 4 bytes instead of 8, scores bit-identical; columns in
+hash order. `csc` (indexes built before it, or `bm25_postings=csc`): the bm25s index as bm25s saves
+it (float32 data, int32 indices, int64 indptr) plus `term_col.npy` (the column of each hash). A
+shard's layout is told by its files, so an old index opens as it is. A query hashes its terms and
+looks them up per shard.
 
 bm25s bakes each shard's own idf into its scores; `ShardBM25.scores` rescales every query term's
 postings by global idf / shard idf, with the global document frequency summed over the shards at
@@ -35,6 +39,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from index.postings import PackedPostings, is_packed, lucene_idf32, write_packed
 
 # A short list of function words that carry no topic (our own list).
 STOPWORDS = frozenset(
@@ -102,10 +108,12 @@ def write_bm25(
     b: float,
     bigrams: bool = True,
     compounds: bool = False,
+    postings: str = "csc",
 ) -> int:
     """Index chunk `texts` with bm25s into `folder`, each chunk scored by its neighbour text.
 
     next_chunk: int [C], i + 1 where chunk i's continuation in the same document is the next row, else -1.
+    postings: "packed" (index/postings.py; the old layout when a shard cannot be packed exactly) or "csc".
     Returns the number of distinct terms.
     """
     import bm25s
@@ -127,11 +135,17 @@ def write_bm25(
         vocab[""] = 0
     model = bm25s.BM25(k1=k1, b=b, method="lucene")
     model.index((corpus, {i: i for i in range(len(vocab))}), show_progress=False)
-    model.save(str(folder))
     hashes = term_hashes(list(vocab))
-    order = np.argsort(hashes, kind="stable")
-    np.save(folder / "term_hash.npy", hashes[order])
-    np.save(folder / "term_col.npy", order.astype(np.int64))
+    sc = model.scores
+    doc_len = np.array([len(d) for d in corpus], np.int64)
+    if not (
+        postings == "packed"
+        and write_packed(folder, sc["data"], sc["indices"], sc["indptr"], doc_len, hashes, k1=k1, b=b)
+    ):
+        model.save(str(folder))
+        order = np.argsort(hashes, kind="stable")
+        np.save(folder / "term_hash.npy", hashes[order])
+        np.save(folder / "term_col.npy", order.astype(np.int64))
     (folder / WORDS_FILE).write_text(json.dumps(dict(surface.most_common())))
     return len(vocab)
 
@@ -149,18 +163,30 @@ class ShardBM25:
     def __init__(self, folder: Path, num_chunks: int) -> None:
         self.num_chunks = num_chunks
         load = functools.partial(np.load, mmap_mode="r")
-        self.data = load(folder / "data.csc.index.npy")
-        self.indices = load(folder / "indices.csc.index.npy")
-        self.indptr = load(folder / "indptr.csc.index.npy")
         self.hashes = load(folder / "term_hash.npy")
-        self.cols = load(folder / "term_col.npy")
+        self.packed: PackedPostings | None = None
+        if is_packed(folder):  # columns in hash order: a term's column is its hash's position
+            self.packed = PackedPostings(folder, num_chunks)
+            self.indptr, self.cols = self.packed.indptr, None
+        else:
+            self.data = load(folder / "data.csc.index.npy")
+            self.indices = load(folder / "indices.csc.index.npy")
+            self.indptr = load(folder / "indptr.csc.index.npy")
+            self.cols = load(folder / "term_col.npy")
 
     def lookup(self, hashes: np.ndarray) -> np.ndarray:
         """int64 [n]: the column of each hashed term in this shard, -1 when absent."""
         pos = np.searchsorted(self.hashes, hashes)
         pos = np.minimum(pos, len(self.hashes) - 1)
         found = self.hashes[pos] == hashes
-        return np.where(found, self.cols[pos], -1)
+        return np.where(found, pos if self.cols is None else self.cols[pos], -1).astype(np.int64)
+
+    def postings(self, col: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows int64, float32 bm25s scores with this shard's idf) of one column, in either layout."""
+        if self.packed is not None:
+            return self.packed.column(col, float(lucene_idf32(self.df(np.array([col])), self.num_chunks)[0]))
+        a, z = int(self.indptr[col]), int(self.indptr[col + 1])
+        return np.asarray(self.indices[a:z], np.int64), np.asarray(self.data[a:z])
 
     def df(self, cols: np.ndarray) -> np.ndarray:
         """int64 [n]: in how many chunks each column's term occurs (0 for -1)."""
@@ -174,12 +200,17 @@ class ShardBM25:
         score (a synonym set: the chunk that says "shed" or "cabin" for "hut" scores as one match).
         """
         rows, vals, grp = [], [], []
+        idf32 = lucene_idf32(self.df(cols), self.num_chunks) if self.packed is not None else None
         for j, (c, w) in enumerate(zip(cols, weights, strict=True)):
             if c >= 0:
-                a, z = int(self.indptr[c]), int(self.indptr[c + 1])
-                rows.append(self.indices[a:z])
-                vals.append(self.data[a:z] * w)
-                grp.append(np.full(z - a, -1 if groups is None else groups[j], np.int64))
+                if idf32 is not None:
+                    r, v = self.packed.column(int(c), float(idf32[j]))
+                else:
+                    a, z = int(self.indptr[c]), int(self.indptr[c + 1])
+                    r, v = self.indices[a:z], self.data[a:z]
+                rows.append(r)
+                vals.append(v * w)
+                grp.append(np.full(len(r), -1 if groups is None else groups[j], np.int64))
         if not rows:
             return np.zeros(self.num_chunks, np.float32)
         row, val, g = np.concatenate(rows), np.concatenate(vals), np.concatenate(grp)
