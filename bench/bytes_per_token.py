@@ -207,6 +207,38 @@ def measure(index_path: Path, retriever: str, n: int, queries: Path | None) -> d
     }
 
 
+def compare_answers(paths: list[Path], questions: list[str], k: int = 100) -> list[dict]:
+    """Every question through `search_bm25` (top k) on each index in turn, round robin so load
+    changes hit all alike: per index its p50 ms and how many answers equal the first index's (same
+    ids, same float32 score bits), with the largest score difference."""
+    import time
+
+    import numpy as np
+
+    from index.store import Index
+
+    idxs = [Index.open(p) for p in paths]
+    for idx in idxs:  # first touch (lazy shard loads) out of the timings
+        idx.search_bm25(questions[0], k)
+    ms: list[list[float]] = [[] for _ in idxs]
+    same, diff = [0] * len(idxs), [0.0] * len(idxs)
+    for q in questions:
+        answers = []
+        for i, idx in enumerate(idxs):
+            t = time.perf_counter()
+            answers.append(idx.search_bm25(q, k))
+            ms[i].append((time.perf_counter() - t) * 1000)
+        for i, (ids, sc) in enumerate(answers):
+            ids0, sc0 = answers[0]
+            same[i] += int(ids.tolist() == ids0.tolist() and sc.tobytes() == sc0.tobytes())
+            if len(sc) == len(sc0):
+                diff[i] = max(diff[i], float(np.max(np.abs(sc - sc0), initial=0.0)))
+    return [
+        {"index": str(p), "bm25_p50_ms": float(np.percentile(m, 50)), "identical": s_, "max_score_diff": d}
+        for p, m, s_, d in zip(paths, ms, same, diff, strict=True)
+    ]
+
+
 def print_table(r: dict) -> None:
     print(f"\n{r['index']}: {r['tokens']:,} tokens; {r['questions']} questions through {r['retriever']}")
     print(
@@ -241,10 +273,22 @@ def main(argv: list[str] | None = None) -> int:
     results = [measure(p.resolve(), args.retriever, args.questions, args.queries) for p in args.indexes]
     for r in results:
         print_table(r)
+    same = None
+    if len(args.indexes) > 1:
+        questions = default_questions(args.indexes[0].resolve(), args.questions, args.queries)
+        same = compare_answers([p.resolve() for p in args.indexes], questions)
+        print(f"\nBM25 top-100 of {len(questions)} questions, round robin over the indexes:\n")
+        print("| index | BM25 p50 ms | answers identical to the first (ids + score bits) | max score diff |")
+        print("|---|---|---|---|")
+        for c in same:
+            print(
+                f"| {c['index']} | {c['bm25_p50_ms']:.1f} | {c['identical']}/{len(questions)} | {c['max_score_diff']:.3g} |"
+            )
     doc = {
         **results[-1],
         "bytes_per_token": results[-1]["disk"],
         **({"indexes": results} if len(results) > 1 else {}),
+        **({"same_answers": same} if same else {}),
         "command": "python bench/bytes_per_token.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "git": git_hash(),
