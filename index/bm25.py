@@ -184,7 +184,10 @@ class ShardBM25:
     def postings(self, col: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows int64, float32 bm25s scores with this shard's idf) of one column, in either layout."""
         if self.packed is not None:
-            return self.packed.column(col, float(lucene_idf32(self.df(np.array([col])), self.num_chunks)[0]))
+            rows, scores = self.packed.column(
+                col, float(lucene_idf32(self.df(np.array([col])), self.num_chunks)[0])
+            )
+            return rows.astype(np.int64), scores
         a, z = int(self.indptr[col]), int(self.indptr[col + 1])
         return np.asarray(self.indices[a:z], np.int64), np.asarray(self.data[a:z])
 

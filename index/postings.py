@@ -125,13 +125,14 @@ class PackedPostings:
         self.num_rows = num_rows
         self.row_bits = int(meta["row_bits"])
         self.mask = np.uint32((1 << self.row_bits) - 1)
+        self.shift = np.uint32(self.row_bits)
         self.words = np.load(folder / POSTINGS_FILE, mmap_mode="r")
         self.table = np.load(folder / TFC_FILE, mmap_mode="r")
         self.indptr = np.load(folder / INDPTR_FILE, mmap_mode="r")
 
     def column(self, c: int, idf32: float) -> tuple[np.ndarray, np.ndarray]:
-        """(rows int64, float32 scores) of column `c`, whose shard idf (float32) is `idf32`."""
-        w = np.asarray(self.words[int(self.indptr[c]) : int(self.indptr[c + 1])])
-        rows = (w & self.mask).astype(np.int64)
-        scores = (np.float64(idf32) * self.table[w >> np.uint32(self.row_bits)]).astype(np.float32)
-        return rows, scores
+        """(rows uint32, float32 scores) of column `c`, whose shard idf (float32) is `idf32`."""
+        w = self.words[int(self.indptr[c]) : int(self.indptr[c + 1])]
+        # the term's score per code first (K values, a few hundred), then one gather per posting
+        scores = (np.float64(idf32) * self.table).astype(np.float32)
+        return w & self.mask, scores[w >> self.shift]
