@@ -200,7 +200,7 @@ def measure(index_path: Path, retriever: str, n: int, queries: Path | None) -> d
         "disk_total": sum(disk.values()) / tokens,
         "resident": resident,
         "resident_total": sum(resident.values()),
-        "rss_mb": {k: res[k] / 1024 for k in ("rss_before_kb", "rss_after_kb", "peak_kb")},
+        "rss_mb": {k[: -len("_kb")]: res[k] / 1024 for k in ("rss_before_kb", "rss_after_kb", "peak_kb")},
         "retriever": retriever,
         "questions": res["questions"],
         "query_p50_ms": res["p50_ms"],
@@ -242,7 +242,7 @@ def compare_answers(paths: list[Path], questions: list[str], k: int = 100) -> li
 def print_table(r: dict) -> None:
     print(f"\n{r['index']}: {r['tokens']:,} tokens; {r['questions']} questions through {r['retriever']}")
     print(
-        f"(p50 {r['query_p50_ms']:.1f} ms; RSS {r['rss_mb']['rss_before_kb']:.0f} -> {r['rss_mb']['rss_after_kb']:.0f} MB)\n"
+        f"(p50 {r['query_p50_ms']:.1f} ms; RSS {r['rss_mb']['rss_before']:.0f} -> {r['rss_mb']['rss_after']:.0f} MB)\n"
     )
     print("| part | disk B/token | resident B/token |")
     print("|---|---|---|")
