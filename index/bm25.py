@@ -16,9 +16,13 @@ their own (`compounds`, on in new indexes): at 100M tokens a filler sentence tha
 "the lemon parrot" matches the bigram too, and only "lemon-parrot" whole, a term a handful of chunks
 hold, tells the key apart (BENCHMARKS.md, "Evals").
 
-On disk, per shard (`bm25/`): the bm25s index (its CSC score matrix: data, indices, indptr, one
-column per term) plus `term_hash.npy` (uint64, sorted: an 8-byte blake2b of each term) and
-`term_col.npy` (the column of each hash). A query hashes its terms and looks them up per shard.
+On disk, per shard (`bm25/`): `term_hash.npy` (uint64, sorted: an 8-byte blake2b of each term) and
+the postings, one column per term, in one of two layouts. `packed` (new indexes, index/postings.py):
+one uint32 per posting, row and score code, 4 bytes instead of 8, scores bit-identical; columns in
+hash order. `csc` (indexes built before it, or `bm25_postings=csc`): the bm25s index as bm25s saves
+it (float32 data, int32 indices, int64 indptr) plus `term_col.npy` (the column of each hash). A
+shard's layout is told by its files, so an old index opens as it is. A query hashes its terms and
+looks them up per shard.
 
 bm25s bakes each shard's own idf into its scores; `ShardBM25.scores` rescales every query term's
 postings by global idf / shard idf, with the global document frequency summed over the shards at
@@ -35,6 +39,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from index.postings import PackedPostings, is_packed, lucene_idf32, write_packed
 
 # A short list of function words that carry no topic (our own list).
 STOPWORDS = frozenset(
@@ -102,10 +108,12 @@ def write_bm25(
     b: float,
     bigrams: bool = True,
     compounds: bool = False,
+    postings: str = "csc",
 ) -> int:
     """Index chunk `texts` with bm25s into `folder`, each chunk scored by its neighbour text.
 
     next_chunk: int [C], i + 1 where chunk i's continuation in the same document is the next row, else -1.
+    postings: "packed" (index/postings.py; the old layout when a shard cannot be packed exactly) or "csc".
     Returns the number of distinct terms.
     """
     import bm25s
@@ -127,11 +135,17 @@ def write_bm25(
         vocab[""] = 0
     model = bm25s.BM25(k1=k1, b=b, method="lucene")
     model.index((corpus, {i: i for i in range(len(vocab))}), show_progress=False)
-    model.save(str(folder))
     hashes = term_hashes(list(vocab))
-    order = np.argsort(hashes, kind="stable")
-    np.save(folder / "term_hash.npy", hashes[order])
-    np.save(folder / "term_col.npy", order.astype(np.int64))
+    sc = model.scores
+    doc_len = np.array([len(d) for d in corpus], np.int64)
+    if not (
+        postings == "packed"
+        and write_packed(folder, sc["data"], sc["indices"], sc["indptr"], doc_len, hashes, k1=k1, b=b)
+    ):
+        model.save(str(folder))
+        order = np.argsort(hashes, kind="stable")
+        np.save(folder / "term_hash.npy", hashes[order])
+        np.save(folder / "term_col.npy", order.astype(np.int64))
     (folder / WORDS_FILE).write_text(json.dumps(dict(surface.most_common())))
     return len(vocab)
 
@@ -154,28 +168,36 @@ class ShardBM25:
             # (650 terms of a 166k-chunk shard: 228 -> 74 ms, BENCHMARKS.md "The expanded list at scale")
             return np.load(path, mmap_mode="r").view(np.ndarray)
 
-        self.data = load(folder / "data.csc.index.npy")
-        self.indices = load(folder / "indices.csc.index.npy")
-        self.indptr = load(folder / "indptr.csc.index.npy")
         self.hashes = load(folder / "term_hash.npy")
-        self.cols = load(folder / "term_col.npy")
+        self.packed: PackedPostings | None = None
+        if is_packed(folder):  # columns in hash order: a term's column is its hash's position
+            self.packed = PackedPostings(folder, num_chunks)
+            self.indptr, self.cols = self.packed.indptr, None
+        else:
+            self.data = load(folder / "data.csc.index.npy")
+            self.indices = load(folder / "indices.csc.index.npy")
+            self.indptr = load(folder / "indptr.csc.index.npy")
+            self.cols = load(folder / "term_col.npy")
 
     def lookup(self, hashes: np.ndarray) -> np.ndarray:
         """int64 [n]: the column of each hashed term in this shard, -1 when absent."""
         pos = np.searchsorted(self.hashes, hashes)
         pos = np.minimum(pos, len(self.hashes) - 1)
         found = self.hashes[pos] == hashes
-        return np.where(found, self.cols[pos], -1)
+        return np.where(found, pos if self.cols is None else self.cols[pos], -1).astype(np.int64)
+
+    def postings(self, col: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk rows, ascending, int [n]; float32 bm25s scores with this shard's idf [n]) of one
+        column, in either layout (views, not copies, where the layout allows)."""
+        if self.packed is not None:
+            return self.packed.column(col, float(lucene_idf32(self.df(np.array([col])), self.num_chunks)[0]))
+        a, z = int(self.indptr[col]), int(self.indptr[col + 1])
+        return self.indices[a:z], self.data[a:z]
 
     def df(self, cols: np.ndarray) -> np.ndarray:
         """int64 [n]: in how many chunks each column's term occurs (0 for -1)."""
         safe = np.maximum(cols, 0)
         return np.where(cols >= 0, self.indptr[safe + 1] - self.indptr[safe], 0).astype(np.int64)
-
-    def posting(self, col: int) -> tuple[np.ndarray, np.ndarray]:
-        """(chunk rows int [n], bm25s scores float32 [n]) of one column; rows ascending."""
-        a, z = int(self.indptr[col]), int(self.indptr[col + 1])
-        return self.indices[a:z], self.data[a:z]
 
     def scores(self, cols: np.ndarray, weights: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         """float32 [C]: sum over the present terms of weight * bm25s score (weight rescales the idf).
@@ -192,7 +214,7 @@ class ShardBM25:
         present = [j for j, c in enumerate(cols) if c >= 0]
         if groups is None:
             for j in present:
-                rows, vals = self.posting(int(cols[j]))
+                rows, vals = self.postings(int(cols[j]))
                 out[rows] += vals * weights[j]
             return out.astype(np.float32)
         by_group: dict[int, list[int]] = {}
@@ -201,12 +223,12 @@ class ShardBM25:
         for g in sorted(by_group):
             members = by_group[g]
             if len(members) == 1:
-                rows, vals = self.posting(int(cols[members[0]]))
+                rows, vals = self.postings(int(cols[members[0]]))
                 out[rows] += vals * weights[members[0]]
                 continue
             best = np.zeros(self.num_chunks, np.float64)
             for j in members:
-                rows, vals = self.posting(int(cols[j]))
+                rows, vals = self.postings(int(cols[j]))
                 best[rows] = np.maximum(best[rows], vals * weights[j])
             out += best
         return out.astype(np.float32)
@@ -223,7 +245,7 @@ class ShardBM25:
         for j, c in enumerate(cols):
             if c < 0 or m == 0:
                 continue
-            post, vals = self.posting(int(c))
+            post, vals = self.postings(int(c))
             if len(post) == 0:
                 continue
             pos = np.minimum(np.searchsorted(post, rows), len(post) - 1)

@@ -80,6 +80,9 @@ class BuildConfig:
     bm25_bigrams: bool = True  # also index pairs of neighbouring words as terms (multi-word keys)
     bm25_bigram_weight: float = 0.5  # a query bigram's weight against a word's 1 (measured: BENCHMARKS.md)
     bm25_compounds: bool = True  # also index hyphenated compounds whole ("lemon-parrot") as terms
+    bm25_postings: str = (
+        "packed"  # "packed": 4 B/posting, same scores (index/postings.py); "csc": bm25s's 8 B
+    )
     threads: int = 2  # tokenizer threads
 
     def __post_init__(self) -> None:
@@ -95,6 +98,7 @@ class BuildConfig:
             ("nprobe", self.nprobe >= 1),
             ("dense", self.dense in ("on", "off", "auto")),
             ("static", self.static in ("pooled", "model2vec")),
+            ("bm25_postings", self.bm25_postings in ("packed", "csc")),
             ("batch_chars", self.batch_chars >= 1024),
             ("threads", self.threads >= 1),
             ("sample_chars", self.sample_chars >= 1000),
@@ -442,6 +446,7 @@ class _Builder:
             "b": cfg.bm25_b,
             "bigrams": cfg.bm25_bigrams,
             "compounds": cfg.bm25_compounds,
+            "postings": cfg.bm25_postings,
         }
 
     def _write_manifest(
@@ -502,6 +507,7 @@ class _Builder:
                 "bigrams": self.cfg.bm25_bigrams,
                 "bigram_weight": self.cfg.bm25_bigram_weight,
                 "compounds": self.cfg.bm25_compounds,
+                "postings": self.cfg.bm25_postings,  # a shard's own files tell its layout (index/bm25.py)
                 "terms": "lower-cased words, stop words dropped, Snowball stems; bigrams; hyphenated compounds whole (index/bm25.py)",
                 "unit": "neighbour text: the chunk's words twice, its continuation's once",
                 "idf": "global, summed over shards at query time",
@@ -610,6 +616,7 @@ def build_index(
     if append and manifest_path.is_file():  # chunking, tiers and scoring must match the shards already there
         built_with = json.loads(manifest_path.read_text())["build_config"]
         built_with.setdefault("bm25_compounds", False)  # an index from before compound terms
+        built_with.setdefault("bm25_postings", "csc")  # an index from before packed postings
         per_run = {k: getattr(cfg, k) for k in _PER_RUN_FIELDS}
         _warn_ignored_on_append(cfg, built_with)
         cfg = dataclasses.replace(BuildConfig(**built_with), **per_run, tokenizer=cfg.tokenizer)

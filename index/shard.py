@@ -94,6 +94,11 @@ def _char_offsets(text: str, ids: np.ndarray, byte_lengths: np.ndarray, m: int) 
     return lead[np.minimum(bounds, len(raw))]
 
 
+def next_in_doc(chunk_doc: np.ndarray) -> np.ndarray:
+    """int64 [C]: i + 1 where chunk i's continuation in the same document is the next row, else -1."""
+    return np.where(np.r_[chunk_doc[1:] == chunk_doc[:-1], False], np.arange(1, len(chunk_doc) + 1), -1)
+
+
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, arr)
@@ -181,9 +186,7 @@ def _write_tiers(
     with ThreadPoolExecutor(1) as pool:
         static_done = pool.submit(_write_static, tmp / "static.faiss", tokens, static, faiss_template)
         texts = tokenizer.decode_rows(tokens)  # exact chunk text: decoding is lossless
-        next_chunk = np.where(
-            np.r_[chunk_doc[1:] == chunk_doc[:-1], False], np.arange(1, len(chunk_doc) + 1), -1
-        )
+        next_chunk = next_in_doc(chunk_doc)
         (tmp / "bm25").mkdir()
         kill_point("bm25")
         write_bm25(tmp / "bm25", texts, next_chunk, **bm25_params)

@@ -60,7 +60,7 @@ def _reference(idx, terms: dict[str, float], groups: dict[str, str] | None) -> n
         mat = np.zeros((len(names), sh.num_chunks), np.float64)
         for j, c in enumerate(cols):
             if c >= 0:
-                rows, vals = sh.posting(int(c))
+                rows, vals = sh.postings(int(c))
                 w = terms[names[j]] * idf_all[j] / lucene_idf(dfs[j], sh.num_chunks)
                 mat[j, np.asarray(rows)] = np.asarray(vals) * w
         key = [groups.get(t, "\0" + t) if groups is not None else "\0" + t for t in names]
