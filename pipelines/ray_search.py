@@ -59,21 +59,10 @@ class ShardActor:
 
         return shard_dfs([sh.bm25 for sh in self.shards], hashes)
 
-    def bm25_tops(
-        self, hashes, term_weight, idf_all, group_ids, k: int, is_late=None, pool=0, candidates=None
-    ):
-        """`candidates`: local rows per held shard (or None)."""
-        return shard_bm25_tops(
-            [sh.bm25 for sh in self.shards],
-            hashes,
-            term_weight,
-            idf_all,
-            group_ids,
-            k,
-            is_late,
-            pool,
-            candidates,
-        )
+    def bm25_tops(self, *query) -> list:
+        """`index.store.shard_bm25_tops` over the held shards; `query` as `Index._bm25_tops` takes it
+        (its `candidates`, last, are local rows per held shard, or None)."""
+        return shard_bm25_tops([sh.bm25 for sh in self.shards], *query)
 
     def ann(self, vectors: np.ndarray, k: int, nprobe: int) -> list:
         return [ann_search(sh.ann, vectors, k, nprobe) for sh in self.shards]
