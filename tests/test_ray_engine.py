@@ -19,6 +19,11 @@ SMALL = dict(vocab_size=2000, dense="off", shard_chunks=250)  # the real corpus 
 
 @pytest.fixture(scope="session")
 def ray_session():
+    """One local cluster of 2 CPUs for the session. An earlier test of the same pytest run may have
+    started Ray in process already (a documented `--engine ray` command run through the CLI starts
+    one with the machine's CPUs, and Ray refuses a second init): that one is stopped first."""
+    if ray.is_initialized():
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
