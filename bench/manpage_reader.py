@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     for p in [Path(args.index) / "index.json", *map(Path, args.samples)]:
         if not p.is_file():
             raise SystemExit(f"{p}: no such file")
-    questions = {json.loads(x)["id"]: json.loads(x) for x in open(QUESTIONS)}
+    questions = {q["id"]: q for q in map(json.loads, open(QUESTIONS))}
     idx = Index.open(args.index)
     rows, top = [], {}
     for path in args.samples:

@@ -281,14 +281,6 @@ def global_idf(df: np.ndarray, num_chunks: int) -> np.ndarray:
     return lucene_idf(df, num_chunks)
 
 
-def _global_idf(shards: list[ShardBM25], terms: list[str]) -> tuple[list, list, np.ndarray]:
-    """Per shard the terms' columns and document frequencies, and each term's idf over all shards."""
-    hashes = term_hashes(terms)
-    cols = [sh.lookup(hashes) for sh in shards]
-    dfs = [sh.df(c) for sh, c in zip(shards, cols, strict=True)]
-    return cols, dfs, global_idf(np.sum(dfs, axis=0), sum(sh.num_chunks for sh in shards))
-
-
 def weighted_query(
     term_weights: dict[str, float], groups: dict[str, str] | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -339,41 +331,6 @@ def shard_top(
     top = np.argpartition(-scores, kk - 1)[:kk]
     top = top[scores[top] > 0]
     return top, scores[top]
-
-
-def search_weighted(
-    shards: list[ShardBM25],
-    term_weights: dict[str, float],
-    k: int,
-    groups: dict[str, str] | None = None,
-    *,
-    late: frozenset[str] | set[str] = frozenset(),
-    pool: int = 0,
-    candidates: list[np.ndarray] | None = None,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per shard (local chunk ids, scores) of its top-k: sum over terms of weight * BM25, scored with
-    global idf (`shard_top`). `groups` maps terms to a group name: a group's terms count once per
-    chunk, by the best (terms not in it: a group each). `late` / `pool` / `candidates` (per shard):
-    `shard_top`'s pruning; empty `late`: exhaustive scoring."""
-    if not term_weights:
-        return []
-    terms, term_weight, group_ids = weighted_query(term_weights, groups)
-    is_late = np.array([t in late for t in terms]) if late else None
-    cols, _, idf_all = _global_idf(shards, terms)
-    return [
-        shard_top(
-            sh,
-            c,
-            term_weight,
-            idf_all,
-            group_ids,
-            k,
-            is_late,
-            pool,
-            None if candidates is None else candidates[s],
-        )
-        for s, (sh, c) in enumerate(zip(shards, cols, strict=True))
-    ]
 
 
 def idf_mass_of(

@@ -347,7 +347,7 @@ class Index:
         "a b" bigrams): score = sum of weight * term score. `groups` (term -> group name) makes a
         group's terms synonyms: each chunk counts only its best of them. `late` terms are scored only
         over each shard's top `pool` chunks by the other terms plus `candidates` (global chunk ids),
-        not over every chunk (index.bm25.search_weighted). (ids int64 [k'], scores float32 [k'])."""
+        not over every chunk (index.bm25.shard_top). (ids int64 [k'], scores float32 [k'])."""
         k = self._check_k(k)
         if not isinstance(term_weights, dict) or not term_weights:
             raise ValueError("term_weights: expected a non-empty dict of BM25 term -> weight")

@@ -101,7 +101,7 @@ def expansion_terms(index, expansion: Expansion, cfg: CascadeConfig) -> tuple[di
     The question's own terms (weight 1) always stay. An expansion term in more than
     `expand_max_df` of the chunks is dropped; of the rest, the `expand_max_terms` best by weight x
     idf are kept; those in more than `expand_late_df` of the chunks are "late": scored only over
-    the cheap candidates and a pool (index.bm25.search_weighted). Document frequency is read as
+    the cheap candidates and a pool (index.bm25.shard_top). Document frequency is read as
     global idf (lucene_idf is decreasing in df; a term no chunk has gets the rarest idf)."""
     terms = dict(expansion.terms)
     if not (cfg.expand_max_df or cfg.expand_max_terms or cfg.expand_late_df):
