@@ -15,8 +15,11 @@ Multi-hop, one link per hop: hop 1 searches and reads the question; when the evi
 with a bridge (the person or variable the question needs next), hop h+1 searches *and reads* the
 question followed by the latest bridge (`hop_question`), "... shipment X? Mara Lindqvist", and the
 reader answers what that bridge leads to. The reader was trained on exactly these hop questions
-(evals/reader_data.py). The loop stops when the reader abstains (nothing follows the latest bridge: the
-last answer stands), repeats an answer it gave (the chain has converged) or after `hops` hops. Each hop
+(evals/reader_data.py). A chain never revisits a node, so each hop passes the bridges so far to the
+reader as `exclude`: when its best answer is one of them it answers its next best, or abstains
+(retro/reader.py `_next_best`; variable chains complete on the dev split: 14 -> 25 of 45). The loop
+stops when the reader abstains (nothing follows the latest bridge: the last answer stands), repeats an
+answer it gave (the chain has converged; a reader without `exclude` support) or after `hops` hops. Each hop
 is logged with its query, answer and the ranks of the evidence it read.
 """
 
@@ -39,7 +42,9 @@ class Reader(Protocol):
 
     name: str  # identifies the checkpoint in outputs
 
-    def answer(self, question: str, neighbours: Sequence[str], mode: str = ...) -> Any: ...
+    def answer(
+        self, question: str, neighbours: Sequence[str], mode: str = ..., exclude: Sequence[str] = ...
+    ) -> Any: ...  # exclude: answers ruled out (a chain's earlier bridges)
 
     def warm(self, k: int) -> None: ...  # compile / load lazily built parts for k neighbours
 
@@ -114,7 +119,9 @@ def ask(
                 rank_of[n.chunk] = len(neighbours) + 1
                 neighbours.append(dataclasses.replace(n, rank=rank_of[n.chunk], hop=h))
         hop_ranks = tuple(rank_of[n.chunk] for n in res.neighbours)
-        out = reader.answer(query, [n.text for n in res.neighbours], **kwargs)
+        # a chain never revisits a node: the bridges so far are ruled out as this hop's answer
+        hop_kwargs = {**kwargs, "exclude": tuple(bridges)} if bridges else kwargs
+        out = reader.answer(query, [n.text for n in res.neighbours], **hop_kwargs)
         reader_ms += float(out.latency_ms)
         text = None if out.abstained else out.text
         log.append(HopAnswer(h, query, text, hop_ranks, round(float(out.latency_ms), 3)))

@@ -27,8 +27,10 @@ Shapes: B batch (1), K neighbours, R retrieved length, P pointer dim, V vocab, S
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,11 @@ from retro.reader_model import ReaderNet
 ASSETS = Path(__file__).parent / "assets" / "reader"
 MODES = ("constrained", "free")
 K_BUCKETS = (2, 4, 10, 20, 40)  # neighbour counts are padded up to one of these (one compile each)
+# When the greedy answer is excluded (`answer(exclude=...)`), <abstain> competes with the other answers
+# at its log-prob minus this many nats: the model chose to answer, and the excluded answer's mass was
+# answer mass. Chosen on the dev split's chain hops (seeds 3000+) whose greedy answer was an earlier
+# bridge: right in 18 of 38 at 0 nats, 29 at 3 and at 4, 28 at 6 (bench/reader_exclude.py).
+EXCLUDE_MARGIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -147,9 +154,18 @@ class Reader:
 
     # ------------------------------------------------------------------ answering
     def answer(
-        self, question: str, neighbours: list[str], mode: str = "constrained", max_new_tokens: int = 159
+        self,
+        question: str,
+        neighbours: list[str],
+        mode: str = "constrained",
+        max_new_tokens: int = 159,
+        exclude: Sequence[str] = (),
     ) -> ReaderAnswer:
-        """Answer `question` from `neighbours` (texts, best first); see the module doc for the modes."""
+        """Answer `question` from `neighbours` (texts, best first); see the module doc for the modes.
+
+        `exclude`: answers the caller has ruled out (a chain's earlier bridges: a chain never revisits a
+        node). When the greedy answer has an excluded part, the next most likely generations are tried,
+        best first (`_next_best`), and <abstain> competes with them."""
         t0 = time.perf_counter()
         if not isinstance(question, str) or not question.strip():
             raise ValueError("question must be a non-empty string")
@@ -161,11 +177,16 @@ class Reader:
             raise ValueError("max_new_tokens must be a positive int")
         if len(neighbours) > K_BUCKETS[-1]:
             raise ValueError(f"neighbours: at most {K_BUCKETS[-1]} are read, got {len(neighbours)}")
+        if isinstance(exclude, str) or not all(isinstance(x, str) for x in exclude):
+            raise ValueError("exclude must be a sequence of strings")
         nb_ids = [self.tok.encode(n)[: self.cfg.retrieved_len] for n in neighbours]
         if not any(nb_ids):  # nothing to read: the answer cannot be in the evidence
             return ReaderAnswer(None, True, [], mode, (time.perf_counter() - t0) * 1e3, 0.0)
-        ids, logprob, doubt = self._generate(question, nb_ids, mode, max_new_tokens)
+        ids, logprob, doubt, steps = self._generate(question, nb_ids, mode, max_new_tokens)
         parts = self._parts(ids)
+        if exclude and parts and set(parts) & set(exclude):
+            ids, logprob = self._next_best(question, nb_ids, mode, max_new_tokens, ids, steps, set(exclude))
+            parts = self._parts(ids)
         if parts is None:
             return ReaderAnswer(
                 None, True, [], mode, (time.perf_counter() - t0) * 1e3, logprob, abstain_logprob=doubt
@@ -200,9 +221,61 @@ class Reader:
                 cur.append(t)
         return parts or None
 
-    def _generate(self, question: str, nb_ids: list[list[int]], mode: str, max_new: int):
-        """Greedy decoding -> (generated ids without </s>, summed log-prob, first-step log-prob of
-        <abstain>)."""
+    def _next_best(self, question, nb_ids, mode, max_new, ids, steps, exclude: set[str], tries: int = 4):
+        """The most likely generation none of whose parts is in `exclude`, by best-first search: each
+        decoded generation is a finished candidate at its summed log-prob and offers its deviations
+        (its first d tokens, then another allowed token at step d, greedy after that) at the log-prob of
+        that prefix, an upper bound of what decoding it can give; the best item is taken next, a
+        deviation is decoded (at most `tries` more decodes, ~60 ms each at k = 10), and the first
+        finished candidate taken that is not excluded is the answer. <abstain> is one of the first
+        step's deviations, finished, at EXCLUDE_MARGIN nats less than its log-prob.
+
+        Why: a chain's hop often answers a node it has already visited (the dev split's variable
+        chains: 17 of the 20 wrong hops of 80 named an earlier bridge, read backwards through the link
+        that holds the latest one)."""
+        heap: list[tuple[float, int, tuple[int, ...], bool]] = []
+        order = 0
+
+        def push(score: float, seq: tuple[int, ...], done: bool) -> None:
+            nonlocal order
+            order += 1
+            heapq.heappush(heap, (-score, order, seq, done))
+
+        fixed, decodes = 0, 0  # the first `fixed` tokens of the latest generation were forced
+        while True:
+            ext = [*ids, EOS] if len(ids) < len(steps) else list(ids)  # ids ended by </s>
+            head = 0.0
+            for d, (t, lp) in enumerate(zip(ext, steps, strict=False)):
+                if d >= fixed:
+                    for alt in np.argsort(lp)[::-1][:3]:  # the three best other tokens at step d
+                        alt = int(alt)
+                        if alt != t and np.isfinite(lp[alt]):
+                            if alt == self.tok.abstain:
+                                push(head + float(lp[alt]) - EXCLUDE_MARGIN, (alt,), True)
+                            else:
+                                push(head + float(lp[alt]), (*ext[:d], alt), False)
+                head += float(lp[t])
+            if decodes:  # the generation just decoded, finished (the greedy one was excluded)
+                push(head, tuple(ids), True)
+            while heap:
+                neg, _, seq, done = heapq.heappop(heap)
+                if not done:
+                    break
+                parts = self._parts(list(seq))
+                if not parts or not set(parts) & exclude:
+                    return list(seq), -neg
+            else:
+                return [self.tok.abstain], 0.0
+            if decodes == tries:
+                return [self.tok.abstain], 0.0
+            ids, _, _, steps = self._generate(question, nb_ids, mode, max_new, seq)
+            fixed, decodes = len(seq), decodes + 1
+
+    def _generate(
+        self, question: str, nb_ids: list[list[int]], mode: str, max_new: int, forced: tuple[int, ...] = ()
+    ):
+        """Greedy decoding after the `forced` first tokens -> (generated ids without </s>, summed
+        log-prob, first-step log-prob of <abstain>, each step's log-probs over the allowed tokens)."""
         cfg, m = self.cfg, self.cfg.chunk_len
         k = next(b for b in K_BUCKETS if b >= len(nb_ids))
         q_ids = self.tok.encode(question)
@@ -226,15 +299,16 @@ class Reader:
             lp, keys, cache = self._call(tokens[p:q], p, cache, use, keys)
             p = q
         allowed = Constraint(nb_ids, self.tok) if mode == "constrained" else None
-        out, total_lp, doubt = [], 0.0, None
-        for _ in range(max_new):
+        out, total_lp, doubt, steps = [], 0.0, None, []
+        for i in range(max_new):
             lp = np.asarray(lp[0])
             if doubt is None:
                 doubt = float(lp[self.tok.abstain])
             if allowed is not None:
                 mask = allowed.mask(len(lp))
                 lp = np.where(mask, lp, -np.inf)
-            t = int(np.argmax(lp))
+            steps.append(lp)
+            t = forced[i] if i < len(forced) else int(np.argmax(lp))
             total_lp += float(lp[t])
             if t == EOS:
                 break
@@ -246,7 +320,7 @@ class Reader:
             at_boundary = p >= m - 1 and (p - (m - 1)) % m == 0
             lp, keys, cache = self._call([t], p, cache, nb if at_boundary else None, keys)
             p += 1
-        return out, total_lp, doubt
+        return out, total_lp, doubt, steps
 
     def _call(self, toks: list[int], start: int, cache: dict, nb, keys):
         x = jnp.asarray(toks, jnp.int32)[None]

@@ -11,8 +11,9 @@ both decoding modes are scored:
   fill it to k): share of abstentions (a partial answer from a still-present part counts as wrong only
   for single-answer tasks, where nothing is left);
 - chains (variable chains; two-hop entity questions, form 0 trained, form 1 unseen): `... per hop`
-  scores each hop's record (the question plus the bridge, its own top-k; abstention expected when the
-  link is not in the top-k, and at the closing hop); `chain_complete`: the chain followed as `ask`
+  scores each hop's record (the question plus the bridge, its own top-k, the earlier bridges excluded
+  as `ask` excludes them; abstention expected when the link is not in the top-k, and at the closing
+  hop); `chain_complete`: the chain followed as `ask`
   follows it, each answer choosing the next hop's record, share ending on the chain's answer;
 - latency p50 / p90 per answer() call at k neighbours.
 Writes a markdown table to stdout and results json to --out.
@@ -50,7 +51,7 @@ def _follow(reader: Reader, hops: dict[int, dict], k: int, mode: str, lat: list)
     by_bridge = {r["targets"][h - 1]: r for h, r in hops.items() if h}
     r, last, bridges = hops[0], None, []
     for _ in range(len(hops)):
-        a = reader.answer(r["question"], r["neighbours"][:k], mode=mode)
+        a = reader.answer(r["question"], r["neighbours"][:k], mode=mode, exclude=tuple(bridges))
         lat.append(a.latency_ms)
         if a.abstained or a.text in bridges:  # ask stops here too: the last answer stands
             break
@@ -88,7 +89,8 @@ def evaluate(
                 nbs = r["neighbours"][:k]
                 has_gold = all(any(e in g for g in r["gold"][:k]) for e in range(len(r["evidence"])))
                 expected = r["answers"] if has_gold or "targets" not in r else []
-                a = reader.answer(r["question"], nbs, mode=mode)
+                ex = tuple(r["targets"][: r["hop"]]) if "targets" in r else ()  # the bridges ask passes
+                a = reader.answer(r["question"], nbs, mode=mode, exclude=ex)
                 lat.append(a.latency_ms)
                 rec, ex = _score(a, expected)
                 res[task]["recall"].append(rec)
@@ -98,7 +100,9 @@ def evaluate(
                     res[task]["false_abstain"].append(a.abstained)
                 if r["evidence"]:
                     clean = [t for t, g in zip(r["neighbours"], r["gold"], strict=True) if not g][:k]
-                    res[task]["abstain"].append(reader.answer(r["question"], clean, mode=mode).abstained)
+                    res[task]["abstain"].append(
+                        reader.answer(r["question"], clean, mode=mode, exclude=ex).abstained
+                    )
         for task, by_sid in sorted(chains.items()):
             keys = sorted(by_sid)
             for key in rng.sample(keys, min(per_task, len(keys))):

@@ -60,6 +60,25 @@ def test_input_validation(reader):
         reader.answer(QUESTION, [NEEDLE], mode="beam")
     with pytest.raises(ValueError, match="max_new_tokens"):
         reader.answer(QUESTION, [NEEDLE], max_new_tokens=0)
+    with pytest.raises(ValueError, match="exclude"):
+        reader.answer(QUESTION, [NEEDLE], exclude="4829173")
+
+
+def test_exclude_rules_out_an_answer(reader):
+    """A chain's earlier bridges are never answered again: the next best generation (a span that is in
+    the evidence, cited) or an abstention; an exclusion that does not hit changes nothing."""
+    chain = "VAR QXJTB = VAR HUWZA. " + FILLER + "VAR HUWZA = VAR PLOKM. " + FILLER
+    question = "What is the value of VAR QXJTB? VAR HUWZA"
+    greedy = reader.answer(question, [chain])
+    same = reader.answer(question, [chain], exclude=["VAR NOTIN"])
+    assert (same.text, same.citations, same.logprob) == (greedy.text, greedy.citations, greedy.logprob)
+    for ruled_out in {greedy.text, "VAR HUWZA"} - {None}:
+        a = reader.answer(question, [chain], exclude=[ruled_out])
+        assert a.text != ruled_out and ruled_out not in a.parts
+        if not a.abstained:
+            assert a.citations and all(chain[c["char_start"] : c["char_end"]] in a.parts for c in a.citations)
+    both = reader.answer(question, [chain], exclude=["VAR HUWZA", "VAR PLOKM", "VAR QXJTB"])
+    assert not set(both.parts) & {"VAR HUWZA", "VAR PLOKM", "VAR QXJTB"}
 
 
 def test_answers_and_cites_spans_present(reader):
