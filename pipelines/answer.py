@@ -12,10 +12,12 @@ The reader is any object with `answer(question, texts, mode=...)` returning the 
 one the project ships. pipelines/ never imports retro/.
 
 Multi-hop, one link per hop: hop 1 searches and reads the question; when the evidence answers it only
-with a bridge (the person or variable the question needs next), hop h+1 searches *and reads* the
-question followed by the latest bridge (`hop_question`), "... shipment X? Mara Lindqvist", and the
-reader answers what that bridge leads to. The reader was trained on exactly these hop questions
-(evals/reader_data.py). A chain never revisits a node, so each hop passes the bridges so far to the
+with a bridge (the person or variable the question needs next), hop h+1 reads the question followed
+by the latest bridge (`hop_question`), "... shipment X? Mara Lindqvist", and the reader answers what
+that bridge leads to. The reader was trained on exactly these hop questions (evals/reader_data.py).
+The hop searches with the bridge and the question's words that the sentences cited so far do not hold
+(`next_search`: "Mara Lindqvist Who supervises who carries"), so that the link already followed does
+not fill the top k again. A chain never revisits a node, so each hop passes the bridges so far to the
 reader as `exclude`: when its best answer is one of them it answers its next best, or abstains
 (retro/reader.py `_next_best`; variable chains complete on the dev split: 14 -> 25 of 45). The loop
 stops when the reader abstains (nothing follows the latest bridge: the last answer stands), repeats an
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +52,8 @@ class Reader(Protocol):
     def warm(self, k: int) -> None: ...  # compile / load lazily built parts for k neighbours
 
 
+SENTENCE_ENDS = (". ", "! ", "? ", "\n")  # where a cited sentence starts and ends
+
 READER_CLASS = (
     "retro.reader:Reader"  # the shipped RETRO reader, named so that pipelines/ never imports retro/
 )
@@ -67,8 +72,39 @@ def load_reader(path: str | None = None, spec: str = READER_CLASS) -> Reader:
 
 
 def hop_question(question: str, bridges: Sequence[str]) -> str:
-    """What the next hop searches and reads: the question, then the latest bridge answer."""
+    """What the next hop's reader reads: the question, then the latest bridge answer."""
     return " ".join([question.strip(), *bridges[-1:]])
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def cited_sentences(out: Any, texts: Sequence[str]) -> list[str]:
+    """The sentence around each span the reader cited (`texts`: the neighbour texts it read)."""
+    found = []
+    for c in getattr(out, "citations", None) or ():
+        i, a, b = int(c["neighbour"]), int(c["char_start"]), int(c["char_end"])
+        if 0 <= i < len(texts):
+            text = texts[i]
+            start = max(text.rfind(e, 0, a) for e in SENTENCE_ENDS)
+            ends = [j for j in (text.find(e, b) for e in SENTENCE_ENDS) if j >= 0]
+            found.append(text[start + 1 if start >= 0 else 0 : min(ends) + 1 if ends else len(text)])
+    return found
+
+
+def next_search(question: str, bridge: str, covered: set[str]) -> str:
+    """What hop h+1 searches: the bridge, then the words of the question that the evidence read so far
+    does not hold (`covered`: the words of the sentences the reader cited).
+
+    Why: searching the question plus the bridge found the first link again. At 1M tokens (two-hop
+    form 0, seed 0, BM25), "Who supervises the courier who carries shipment KX-43527? Hugo Fischer"
+    ranked the cited "Shipment KX-43527 is carried by the courier Hugo Fischer." first and the next
+    link 11th-44th among look-alike facts: of 90 questions whose first hop named the bridge, the
+    next link was in the top 10 for 56; searching "Hugo Fischer Who supervises who carries" put it
+    there for 90."""
+    rest = [w for w in question.split() if not _words(w) <= covered]
+    return " ".join([bridge, *rest])
 
 
 def _cite(out: Any, read: Sequence, rank_of: dict[int, int]) -> tuple[Citation, ...]:
@@ -109,10 +145,12 @@ def ask(
     neighbours: list = []  # merged over hops, earlier hop first
     rank_of: dict[int, int] = {}  # chunk id -> rank in the merged list
     bridges: list[str] = []
+    covered: set[str] = set()  # words of the sentences cited so far
     final, final_cites, final_mode, reader_ms = None, (), mode or "", 0.0
     for h in range(1, hops + 1):
         query = hop_question(question, bridges)
-        res = retriever.search(query, k, hops=1)
+        search = next_search(question, bridges[-1], covered) if bridges else query
+        res = retriever.search(search, k, hops=1)
         results.append(res)
         for n in res.neighbours:
             if n.chunk not in rank_of:
@@ -124,7 +162,9 @@ def ask(
         out = reader.answer(query, [n.text for n in res.neighbours], **hop_kwargs)
         reader_ms += float(out.latency_ms)
         text = None if out.abstained else out.text
-        log.append(HopAnswer(h, query, text, hop_ranks, round(float(out.latency_ms), 3)))
+        log.append(
+            HopAnswer(h, query, text, hop_ranks, round(float(out.latency_ms), 3), search if h > 1 else "")
+        )
         final_mode = out.mode
         if text is None or text in bridges:
             if text == final:  # converged: this hop's evidence cites the answer too
@@ -133,6 +173,8 @@ def ask(
         final = text
         final_cites = _cite(out, res.neighbours, rank_of)
         bridges.append(text)
+        for sentence in cited_sentences(out, [n.text for n in res.neighbours]):
+            covered |= _words(sentence)
     total = (time.perf_counter() - t0) * 1e3
     answer = Answer(
         text=final,

@@ -223,10 +223,11 @@ class HopAnswer:
     """One hop of reading: what was searched, what the reader said, which neighbours it read."""
 
     hop: int  # 1-based
-    query: str  # what this hop searched with (the question + the bridges so far)
+    query: str  # what the reader read: the question, then the latest bridge from hop 2 on
     answer: str | None  # the reader's answer at this hop (None: abstained)
     evidence: tuple[int, ...]  # ranks (in the result's neighbour list) of the neighbours it read
     latency_ms: float  # reader time of this hop
+    search: str = ""  # what this hop searched with, when not `query` (pipelines.answer.next_search)
 
 
 @dataclass(frozen=True)

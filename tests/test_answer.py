@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -12,7 +13,7 @@ from evals.entities import distractor_facts, make_facts
 from evals.filler import words_docs
 from evals.retrievers import IndexRetriever
 from index import Index
-from pipelines.answer import ask, hop_question, load_reader
+from pipelines.answer import ask, cited_sentences, hop_question, load_reader, next_search
 from pipelines.cli import main
 from pipelines.query import MAX_QUERY_WORDS
 from pipelines.results import Truncation
@@ -69,15 +70,24 @@ def test_hops_carry_the_bridge(index_path, reader, facts):
     res = ask(retriever, reader, facts.question, k=10, hops=3)  # fact 2 is 6th-10th for hop 2
     log = res.answer.hops
     assert log[0].query == facts.question and 1 <= len(log) <= 3
-    for h in range(1, len(log)):  # each hop searched (and read) the question and the latest bridge
+    for h in range(1, len(log)):  # each hop read the question and the latest bridge
         assert log[h].query == hop_question(facts.question, [x.answer for x in log[:h]])
         assert log[h].query == f"{facts.question} {log[h - 1].answer}"
+        # ... and searched the bridge and the question's words the cited link does not hold
+        bridge = log[h - 1].answer
+        assert log[h].search.startswith(bridge + " ")
+        rest = log[h].search[len(bridge) + 1 :].split()
+        assert rest == [w for w in facts.question.split() if w in rest]
+        assert len(rest) < len(facts.question.split())
+    assert log[0].search == ""  # hop 1 searched what it read
     assert [n.hop for n in res.neighbours] == sorted(n.hop for n in res.neighbours)
     answers = [h.answer for h in log]
     # the shipped reader follows this chain: hop 1 names the bridge, hop 2 (question + bridge) the answer
     assert answers[:2] == [facts.bridge, facts.answer] and res.answer.text == facts.answer
-    if len(log) < 3:  # stopped early: the reader abstained or repeated itself
-        assert answers[-1] is None or answers[-1] in answers[:-1]
+    given = [x for x in answers if x is not None]
+    assert len(set(given)) == len(given)  # a chain never revisits a node: earlier bridges are excluded
+    if len(log) < 3:  # stopped early: the reader abstained (it cannot repeat itself)
+        assert answers[-1] is None
     assert res.answer.text == next((x for x in reversed(answers) if x is not None), None)
 
 
@@ -108,3 +118,21 @@ def test_a_long_question_is_cut_before_search_and_reader(index_path, reader):
     assert len(searched.split()) == MAX_QUERY_WORDS and long_q.startswith(searched)
     with pytest.raises(ValueError, match="no searchable words"):
         ask(retriever, reader, "🙂🙂", k=3)
+
+
+def test_next_search_keeps_the_bridge_and_what_the_cited_sentence_lacks():
+    texts = [
+        "The soft oasis pulls the fiddle.",
+        "The glad bagel sells the thistle. Shipment KX-43527 is carried by the courier Hugo Fischer. The end",
+    ]
+    a = texts[1].index("Hugo")
+
+    class Out:  # the reader's output as `ask` reads it: citations into the texts it read
+        citations = [{"neighbour": 1, "char_start": a, "char_end": a + len("Hugo Fischer")}]
+
+    sentences = cited_sentences(Out, texts)
+    assert [s.strip() for s in sentences] == ["Shipment KX-43527 is carried by the courier Hugo Fischer."]
+    covered = set().union(*(set(re.findall(r"\w+", s.lower())) for s in sentences))
+    q = "Who supervises the courier who carries shipment KX-43527?"
+    assert next_search(q, "Hugo Fischer", covered) == "Hugo Fischer Who supervises who carries"
+    assert next_search(q, "Hugo Fischer", set()) == f"Hugo Fischer {q}"
