@@ -58,13 +58,6 @@ K_BUCKETS = (2, 4, 10, 20, 40)  # neighbour counts are padded up to one of these
 # answer mass. Chosen on the dev split's chain hops (seeds 3000+) whose greedy answer was an earlier
 # bridge: right in 18 of 38 at 0 nats, 29 at 3 and at 4, 28 at 6 (bench/reader_exclude.py).
 EXCLUDE_MARGIN = 3.0
-# Where the greedy choice is </s> but <next> (another part) is within this many nats of it, the reader
-# goes on to another part; a part it has given already ends the answer. Multi-part answers stop early:
-# on the dev split's 60 multivalue/multiquery answers 110 parts were right, 2 wrong and 100 missing;
-# </s> led <next> by 0.0-2.6 nats where parts were missing, by 4.3+ on single-answer questions. At 2
-# nats dev recall rose 0.62 -> 0.67 (multivalue) and 0.45 -> 0.50 (multiquery), wrong parts per answer
-# 0.17 -> 0.23 and 0.07 -> 0.30; 3 and 4 nats gave no more (bench/reader_parts.py).
-PART_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -213,11 +206,6 @@ class Reader:
             ", ".join(kept), False, cites, mode, ms, logprob, tuple(kept), abstain_logprob=doubt
         )
 
-    def _last_part_new(self, ids: list[int]) -> bool:
-        """The answer so far ends with a part it has not given before (a repeat ends the answer)."""
-        parts = self._parts(ids) or []
-        return bool(parts) and parts[-1] not in parts[:-1]
-
     def _parts(self, ids: list[int]) -> list[str] | None:
         """Generated ids -> answer parts (None = abstained)."""
         if not ids or ids[0] == self.tok.abstain:
@@ -321,8 +309,6 @@ class Reader:
                 lp = np.where(mask, lp, -np.inf)
             steps.append(lp)
             t = forced[i] if i < len(forced) else int(np.argmax(lp))
-            if t == EOS and i >= len(forced) and lp[self.tok.next] > lp[EOS] - PART_MARGIN:
-                t = self.tok.next if self._last_part_new(out) else EOS  # another part, if close
             total_lp += float(lp[t])
             if t == EOS:
                 break
