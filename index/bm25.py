@@ -40,7 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from index.postings import PackedPostings, is_packed, lucene_idf32, write_packed
+from index.postings import PackedPostings, lucene_idf32, write_packed
+from index.postings_once import LAYOUT as ONCE_LAYOUT
+from index.postings_once import OncePostings, layout_of, write_once
 
 # A short list of function words that carry no topic (our own list).
 STOPWORDS = frozenset(
@@ -113,13 +115,15 @@ def write_bm25(
     """Index chunk `texts` with bm25s into `folder`, each chunk scored by its neighbour text.
 
     next_chunk: int [C], i + 1 where chunk i's continuation in the same document is the next row, else -1.
-    postings: "packed" (index/postings.py; the old layout when a shard cannot be packed exactly) or "csc".
+    postings: "once" (index/postings_once.py), "packed" (index/postings.py) or "csc"; a shard that
+    a layout cannot give back exactly falls back to the next (once -> packed -> csc)
     Returns the number of distinct terms.
     """
     import bm25s
 
     vocab: dict[str, int] = {}
     corpus = []
+    own: list[list[str]] = []  # each chunk's terms alone: what the once layout posts
     surface: Counter[str] = Counter()  # plain words as written, for semantic query expansion
     for i, text in enumerate(texts):
         surface.update(w for w in _PLAIN_WORD.findall(text.lower()) if w not in STOPWORDS)
@@ -127,10 +131,16 @@ def write_bm25(
         # ("magic nu|mbers") is one word; the chunk's own words count once more, so the chunk that
         # holds a text outranks the one before it, whose continuation holds it
         neighbour = text + texts[i + 1] if int(next_chunk[i]) == i + 1 else text
-        terms = with_bigrams(text_words(neighbour), bigrams) + text_words(text)
+        words = text_words(text)
+        terms = with_bigrams(text_words(neighbour), bigrams) + words
+        own_terms = with_bigrams(words, bigrams)
         if compounds:  # a hyphenated key whole, twice for the chunk that holds it, like its words
-            terms += compound_terms(neighbour) + compound_terms(text)
+            whole = compound_terms(text)
+            terms += compound_terms(neighbour) + whole
+            own_terms += whole
         corpus.append([vocab.setdefault(t, len(vocab)) for t in terms])
+        if postings == "once":
+            own.append(own_terms)
     if not vocab:  # no chunk has a word: keep one term so the files exist and every score is 0
         vocab[""] = 0
     model = bm25s.BM25(k1=k1, b=b, method="lucene")
@@ -138,10 +148,14 @@ def write_bm25(
     hashes = term_hashes(list(vocab))
     sc = model.scores
     doc_len = np.array([len(d) for d in corpus], np.int64)
-    if not (
-        postings == "packed"
-        and write_packed(folder, sc["data"], sc["indices"], sc["indptr"], doc_len, hashes, k1=k1, b=b)
-    ):
+    csc = (sc["data"], sc["indices"], sc["indptr"], doc_len, hashes)
+    if postings == "once":
+        cols = [vocab.get(t, -1) for terms in own for t in terms]  # -1: a term of no document
+        rows = np.repeat(np.arange(len(own)), [len(terms) for terms in own])
+        cols = np.array(cols, np.int64)
+        wrote = write_once(folder, *csc, cols[cols >= 0], rows[cols >= 0], next_chunk, k1=k1, b=b)
+        postings = "done" if wrote else "packed"  # the packed layout when a shard is not exact
+    if not (postings == "done" or (postings == "packed" and write_packed(folder, *csc, k1=k1, b=b))):
         model.save(str(folder))
         order = np.argsort(hashes, kind="stable")
         np.save(folder / "term_hash.npy", hashes[order])
@@ -169,8 +183,13 @@ class ShardBM25:
             return np.load(path, mmap_mode="r").view(np.ndarray)
 
         self.hashes = load(folder / "term_hash.npy")
-        self.packed: PackedPostings | None = None
-        if is_packed(folder):  # columns in hash order: a term's column is its hash's position
+        self.packed: PackedPostings | OncePostings | None = None
+        self.once: OncePostings | None = None
+        layout = layout_of(folder)
+        if layout == ONCE_LAYOUT:  # columns in hash order, document frequencies stored
+            self.packed = self.once = OncePostings(folder, num_chunks)
+            self.indptr, self.cols = self.once.indptr, None
+        elif layout is not None:  # packed (an unknown layout raises): columns in hash order
             self.packed = PackedPostings(folder, num_chunks)
             self.indptr, self.cols = self.packed.indptr, None
         else:
@@ -194,9 +213,18 @@ class ShardBM25:
         a, z = int(self.indptr[col]), int(self.indptr[col + 1])
         return self.indices[a:z], self.data[a:z]
 
+    def hits(self, col: int) -> tuple[np.ndarray, np.ndarray]:
+        """`postings`, except that the rows may come in any order (each once): what a sum over all
+        chunks needs, without the once layout's sort."""
+        if self.once is not None:
+            return self.once.hits(col, float(lucene_idf32(self.df(np.array([col])), self.num_chunks)[0]))
+        return self.postings(col)
+
     def df(self, cols: np.ndarray) -> np.ndarray:
         """int64 [n]: in how many chunks each column's term occurs (0 for -1)."""
         safe = np.maximum(cols, 0)
+        if self.once is not None:
+            return np.where(cols >= 0, self.once.df[safe], 0).astype(np.int64)
         return np.where(cols >= 0, self.indptr[safe + 1] - self.indptr[safe], 0).astype(np.int64)
 
     def scores(self, cols: np.ndarray, weights: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
@@ -214,7 +242,7 @@ class ShardBM25:
         present = [j for j, c in enumerate(cols) if c >= 0]
         if groups is None:
             for j in present:
-                rows, vals = self.postings(int(cols[j]))
+                rows, vals = self.hits(int(cols[j]))
                 out[rows] += vals * weights[j]
             return out.astype(np.float32)
         by_group: dict[int, list[int]] = {}
@@ -223,12 +251,12 @@ class ShardBM25:
         for g in sorted(by_group):
             members = by_group[g]
             if len(members) == 1:
-                rows, vals = self.postings(int(cols[members[0]]))
+                rows, vals = self.hits(int(cols[members[0]]))
                 out[rows] += vals * weights[members[0]]
                 continue
             best = np.zeros(self.num_chunks, np.float64)
             for j in members:
-                rows, vals = self.postings(int(cols[j]))
+                rows, vals = self.hits(int(cols[j]))
                 best[rows] = np.maximum(best[rows], vals * weights[j])
             out += best
         return out.astype(np.float32)
