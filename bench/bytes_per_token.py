@@ -1,11 +1,13 @@
 """Bytes per token of an index, by part: on disk, and resident while it answers questions.
 
     python bench/bytes_per_token.py IDX [IDX ...] [--questions 50] [--retriever bm25|cascade]
-        [--queries FILE] [--out bench/results/bytes_per_token.json]
+        [--queries FILE] [--expanded] [--out bench/results/bytes_per_token.json]
 
 On disk: every file the index's manifest counts (as `retro index info` does) is put in one part by
 its path: BM25 postings (the score data and row indices of the old CSC layout, or the packed
-row+score-code words of the new one, with its score table), BM25 indptr (one offset per term),
+row+score-code words of the packed one, with its score table, or the once layout's row+pair-code
+words and pair table), BM25 indptr (one offset per term), BM25 df and lengths (the once layout's
+document frequency per term and neighbour-document length per chunk),
 BM25 vocab (term hashes -> columns, bm25s's own json), BM25 words (the plain words per shard the
 expansion table is built from), static (per-shard FAISS + template + static model), token ids,
 spans (chunk -> document, token/char span), doc table (docs.jsonl + document digests), expansion
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 PARTS = (
     "bm25 postings",
     "bm25 indptr",
+    "bm25 df, lengths",
     "bm25 vocab",
     "bm25 words",
     "static",
@@ -54,6 +57,9 @@ _BM25_FILES = {
     "indices.csc.index.npy": "bm25 postings",  # old layout: int32 row per posting
     "postings.npy": "bm25 postings",  # packed layout: uint32 row | score code per posting
     "tfc.npy": "bm25 postings",  # packed layout: the score codes' table
+    "pairs.npy": "bm25 postings",  # once layout: the (own, cont) table its codes index
+    "df.npy": "bm25 df, lengths",  # once layout: each term's document frequency
+    "doc_len.npy": "bm25 df, lengths",  # once layout: each neighbour document's length
     "indptr.csc.index.npy": "bm25 indptr",
     "indptr.npy": "bm25 indptr",
     "term_hash.npy": "bm25 vocab",
@@ -239,6 +245,42 @@ def compare_answers(paths: list[Path], questions: list[str], k: int = 100) -> li
     ]
 
 
+def compare_expanded(paths: list[Path], questions: list[str]) -> list[dict]:
+    """The expanded list's weighted BM25 (the cascade's default expansion of each question, made once
+    with the first index's expansion table) on each index in turn, round robin: per index its p50 ms
+    and how many lists equal the first index's (ids and float32 score bits)."""
+    import time
+
+    import numpy as np
+
+    from index.store import Index
+    from pipelines.cascade import Cascade
+
+    idxs = [Index.open(p) for p in paths]
+    cascade = Cascade(idxs[0], quiet=True)
+    cascade.warm()
+    depth = cascade.budgets().depth
+    ms: list[list[float]] = [[] for _ in idxs]
+    same, asked = [0] * len(idxs), 0
+    for q in questions:
+        ex = cascade.expander.expand(q)
+        groups = ex.groups if cascade.cfg.expand_grouped else None
+        if not ex.terms:
+            continue
+        asked += 1
+        answers = []
+        for i, idx in enumerate(idxs):
+            t = time.perf_counter()
+            answers.append(idx.search_bm25_weighted(dict(ex.terms), k=depth, groups=groups))
+            ms[i].append((time.perf_counter() - t) * 1000)
+        for i, (ids, sc) in enumerate(answers):
+            same[i] += int(ids.tolist() == answers[0][0].tolist() and sc.tobytes() == answers[0][1].tobytes())
+    return [
+        {"index": str(p), "expanded_p50_ms": float(np.percentile(m, 50)), "identical": s_, "asked": asked}
+        for p, m, s_ in zip(paths, ms, same, strict=True)
+    ]
+
+
 def print_table(r: dict) -> None:
     print(f"\n{r['index']}: {r['tokens']:,} tokens; {r['questions']} questions through {r['retriever']}")
     print(
@@ -261,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions", type=int, default=50, help="questions answered before RSS is read")
     ap.add_argument("--retriever", default="bm25", choices=("bm25", "cascade"), help="what answers them")
     ap.add_argument("--queries", type=Path, default=None, help="jsonl with 'question', or one per line")
+    ap.add_argument(
+        "--expanded", action="store_true", help="also time the expanded list's weighted BM25 (loads MiniLM)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bytes_per_token.json")
     args = ap.parse_args(argv)
     for p in args.indexes:
@@ -284,6 +329,16 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {c['index']} | {c['bm25_p50_ms']:.1f} | {c['identical']}/{len(questions)} | {c['max_score_diff']:.3g} |"
             )
+        if args.expanded:
+            expanded = compare_expanded([p.resolve() for p in args.indexes], questions)
+            print(
+                f"\nThe expanded list (weighted BM25, top depth) of {expanded[0]['asked']} questions, round robin:\n"
+            )
+            print("| index | expanded p50 ms | lists identical to the first (ids + score bits) |")
+            print("|---|---|---|")
+            for c in expanded:
+                print(f"| {c['index']} | {c['expanded_p50_ms']:.1f} | {c['identical']}/{c['asked']} |")
+            same = [{**a, **b} for a, b in zip(same, expanded, strict=True)]
     doc = {
         **results[-1],
         "bytes_per_token": results[-1]["disk"],
