@@ -17,12 +17,16 @@ their own (`compounds`, on in new indexes): at 100M tokens a filler sentence tha
 hold, tells the key apart (BENCHMARKS.md, "Evals").
 
 On disk, per shard (`bm25/`): `term_hash.npy` (uint64, sorted: an 8-byte blake2b of each term) and
-the postings, one column per term, in one of two layouts. `packed` (new indexes, index/postings.py):
-one uint32 per posting, row and score code, 4 bytes instead of 8, scores bit-identical; columns in
-hash order. `csc` (indexes built before it, or `bm25_postings=csc`): the bm25s index as bm25s saves
-it (float32 data, int32 indices, int64 indptr) plus `term_col.npy` (the column of each hash). A
-shard's layout is told by its files, so an old index opens as it is. A query hashes its terms and
-looks them up per shard.
+the postings, one column per term, in one of three layouts. `once` (new indexes,
+index/postings_once.py): each chunk's terms posted once, a neighbour document's term frequency
+derived at query time from the chunk's entry and its continuation's, boundary terms as corrections,
+scores bit-identical; ~0.55x the bytes of `packed` (BENCHMARKS.md). `packed` (index/postings.py): one
+uint32 per neighbour-document posting, row and score code, 4 bytes instead of 8, scores
+bit-identical; columns in hash order in both. `csc` (indexes built before them, or
+`bm25_postings=csc`): the bm25s index as bm25s saves it (float32 data, int32 indices, int64 indptr)
+plus `term_col.npy` (the column of each hash). A shard's layout is told by its files
+(postings.json's "layout"), so an old index opens as it is. A query hashes its terms and looks
+them up per shard.
 
 bm25s bakes each shard's own idf into its scores; `ShardBM25.scores` rescales every query term's
 postings by global idf / shard idf, with the global document frequency summed over the shards at
@@ -213,12 +217,12 @@ class ShardBM25:
         a, z = int(self.indptr[col]), int(self.indptr[col + 1])
         return self.indices[a:z], self.data[a:z]
 
-    def hits(self, col: int) -> tuple[np.ndarray, np.ndarray]:
-        """`postings`, except that the rows may come in any order (each once): what a sum over all
-        chunks needs, without the once layout's sort."""
+    def pieces(self, col: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`postings` as disjoint (rows, scores) pieces that together hold each row once: what a sum
+        over all chunks needs, without joining and sorting the once layout's two."""
         if self.once is not None:
-            return self.once.hits(col, float(lucene_idf32(self.df(np.array([col])), self.num_chunks)[0]))
-        return self.postings(col)
+            return self.once.pieces(col, float(lucene_idf32(self.df(np.array([col])), self.num_chunks)[0]))
+        return [self.postings(col)]
 
     def df(self, cols: np.ndarray) -> np.ndarray:
         """int64 [n]: in how many chunks each column's term occurs (0 for -1)."""
@@ -242,8 +246,8 @@ class ShardBM25:
         present = [j for j, c in enumerate(cols) if c >= 0]
         if groups is None:
             for j in present:
-                rows, vals = self.hits(int(cols[j]))
-                out[rows] += vals * weights[j]
+                for rows, vals in self.pieces(int(cols[j])):
+                    out[rows] += vals * weights[j]
             return out.astype(np.float32)
         by_group: dict[int, list[int]] = {}
         for j in present:
@@ -251,13 +255,13 @@ class ShardBM25:
         for g in sorted(by_group):
             members = by_group[g]
             if len(members) == 1:
-                rows, vals = self.hits(int(cols[members[0]]))
-                out[rows] += vals * weights[members[0]]
+                for rows, vals in self.pieces(int(cols[members[0]])):
+                    out[rows] += vals * weights[members[0]]
                 continue
             best = np.zeros(self.num_chunks, np.float64)
             for j in members:
-                rows, vals = self.hits(int(cols[j]))
-                best[rows] = np.maximum(best[rows], vals * weights[j])
+                for rows, vals in self.pieces(int(cols[j])):
+                    best[rows] = np.maximum(best[rows], vals * weights[j])
             out += best
         return out.astype(np.float32)
 

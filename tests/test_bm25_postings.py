@@ -16,6 +16,7 @@ from index.build import BuildConfig, build_index
 from index.postings import is_packed, pack_postings
 from index.postings_once import LAYOUT as ONCE
 from index.postings_once import layout_of, write_once
+from index.tokenizer import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +204,11 @@ def test_packed_index_appends_packed_and_int64_spans_still_read(tmp_path, pair):
     ids = np.arange(0, Index.open(old).num_chunks, 17)
     before = Index.open(old).provenance(ids)
     for f in old.glob("shards/*/chunk_span.npy"):
+        assert np.load(f).dtype == np.int32
         np.save(f, np.load(f).astype(np.int64))
+        meta = json.loads((f.parent / "shard.json").read_text())
+        meta["files"]["chunk_span.npy"] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+        (f.parent / "shard.json").write_text(json.dumps(meta))
     assert Index.open(old).provenance(ids) == before
     extra = tmp_path / "extra.jsonl"
     extra.write_text(
