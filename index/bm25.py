@@ -127,7 +127,6 @@ def write_bm25(
 
     vocab: dict[str, int] = {}
     corpus = []
-    own: list[list[str]] = []  # each chunk's terms alone: what the once layout posts
     surface: Counter[str] = Counter()  # plain words as written, for semantic query expansion
     for i, text in enumerate(texts):
         surface.update(w for w in _PLAIN_WORD.findall(text.lower()) if w not in STOPWORDS)
@@ -135,16 +134,10 @@ def write_bm25(
         # ("magic nu|mbers") is one word; the chunk's own words count once more, so the chunk that
         # holds a text outranks the one before it, whose continuation holds it
         neighbour = text + texts[i + 1] if int(next_chunk[i]) == i + 1 else text
-        words = text_words(text)
-        terms = with_bigrams(text_words(neighbour), bigrams) + words
-        own_terms = with_bigrams(words, bigrams)
+        terms = with_bigrams(text_words(neighbour), bigrams) + text_words(text)
         if compounds:  # a hyphenated key whole, twice for the chunk that holds it, like its words
-            whole = compound_terms(text)
-            terms += compound_terms(neighbour) + whole
-            own_terms += whole
+            terms += compound_terms(neighbour) + compound_terms(text)
         corpus.append([vocab.setdefault(t, len(vocab)) for t in terms])
-        if postings == "once":
-            own.append(own_terms)
     if not vocab:  # no chunk has a word: keep one term so the files exist and every score is 0
         vocab[""] = 0
     model = bm25s.BM25(k1=k1, b=b, method="lucene")
@@ -153,12 +146,8 @@ def write_bm25(
     sc = model.scores
     doc_len = np.array([len(d) for d in corpus], np.int64)
     csc = (sc["data"], sc["indices"], sc["indptr"], doc_len, hashes)
-    if postings == "once":
-        cols = [vocab.get(t, -1) for terms in own for t in terms]  # -1: a term of no document
-        rows = np.repeat(np.arange(len(own)), [len(terms) for terms in own])
-        cols = np.array(cols, np.int64)
-        wrote = write_once(folder, *csc, cols[cols >= 0], rows[cols >= 0], next_chunk, k1=k1, b=b)
-        postings = "done" if wrote else "packed"  # the packed layout when a shard is not exact
+    if postings == "once":  # the packed layout when a shard cannot be written exactly
+        postings = "done" if write_once(folder, *csc, next_chunk, k1=k1, b=b) else "packed"
     if not (postings == "done" or (postings == "packed" and write_packed(folder, *csc, k1=k1, b=b))):
         model.save(str(folder))
         order = np.argsort(hashes, kind="stable")

@@ -54,8 +54,12 @@ def length_norm(doc_len: np.ndarray, k1: float, b: float, avgdl: float) -> np.nd
 
 def tf_scores(idf32: float, tf: np.ndarray, norm: np.ndarray) -> np.ndarray:
     """float32 [n]: bm25s's score of term frequencies `tf` (float64) in documents of length norm
-    `norm` (float64, `length_norm`) for a term of shard idf `idf32`: the same operations, so the same bits."""
-    return (np.float64(idf32) * (tf / (norm + tf))).astype(np.float32)
+    `norm` (float64, `length_norm`; overwritten, a fresh gather) for a term of shard idf `idf32`:
+    idf * (tf / (norm + tf)) rounded to float32, the same operations, so the same bits."""
+    norm += tf
+    np.divide(tf, norm, out=norm)
+    norm *= np.float64(idf32)
+    return norm.astype(np.float32)
 
 
 def csc_term_freqs(

@@ -1,31 +1,32 @@
-"""BM25 postings stored once per chunk: a neighbour document's term frequencies derived at query time.
+"""BM25 postings once per chunk: two neighbour documents that share a chunk share one 4-byte entry.
 
-A chunk's BM25 document is its neighbour text, the chunk plus its continuation (index/bm25.py), so
-the packed layout (index/postings.py) posts every chunk's terms twice: for its own document and again
-for its predecessor's, whose continuation it is. Half of those ~5.4 B/token are the same counts
-twice (BENCHMARKS.md, "Bytes per token by part (issue 12)").
+A chunk's BM25 document is its neighbour text, the chunk plus its continuation (index/bm25.py), so a
+term of chunk j is in two documents: j's own and j - 1's, whose continuation j is. The packed layout
+(index/postings.py) stores both postings, each a row and a score code: ~5.4 B/token at 10M, the
+largest part of an index (BENCHMARKS.md, "Bytes per token by part (issue 12)"), and mostly pairs
+(j - 1, j) with consecutive rows.
 
-Here a term's column holds one entry per chunk i where it occurs: (row i, code), the code indexing a
-table of integer pairs (own, cont). Document i's term frequency is then
+Here one uint32 entry at row j holds two term frequencies: a = tf in document j, and b = tf in
+document j - 1 (when chunk j continues that document and no entry of its own stands at j - 1). Each
+term's documents are cut, from the right, into runs of consecutive rows of one document; a run of
+L documents takes ceil(L / 2) entries, so a term that one chunk holds (documents j - 1 and j) is one
+entry, as if the chunk's terms were posted once, and a term in every chunk of a document costs half
+an entry a chunk. The code indexes a table of (a, b) pairs (a few dozen per shard). A query reads
+the entries of a term and scores document j from a, document j - 1 from b, with bm25s's own float
+expression (`tf_scores`) over the stored document length: the frequencies are the ones bm25s
+counted, so every score is bit-identical, whatever the term kind (words cut by the boundary,
+bigrams and compounds across it included). `write_once` checks it on every posting of the shard
+and returns False otherwise (the caller then writes the packed layout).
 
-    tf(i) = own(i) + cont(i + 1)
+Deriving the neighbour's frequency from the chunks' own counts (tf(i) = 2 own(i) + own(i + 1), with
+corrections for what the boundary cuts) was built first: the same scores, 2.84 B/token against
+these entries' figure in BENCHMARKS.md, and slower queries (a frequency sums two entries).
 
-where cont(j) is the term's count in chunk j's own terms (`text_terms` of the chunk alone), set
-only when chunk j continues the same document as chunk j - 1, and own(i) = today's tf(i) - cont(i + 1):
-mostly the chunk's words twice, its bigrams once. What the boundary does differently from two chunks
-side by side (a word cut in two, "magic nu|mber"; the bigram across it; a compound cut at its hyphen;
-a bigram that ends in a cut word) lands in own(i) as a correction, an entry of its own when chunk i
-does not hold the term (own may be 0 or negative, tf never is). Every term frequency is therefore the
-same integer as today's, and every score is bm25s's float32 (`tf_scores`): bit-identical for every
-term kind. `write_once` checks that on every posting of the shard (derived frequencies against the
-ones inverted from bm25s's own scores) and returns False otherwise; the caller then writes the
-packed layout.
+What the query needs besides the entries: each document's length (bm25s's length norm; `doc_len.npy`,
+uint16 or uint32 by the largest) and each term's document frequency (`df.npy` uint32; an entry
+count is no longer a df; idf and the expansion's df caps read it).
 
-What the query time needs besides the entries: each document's length (for bm25s's length norm;
-`doc_len.npy`, uint16 or uint32 by the largest) and each term's document frequency (`df.npy`
-uint32: a column's entry count is no longer its df; idf and the expansion's df caps read it).
-
-Files (`bm25/`): postings.npy uint32 [n] (row | code << row_bits), pairs.npy int32 [K, 2],
+Files (`bm25/`): postings.npy uint32 [n] (row | code << row_bits), pairs.npy int32 [K, 2] (a, b),
 indptr.npy uint32 [V + 1], df.npy uint32 [V], doc_len.npy [C], term_hash.npy uint64 [V] sorted
 (columns in hash order), postings.json {"layout": "once-u32", "row_bits", "codes", "k1", "b", "avgdl"}.
 """
@@ -53,47 +54,27 @@ DF_FILE = "df.npy"
 DOC_LEN_FILE = "doc_len.npy"
 
 
-def once_entries(
-    indices: np.ndarray,
-    indptr: np.ndarray,
-    tf: np.ndarray,
-    own_cols: np.ndarray,
-    own_rows: np.ndarray,
-    next_chunk,
+def pair_entries(
+    cols: np.ndarray, docs: np.ndarray, tf: np.ndarray, next_chunk: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(col, row, own, cont) int64 [n] sorted by (col, row): the entries that give back `tf`.
+    """(col, row, a, b) of the entries for postings (cols, docs, tf) sorted by (col, doc).
 
-    indices/indptr/tf: every (document, term) of the shard as bm25s's CSC columns, with its term
-    frequency. own_cols/own_rows: one (column, chunk) per occurrence of a term in a chunk's own terms
-    (a term of no document left out). next_chunk: int [C], i + 1 where chunk i continues in chunk i + 1."""
-    n = len(next_chunk)
-    cols = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(np.asarray(indptr, np.int64)))
-    doc_key = cols * n + np.asarray(indices, np.int64)
-    # cont(j): chunk j's own count, when chunk j - 1 is the same document (so j continues it)
-    cont_of = np.zeros(n, bool)
-    cont_of[1:] = np.asarray(next_chunk[:-1]) == np.arange(1, n)
-    occ = np.asarray(own_cols, np.int64) * n + np.asarray(own_rows, np.int64)
-    occ = occ[cont_of[np.asarray(own_rows, np.int64)]]
-    # own(i) = tf(i) - cont(i + 1): +tf at each (col, i), -1 per continuing occurrence at (col, j - 1)
-    keys = np.concatenate([doc_key, occ - 1, occ])
-    own_add = np.concatenate(
-        [tf.astype(np.int64), -np.ones(len(occ), np.int64), np.zeros(len(occ), np.int64)]
-    )
-    cont_add = np.concatenate([np.zeros(len(doc_key) + len(occ), np.int64), np.ones(len(occ), np.int64)])
-    uniq, inv = np.unique(keys, return_inverse=True)
-    own = np.bincount(inv, own_add, len(uniq)).astype(np.int64)
-    cont = np.bincount(inv, cont_add, len(uniq)).astype(np.int64)
-    keep = (own != 0) | (cont != 0)
-    uniq, own, cont = uniq[keep], own[keep], cont[keep]
-    return uniq // n, uniq % n, own, cont
-
-
-def derived_freqs(col: np.ndarray, row: np.ndarray, own: np.ndarray, cont: np.ndarray, n: int):
-    """(key = col * n + doc, tf) int64, sorted, tf > 0: what the entries say, as a query derives it."""
-    keys = np.concatenate([col * n + row, (col * n + row - 1)[cont != 0]])
-    uniq, inv = np.unique(keys, return_inverse=True)
-    tf = np.bincount(inv, np.concatenate([own, cont[cont != 0]]), len(uniq)).astype(np.int64)
-    return uniq[tf > 0], tf[tf > 0]
+    next_chunk: int [C], i + 1 where chunk i's document continues in chunk i + 1, else -1."""
+    n = len(docs)
+    if n == 0:
+        return cols, docs, tf, tf
+    cont = np.asarray(next_chunk) == np.arange(len(next_chunk)) + 1
+    # posting k links to k + 1 when it is the next document of the same chunk chain, same term
+    link = np.zeros(n, bool)
+    link[:-1] = (cols[1:] == cols[:-1]) & (docs[1:] == docs[:-1] + 1) & cont[docs[:-1]]
+    ends = np.flatnonzero(~link)  # the last posting of each run
+    dist = ends[np.searchsorted(ends, np.arange(n))] - np.arange(n)
+    head = dist % 2 == 0  # from the right: the run's last posting, then every second one
+    takes_prev = np.zeros(n, bool)  # an entry at k also carries k - 1 when linked to it
+    takes_prev[1:] = head[1:] & link[:-1]
+    b = np.zeros(n, tf.dtype)
+    b[1:] = np.where(takes_prev[1:], tf[:-1], 0)
+    return cols[head], docs[head], tf[head], b[head]
 
 
 def write_once(
@@ -103,48 +84,46 @@ def write_once(
     indptr: np.ndarray,
     doc_len: np.ndarray,
     hashes: np.ndarray,
-    own_cols: np.ndarray,
-    own_rows: np.ndarray,
     next_chunk: np.ndarray,
     *,
     k1: float,
     b: float,
 ) -> bool:
-    """Write the once layout into `folder` from bm25s's CSC arrays (columns = vocab ids) and the
-    chunks' own term occurrences; False (nothing written) unless every score comes back bit for bit."""
+    """Write the once layout into `folder` from bm25s's CSC arrays (columns = vocab ids, rows
+    ascending in each); False, nothing written, unless every score comes back bit for bit."""
     n = len(doc_len)
     found = csc_term_freqs(data, indices, indptr, doc_len, k1, b)
     rb = row_bits(n)
     if found is None or rb >= 32:
         return False
     tf, avgdl = found
-    col, row, own, cont = once_entries(indices, indptr, tf.astype(np.int64), own_cols, own_rows, next_chunk)
-    # the check: the frequencies a query derives are bm25s's, posting for posting (so are the scores:
-    # `tf_scores` is the expression csc_term_freqs checked against every float32 score)
-    keys, tf_back = derived_freqs(col, row, own, cont, n)
-    cols = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(np.asarray(indptr, np.int64)))
-    order = np.argsort(cols * n + np.asarray(indices, np.int64), kind="stable")
-    want_keys = (cols * n + np.asarray(indices, np.int64))[order]
-    if not (np.array_equal(keys, want_keys) and np.array_equal(tf_back, tf[order].astype(np.int64))):
+    df = np.diff(np.asarray(indptr, np.int64))
+    cols = np.repeat(np.arange(len(df), dtype=np.int64), df)
+    docs = np.asarray(indices, np.int64)
+    col, row, fa, fb = pair_entries(cols, docs, tf.astype(np.int64), next_chunk)
+    # the check: the postings the entries give back are bm25s's, term frequency for term frequency
+    # (csc_term_freqs checked `tf_scores` of these against every float32 score)
+    back = np.concatenate([col * n + row, (col * n + row - 1)[fb > 0]])
+    back_tf = np.concatenate([fa, fb[fb > 0]])
+    order = np.argsort(back, kind="stable")
+    if not (np.array_equal(back[order], cols * n + docs) and np.array_equal(back_tf[order], tf)):
         return False
-    table, code = np.unique(np.stack([own, cont], axis=1), axis=0, return_inverse=True)
-    code = code.reshape(-1)
-    if len(table) > (1 << (32 - rb)) or np.abs(table).max(initial=0) > np.iinfo(np.int32).max:
+    table, code = np.unique(np.stack([fa, fb], axis=1), axis=0, return_inverse=True)
+    if len(table) > (1 << (32 - rb)) or table.max(initial=0) > np.iinfo(np.int32).max:
         return False
-    lens = np.max(doc_len, initial=0)
-    # columns in hash order: new column j = vocab id by_hash[j]
-    by_hash = np.argsort(hashes, kind="stable")
+    by_hash = np.argsort(hashes, kind="stable")  # new column j = vocab id by_hash[j]
     rank = np.empty_like(by_hash)
     rank[by_hash] = np.arange(len(by_hash))
     new_col = rank[col]
     perm = np.lexsort((row, new_col))
-    words = ((code.astype(np.uint64)[perm] << np.uint64(rb)) | row[perm].astype(np.uint64)).astype(np.uint32)
-    counts = np.bincount(new_col, minlength=len(hashes))
-    np.save(folder / POSTINGS_FILE, words)
+    words = (code.reshape(-1).astype(np.uint64)[perm] << np.uint64(rb)) | row[perm].astype(np.uint64)
+    np.save(folder / POSTINGS_FILE, words.astype(np.uint32))
     np.save(folder / PAIRS_FILE, table.astype(np.int32))
+    counts = np.bincount(new_col, minlength=len(hashes))
     np.save(folder / INDPTR_FILE, np.concatenate([[0], np.cumsum(counts)]).astype(np.uint32))
-    np.save(folder / DF_FILE, np.diff(np.asarray(indptr, np.int64))[by_hash].astype(np.uint32))
-    np.save(folder / DOC_LEN_FILE, np.asarray(doc_len).astype(np.uint16 if lens < 1 << 16 else np.uint32))
+    np.save(folder / DF_FILE, df[by_hash].astype(np.uint32))
+    wide = np.max(doc_len, initial=0) >= 1 << 16
+    np.save(folder / DOC_LEN_FILE, np.asarray(doc_len).astype(np.uint32 if wide else np.uint16))
     np.save(folder / "term_hash.npy", np.asarray(hashes)[by_hash])
     meta = {"layout": LAYOUT, "row_bits": rb, "codes": len(table), "k1": k1, "b": b, "avgdl": avgdl}
     (folder / META_FILE).write_text(json.dumps(meta, sort_keys=True))
@@ -158,60 +137,50 @@ def layout_of(folder: Path) -> str | None:
 
 
 class OncePostings:
-    """A once-layout shard's entries, memory-mapped; each column's documents and scores derived."""
+    """A once-layout shard's entries, memory-mapped; each column's documents and scores from them."""
 
     def __init__(self, folder: Path, num_rows: int) -> None:
         meta = json.loads((folder / META_FILE).read_text())
         self.num_rows = num_rows
         self.mask = np.uint32((1 << int(meta["row_bits"])) - 1)
         self.shift = np.uint32(int(meta["row_bits"]))
+
         def load(name: str) -> np.ndarray:  # memory-mapped, as a plain ndarray (np.memmap ops cost more)
             return np.load(folder / name, mmap_mode="r").view(np.ndarray)
 
         self.words, self.indptr, self.df = load(POSTINGS_FILE), load(INDPTR_FILE), load(DF_FILE)
         self.doc_len = load(DOC_LEN_FILE)
-        pairs = np.load(folder / PAIRS_FILE)
-        self.own, self.cont = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+        pairs = np.load(folder / PAIRS_FILE).astype(np.float64)
+        self.tf_a, self.tf_b = pairs[:, 0].copy(), pairs[:, 1].copy()
         # bm25s's length norm of every document, float64 in memory (8 bytes a chunk, 0.125 B/token
-        # resident): one gather a posting instead of two (the lengths' own table, then the norm)
+        # resident): one gather a posting instead of two (the lengths, then a norm per length)
         top = int(np.max(self.doc_len, initial=0))
         by_len = length_norm(np.arange(top + 1), float(meta["k1"]), float(meta["b"]), float(meta["avgdl"]))
         self.norm = by_len[self.doc_len]
 
     def pieces(self, c: int, idf32: float) -> list[tuple[np.ndarray, np.ndarray]]:
         """Column `c` (shard idf `idf32`) as two disjoint (documents int64 ascending, float32 scores):
-        the documents with an entry, then those that hold the term only through their continuation.
-        A document whose derived frequency is 0 may appear, with score 0."""
+        the entries' own documents, then the previous documents they carry. An entry that carries
+        none gives its previous document (-1 for row 0: the last) a score of 0, which adds nothing
+        to a sum or a maximum; dropping them would cost more than the additions."""
         w = self.words[int(self.indptr[c]) : int(self.indptr[c + 1])]
         if len(w) == 0:
             return []
         row = (w & self.mask).astype(np.int64)
         code = w >> self.shift
-        own, cont = np.take(self.own, code), np.take(self.cont, code)
-        # document i: own(i) + cont(i + 1), where chunk i + 1's entry is the next one (rows ascend)
-        nxt = row[1:] == row[:-1] + 1
-        tf = own.astype(np.float64)
-        tf[:-1] += np.where(nxt, cont[1:], 0)
-        out = [(row, tf_scores(idf32, tf, self.norm[row]))]
-        # documents that hold the term only through their continuation: i = j - 1 with no entry
-        alone = cont != 0
-        alone[1:] &= ~nxt
-        if alone.any():
-            prev = row[alone] - 1
-            out.append((prev, tf_scores(idf32, cont[alone].astype(np.float64), self.norm[prev])))
-        return out
+        prev = row - 1
+        return [
+            (row, tf_scores(idf32, np.take(self.tf_a, code), self.norm[row])),
+            (prev, tf_scores(idf32, np.take(self.tf_b, code), self.norm[prev])),
+        ]
 
-    def hits(self, c: int, idf32: float) -> tuple[np.ndarray, np.ndarray]:
-        """(documents int64, unique, not sorted; float32 scores) of column `c`: `pieces` joined."""
+    def column(self, c: int, idf32: float) -> tuple[np.ndarray, np.ndarray]:
+        """(documents ascending, float32 scores) of column `c`: the postings bm25s holds."""
         parts = self.pieces(c, idf32)
         if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-    def column(self, c: int, idf32: float) -> tuple[np.ndarray, np.ndarray]:
-        """(documents ascending, float32 scores) of column `c` with a positive frequency: the
-        postings bm25s would hold."""
-        docs, scores = self.hits(c, idf32)
-        order = np.argsort(docs, kind="stable")
-        docs, scores = docs[order], scores[order]
-        return docs[scores > 0], scores[scores > 0]
+        docs = np.concatenate([p[0] for p in parts])
+        scores = np.concatenate([p[1] for p in parts])
+        keep = scores > 0
+        order = np.argsort(docs[keep], kind="stable")
+        return docs[keep][order], scores[keep][order]
