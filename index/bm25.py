@@ -248,9 +248,15 @@ class ShardBM25:
                     out[rows] += vals * weights[members[0]]
                 continue
             best = np.zeros(self.num_chunks, np.float64)
-            for j in members:
-                for rows, vals in self.pieces(int(cols[j])):
-                    best[rows] = np.maximum(best[rows], vals * weights[j])
+            if self.once is not None:  # the group's columns decoded together (expanded lists: ~50 a group)
+                member_cols = cols[members]
+                idf32 = lucene_idf32(self.df(member_cols), self.num_chunks)
+                for rows, vals in self.once.weighted(member_cols, idf32, weights[members]):
+                    np.maximum.at(best, rows, vals)
+            else:
+                for j in members:
+                    for rows, vals in self.pieces(int(cols[j])):
+                        best[rows] = np.maximum(best[rows], vals * weights[j])
             out += best
         return out.astype(np.float32)
 

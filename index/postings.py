@@ -52,13 +52,14 @@ def length_norm(doc_len: np.ndarray, k1: float, b: float, avgdl: float) -> np.nd
     return k1 * ((1 - b) + b * np.asarray(doc_len, np.float64) / avgdl)
 
 
-def tf_scores(idf32: float, tf: np.ndarray, norm: np.ndarray) -> np.ndarray:
+def tf_scores(idf32: float | np.ndarray, tf: np.ndarray, norm: np.ndarray) -> np.ndarray:
     """float32 [n]: bm25s's score of term frequencies `tf` (float64) in documents of length norm
-    `norm` (float64, `length_norm`; overwritten, a fresh gather) for a term of shard idf `idf32`:
-    idf * (tf / (norm + tf)) rounded to float32, the same operations, so the same bits."""
+    `norm` (float64, `length_norm`; overwritten, a fresh gather) for a term of shard idf `idf32`
+    (float32, or float64 [n] of float32 values, one per posting): idf * (tf / (norm + tf)) rounded
+    to float32, the same operations, so the same bits."""
     norm += tf
     np.divide(tf, norm, out=norm)
-    norm *= np.float64(idf32)
+    norm *= np.float64(idf32) if np.isscalar(idf32) else idf32
     return norm.astype(np.float32)
 
 
