@@ -18,9 +18,9 @@ hold, tells the key apart (BENCHMARKS.md, "Evals").
 
 On disk, per shard (`bm25/`): `term_hash.npy` (uint64, sorted: an 8-byte blake2b of each term) and
 the postings, one column per term, in one of three layouts. `once` (new indexes,
-index/postings_once.py): each chunk's terms posted once, a neighbour document's term frequency
-derived at query time from the chunk's entry and its continuation's, boundary terms as corrections,
-scores bit-identical; ~0.55x the bytes of `packed` (BENCHMARKS.md). `packed` (index/postings.py): one
+index/postings_once.py): one uint32 entry holds two neighbour documents that share a chunk (the
+term frequency of document j and of j - 1), so each chunk's terms are posted about once; scores
+bit-identical; 0.52x the bytes of `packed` (BENCHMARKS.md). `packed` (index/postings.py): one
 uint32 per neighbour-document posting, row and score code, 4 bytes instead of 8, scores
 bit-identical; columns in hash order in both. `csc` (indexes built before them, or
 `bm25_postings=csc`): the bm25s index as bm25s saves it (float32 data, int32 indices, int64 indptr)

@@ -80,8 +80,8 @@ class BuildConfig:
     bm25_bigrams: bool = True  # also index pairs of neighbouring words as terms (multi-word keys)
     bm25_bigram_weight: float = 0.5  # a query bigram's weight against a word's 1 (measured: BENCHMARKS.md)
     bm25_compounds: bool = True  # also index hyphenated compounds whole ("lemon-parrot") as terms
-    # "once": each chunk's terms posted once, same scores (index/postings_once.py); "packed": every
-    # neighbour document's postings, 4 B each (index/postings.py); "csc": bm25s's 8 B a posting
+    # "once": two neighbour documents sharing a chunk in one 4-byte entry, same scores, 0.52x the
+    # bytes (index/postings_once.py); "packed": 4 B a posting (index/postings.py); "csc": bm25s's 8 B
     bm25_postings: str = "once"
     threads: int = 2  # tokenizer threads
 

@@ -18,9 +18,13 @@ counted, so every score is bit-identical, whatever the term kind (words cut by t
 bigrams and compounds across it included). `write_once` checks it on every posting of the shard
 and returns False otherwise (the caller then writes the packed layout).
 
-Deriving the neighbour's frequency from the chunks' own counts (tf(i) = 2 own(i) + own(i + 1), with
-corrections for what the boundary cuts) was built first: the same scores, 2.84 B/token against
-these entries' figure in BENCHMARKS.md, and slower queries (a frequency sums two entries).
+Measured on a 10M-token needles index (BENCHMARKS.md, "Postings once per chunk"): postings 5.40 ->
+2.81 B/token, every BM25 and expanded-list answer bit-identical; the expanded list as fast (a
+synonym group's columns are decoded together), plain BM25 ~6-16% slower (two documents' float
+expressions per entry against one table gather per posting). Deriving the neighbour's frequency
+from the chunks' own counts (tf(i) = 2 own(i) + own(i + 1), with corrections for what the boundary
+cuts, as the issue proposed) was built first: the same scores, 2.84 B/token, slower queries (a
+document's frequency sums two entries) and 3.6 GB peak to write a shard against 2.1 GB.
 
 What the query needs besides the entries: each document's length (bm25s's length norm; `doc_len.npy`,
 uint16 or uint32 by the largest) and each term's document frequency (`df.npy` uint32; an entry
