@@ -20,7 +20,7 @@ and returns False otherwise (the caller then writes the packed layout).
 
 Measured on a 10M-token needles index (BENCHMARKS.md, "Postings once per chunk"): postings 5.40 ->
 2.81 B/token, every BM25 and expanded-list answer bit-identical; the expanded list as fast (a
-synonym group's columns are decoded together), plain BM25 ~6-16% slower (two documents' float
+synonym group's columns are decoded together), plain BM25 ~10-15% slower (two documents' float
 expressions per entry against one table gather per posting). Deriving the neighbour's frequency
 from the chunks' own counts (tf(i) = 2 own(i) + own(i + 1), with corrections for what the boundary
 cuts, as the issue proposed) was built first: the same scores, 2.84 B/token, slower queries (a
