@@ -17,12 +17,16 @@ their own (`compounds`, on in new indexes): at 100M tokens a filler sentence tha
 hold, tells the key apart (BENCHMARKS.md, "Evals").
 
 On disk, per shard (`bm25/`): `term_hash.npy` (uint64, sorted: an 8-byte blake2b of each term) and
-the postings, one column per term, in one of two layouts. `packed` (new indexes, index/postings.py):
-one uint32 per posting, row and score code, 4 bytes instead of 8, scores bit-identical; columns in
-hash order. `csc` (indexes built before it, or `bm25_postings=csc`): the bm25s index as bm25s saves
-it (float32 data, int32 indices, int64 indptr) plus `term_col.npy` (the column of each hash). A
-shard's layout is told by its files, so an old index opens as it is. A query hashes its terms and
-looks them up per shard.
+the postings, one column per term, in one of three layouts. `once` (new indexes,
+index/postings_once.py): one uint32 entry holds two neighbour documents that share a chunk (the
+term frequency of document j and of j - 1), so each chunk's terms are posted about once; scores
+bit-identical; 0.52x the bytes of `packed` (BENCHMARKS.md). `packed` (index/postings.py): one
+uint32 per neighbour-document posting, row and score code, 4 bytes instead of 8, scores
+bit-identical; columns in hash order in both. `csc` (indexes built before them, or
+`bm25_postings=csc`): the bm25s index as bm25s saves it (float32 data, int32 indices, int64 indptr)
+plus `term_col.npy` (the column of each hash). A shard's layout is told by its files
+(postings.json's "layout"), so an old index opens as it is. A query hashes its terms and looks
+them up per shard.
 
 bm25s bakes each shard's own idf into its scores; `ShardBM25.scores` rescales every query term's
 postings by global idf / shard idf, with the global document frequency summed over the shards at
@@ -40,7 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from index.postings import PackedPostings, is_packed, lucene_idf32, write_packed
+from index.postings import PackedPostings, lucene_idf32, write_packed
+from index.postings_once import LAYOUT as ONCE_LAYOUT
+from index.postings_once import OncePostings, layout_of, write_once
 
 # A short list of function words that carry no topic (our own list).
 STOPWORDS = frozenset(
@@ -113,7 +119,8 @@ def write_bm25(
     """Index chunk `texts` with bm25s into `folder`, each chunk scored by its neighbour text.
 
     next_chunk: int [C], i + 1 where chunk i's continuation in the same document is the next row, else -1.
-    postings: "packed" (index/postings.py; the old layout when a shard cannot be packed exactly) or "csc".
+    postings: "once" (index/postings_once.py), "packed" (index/postings.py) or "csc"; a shard that
+    a layout cannot give back exactly falls back to the next (once -> packed -> csc)
     Returns the number of distinct terms.
     """
     import bm25s
@@ -138,10 +145,10 @@ def write_bm25(
     hashes = term_hashes(list(vocab))
     sc = model.scores
     doc_len = np.array([len(d) for d in corpus], np.int64)
-    if not (
-        postings == "packed"
-        and write_packed(folder, sc["data"], sc["indices"], sc["indptr"], doc_len, hashes, k1=k1, b=b)
-    ):
+    csc = (sc["data"], sc["indices"], sc["indptr"], doc_len, hashes)
+    if postings == "once":  # the packed layout when a shard cannot be written exactly
+        postings = "done" if write_once(folder, *csc, next_chunk, k1=k1, b=b) else "packed"
+    if not (postings == "done" or (postings == "packed" and write_packed(folder, *csc, k1=k1, b=b))):
         model.save(str(folder))
         order = np.argsort(hashes, kind="stable")
         np.save(folder / "term_hash.npy", hashes[order])
@@ -169,8 +176,13 @@ class ShardBM25:
             return np.load(path, mmap_mode="r").view(np.ndarray)
 
         self.hashes = load(folder / "term_hash.npy")
-        self.packed: PackedPostings | None = None
-        if is_packed(folder):  # columns in hash order: a term's column is its hash's position
+        self.packed: PackedPostings | OncePostings | None = None
+        self.once: OncePostings | None = None
+        layout = layout_of(folder)
+        if layout == ONCE_LAYOUT:  # columns in hash order, document frequencies stored
+            self.packed = self.once = OncePostings(folder, num_chunks)
+            self.indptr, self.cols = self.once.indptr, None
+        elif layout is not None:  # packed (an unknown layout raises): columns in hash order
             self.packed = PackedPostings(folder, num_chunks)
             self.indptr, self.cols = self.packed.indptr, None
         else:
@@ -194,9 +206,18 @@ class ShardBM25:
         a, z = int(self.indptr[col]), int(self.indptr[col + 1])
         return self.indices[a:z], self.data[a:z]
 
+    def pieces(self, col: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`postings` as disjoint (rows, scores) pieces that together hold each row once: what a sum
+        over all chunks needs, without joining and sorting the once layout's two."""
+        if self.once is not None:
+            return self.once.pieces(col, float(lucene_idf32(self.df(np.array([col])), self.num_chunks)[0]))
+        return [self.postings(col)]
+
     def df(self, cols: np.ndarray) -> np.ndarray:
         """int64 [n]: in how many chunks each column's term occurs (0 for -1)."""
         safe = np.maximum(cols, 0)
+        if self.once is not None:
+            return np.where(cols >= 0, self.once.df[safe], 0).astype(np.int64)
         return np.where(cols >= 0, self.indptr[safe + 1] - self.indptr[safe], 0).astype(np.int64)
 
     def scores(self, cols: np.ndarray, weights: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
@@ -214,8 +235,8 @@ class ShardBM25:
         present = [j for j, c in enumerate(cols) if c >= 0]
         if groups is None:
             for j in present:
-                rows, vals = self.postings(int(cols[j]))
-                out[rows] += vals * weights[j]
+                for rows, vals in self.pieces(int(cols[j])):
+                    out[rows] += vals * weights[j]
             return out.astype(np.float32)
         by_group: dict[int, list[int]] = {}
         for j in present:
@@ -223,13 +244,19 @@ class ShardBM25:
         for g in sorted(by_group):
             members = by_group[g]
             if len(members) == 1:
-                rows, vals = self.postings(int(cols[members[0]]))
-                out[rows] += vals * weights[members[0]]
+                for rows, vals in self.pieces(int(cols[members[0]])):
+                    out[rows] += vals * weights[members[0]]
                 continue
             best = np.zeros(self.num_chunks, np.float64)
-            for j in members:
-                rows, vals = self.postings(int(cols[j]))
-                best[rows] = np.maximum(best[rows], vals * weights[j])
+            if self.once is not None:  # the group's columns decoded together (expanded lists: ~50 a group)
+                member_cols = cols[members]
+                idf32 = lucene_idf32(self.df(member_cols), self.num_chunks)
+                for rows, vals in self.once.weighted(member_cols, idf32, weights[members]):
+                    np.maximum.at(best, rows, vals)
+            else:
+                for j in members:
+                    for rows, vals in self.pieces(int(cols[j])):
+                        best[rows] = np.maximum(best[rows], vals * weights[j])
             out += best
         return out.astype(np.float32)
 

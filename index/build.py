@@ -80,9 +80,9 @@ class BuildConfig:
     bm25_bigrams: bool = True  # also index pairs of neighbouring words as terms (multi-word keys)
     bm25_bigram_weight: float = 0.5  # a query bigram's weight against a word's 1 (measured: BENCHMARKS.md)
     bm25_compounds: bool = True  # also index hyphenated compounds whole ("lemon-parrot") as terms
-    bm25_postings: str = (
-        "packed"  # "packed": 4 B/posting, same scores (index/postings.py); "csc": bm25s's 8 B
-    )
+    # "once": two neighbour documents sharing a chunk in one 4-byte entry, same scores, 0.52x the
+    # bytes (index/postings_once.py); "packed": 4 B a posting (index/postings.py); "csc": bm25s's 8 B
+    bm25_postings: str = "once"
     threads: int = 2  # tokenizer threads
 
     def __post_init__(self) -> None:
@@ -98,7 +98,7 @@ class BuildConfig:
             ("nprobe", self.nprobe >= 1),
             ("dense", self.dense in ("on", "off", "auto")),
             ("static", self.static in ("pooled", "model2vec")),
-            ("bm25_postings", self.bm25_postings in ("packed", "csc")),
+            ("bm25_postings", self.bm25_postings in ("once", "packed", "csc")),
             ("batch_chars", self.batch_chars >= 1024),
             ("threads", self.threads >= 1),
             ("sample_chars", self.sample_chars >= 1000),

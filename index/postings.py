@@ -47,6 +47,45 @@ def lucene_idf32(df: np.ndarray, n: int) -> np.ndarray:
     return np.array([math.log(1 + (n - d + 0.5) / (d + 0.5)) if d else 0.0 for d in df.tolist()], np.float32)
 
 
+def length_norm(doc_len: np.ndarray, k1: float, b: float, avgdl: float) -> np.ndarray:
+    """float64 [C]: k1 * (1 - b + b * length / avgdl) per document, the expression bm25s evaluates."""
+    return k1 * ((1 - b) + b * np.asarray(doc_len, np.float64) / avgdl)
+
+
+def tf_scores(idf32: float | np.ndarray, tf: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """float32 [n]: bm25s's score of term frequencies `tf` (float64) in documents of length norm
+    `norm` (float64, `length_norm`; overwritten, a fresh gather) for a term of shard idf `idf32`
+    (float32, or float64 [n] of float32 values, one per posting): idf * (tf / (norm + tf)) rounded
+    to float32, the same operations, so the same bits."""
+    norm += tf
+    np.divide(tf, norm, out=norm)
+    norm *= np.float64(idf32) if np.isscalar(idf32) else idf32
+    return norm.astype(np.float32)
+
+
+def csc_term_freqs(
+    data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, doc_len: np.ndarray, k1: float, b: float
+) -> tuple[np.ndarray, float] | None:
+    """(float64 term frequency of every posting of bm25s's CSC arrays, avgdl), inverted from the
+    float32 scores; None unless `tf_scores` gives every score back bit for bit from them.
+
+    doc_len: int [C], the number of terms of each chunk's BM25 document (bm25s's document length)."""
+    n_rows = len(doc_len)
+    rows = np.asarray(indices, np.int64)
+    df = np.diff(np.asarray(indptr, np.int64))
+    idf = np.repeat(lucene_idf32(df, n_rows).astype(np.float64), df)
+    avgdl = np.asarray(doc_len, np.int64).mean()  # as bm25s computes it (numpy float64 mean)
+    norm = length_norm(doc_len, k1, b, avgdl)[rows]  # float64 like bm25s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tfc_seen = np.asarray(data, np.float64) / idf
+        tf = np.rint(tfc_seen * norm / (1.0 - tfc_seen))  # invert tfc = tf / (tf + norm)
+    if not np.all(np.isfinite(tf)) or (tf.size and tf.min() < 1):
+        return None
+    if not np.array_equal((idf * (tf / (norm + tf))).astype(np.float32), data):  # every score, bit for bit
+        return None
+    return tf, float(avgdl)
+
+
 def pack_postings(
     data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, doc_len: np.ndarray, k1: float, b: float
 ) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -57,18 +96,11 @@ def pack_postings(
     """
     n_rows = len(doc_len)
     rows = np.asarray(indices, np.int64)
-    df = np.diff(np.asarray(indptr, np.int64))
-    idf = np.repeat(lucene_idf32(df, n_rows).astype(np.float64), df)
-    avgdl = np.asarray(doc_len, np.int64).mean()  # as bm25s computes it (numpy float64 mean)
-    norm = k1 * ((1 - b) + b * np.asarray(doc_len, np.float64) / avgdl)  # [C], float64 like bm25s
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tfc_seen = np.asarray(data, np.float64) / idf
-        tf = np.rint(tfc_seen * norm[rows] / (1.0 - tfc_seen))  # invert tfc = tf / (tf + norm)
-    if not np.all(np.isfinite(tf)) or (tf.size and tf.min() < 1):
+    found = csc_term_freqs(data, indices, indptr, doc_len, k1, b)
+    if found is None:
         return None
-    tfc = tf / (norm[rows] + tf)
-    if not np.array_equal((idf * tfc).astype(np.float32), data):  # every score, bit for bit
-        return None
+    tf, avgdl = found
+    tfc = tf / (length_norm(doc_len, k1, b, avgdl)[rows] + tf)
     table, code = np.unique(tfc, return_inverse=True)
     rb = row_bits(n_rows)
     if rb >= 32 or len(table) > (1 << (32 - rb)):

@@ -4,7 +4,9 @@ A shard folder holds plain files (numpy arrays readable with `np.load(mmap_mode=
 
     tokens.npy       uint16/uint32 [C, M]  chunk i of a document = its tokens [M*i, M*i+M), pad-filled
     chunk_doc.npy    int32 [C]             the chunk's document, as a row of docs.jsonl
-    chunk_span.npy   int64 [C, 3]          token_start, char_start, char_end within that document's text
+    chunk_span.npy   int32 [C, 3]          token_start, char_start, char_end within that document's text
+                                            (int64 when a value does not fit, and in indexes built before:
+                                            readers take the file's dtype; 12 bytes a chunk, 0.19 B/token)
     docs.jsonl       one line per document: doc_id, source, line, char_offset, tokens, chunks, first_chunk
     doc_hash.npy     uint64 [D, 2]          each document's text digest, so an append skips documents
                                             already present (index/dedup.py)
@@ -94,6 +96,12 @@ def _char_offsets(text: str, ids: np.ndarray, byte_lengths: np.ndarray, m: int) 
     return lead[np.minimum(bounds, len(raw))]
 
 
+def narrow_spans(spans: np.ndarray) -> np.ndarray:
+    """int32 [C, 3] when every offset fits (documents under 2 GiB characters), else int64 unchanged."""
+    fits = spans.size == 0 or int(spans.max()) <= np.iinfo(np.int32).max
+    return spans.astype(np.int32) if fits else spans
+
+
 def next_in_doc(chunk_doc: np.ndarray) -> np.ndarray:
     """int64 [C]: i + 1 where chunk i's continuation in the same document is the next row, else -1."""
     return np.where(np.r_[chunk_doc[1:] == chunk_doc[:-1], False], np.arange(1, len(chunk_doc) + 1), -1)
@@ -173,7 +181,7 @@ def _write_tiers(
     _save_npy(tmp / "tokens.npy", tokens)
     chunk_doc = np.concatenate(buffer.chunk_doc)  # [C]
     _save_npy(tmp / "chunk_doc.npy", chunk_doc)
-    _save_npy(tmp / "chunk_span.npy", np.concatenate(buffer.spans))
+    _save_npy(tmp / "chunk_span.npy", narrow_spans(np.concatenate(buffer.spans)))
     with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
         for d in buffer.docs:
             f.write(json.dumps(d, ensure_ascii=False) + "\n")
