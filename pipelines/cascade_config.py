@@ -51,8 +51,9 @@ class CascadeConfig:
         0.0  # drop expansion terms (not the question's own) in more than this share of chunks (0 = keep)
     )
     # 0.01 cuts the postings ~6x; through the whole cascade it kept recall@10 on literal (1M, 10M) and
-    # paraphrased questions (88 -> 88, 88 -> 90) but one multi-hop search lost 1 and 3 of 500 needles
-    # (later chain links found by chance), so it is off (BENCHMARKS.md "Whole cascade, the 1% cap")
+    # paraphrased questions (88 -> 88, 88 -> 90) but multi-hop lost later chain links found by chance
+    # (one search: 1 and 3 of 500 needles; with the reader's hops 1 of 125, answers the same), so it
+    # is off (BENCHMARKS.md "Whole cascade, the 1% cap")
     expand_max_df_chunks: int = 100  # the cap never drops a term in at most this many chunks: on a small
     # index a share is a handful of chunks (1% of 60 is 0.6, which drops every expansion term); the cap
     # is for the postings' cost at scale, which terms this rare do not have (0 = the share alone)
