@@ -6,9 +6,10 @@
 Why: on the shared 2-core box the load moves between runs minutes apart (a run's p50 doubles when a
 neighbour starts a job), so two separate runs do not compare. Asking every question of A and then of
 B, alternating, puts both under the same load. Each config has its own Cascade and its own MiniLM
-(own chunk cache), so neither reuses the other's encodings. Prints p50 / p90 of each and of the
-ratio B / A per question. `--a` / `--b`: space-separated CascadeConfig key=value overrides ("" =
-the defaults).
+(own chunk cache), so neither reuses the other's encodings. Prints p50 / p90 / p95 of each, whole
+search and cheap stage, and of the ratio B / A per question. `--a` / `--b`: space-separated
+CascadeConfig key=value overrides ("" = the defaults). `--questions` may be an eval cell's
+needles.jsonl (one row per needle): a question is asked once however many needles it has.
 """
 
 from __future__ import annotations
@@ -46,26 +47,36 @@ def main(argv: list[str] | None = None) -> None:
     from util.configs import resolve_config
 
     rows = [json.loads(line) for line in open(args.questions)]
-    rows = [r for r in rows if not args.split or r.get("split") == args.split][: args.limit]
+    rows = [r for r in rows if not args.split or r.get("split") == args.split]
+    rows = list({r["question"]: r for r in reversed(rows)}.values())[::-1][: args.limit]  # asked once each
     idx = Index.open(args.index)
     cascades = {}
     for name, over in (("A", args.a), ("B", args.b)):
         cascades[name] = Cascade(idx, resolve_config(CascadeConfig, None, over.split()))
         cascades[name].warm()
     ms: dict[str, list[float]] = {"A": [], "B": []}
+    cheap: dict[str, list[float]] = {"A": [], "B": []}
     for r in rows:
         for name, cascade in cascades.items():
-            ms[name].append(cascade.search(r["question"]).latency_ms["total"])
+            lat = cascade.search(r["question"]).latency_ms
+            ms[name].append(lat["total"])
+            cheap[name].append(lat.get("cheap", 0.0))
     a, b = np.array(ms["A"]), np.array(ms["B"])
     load = os.getloadavg()[0]
     print(f"{len(rows)} questions, load average at the end {load:.1f}")
-    print("| config | overrides | p50 ms | p90 ms |\n|---|---|---:|---:|")
+    print("| config | overrides | p50 ms | p90 ms | p95 ms | cheap p50 ms | cheap p95 ms |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for name, x, over in (("A", a, args.a), ("B", b, args.b)):
+        p50, p90, p95 = np.percentile(x, [50, 90, 95])
+        c50, c95 = np.percentile(cheap[name], [50, 95])
         print(
-            f"| {name} | `{over or 'defaults'}` | {np.percentile(x, 50):.0f} | {np.percentile(x, 90):.0f} |"
+            f"| {name} | `{over or 'defaults'}` | {p50:.0f} | {p90:.0f} | {p95:.0f} | {c50:.0f} | {c95:.0f} |"
         )
-    ratio = b / np.maximum(a, 1e-9)
-    print(f"B / A per question: p50 {np.percentile(ratio, 50):.2f}, p90 {np.percentile(ratio, 90):.2f}")
+    for what, xa, xb in (("whole", a, b), ("cheap", np.array(cheap["A"]), np.array(cheap["B"]))):
+        ratio = xb / np.maximum(xa, 1e-9)
+        print(
+            f"B / A per question, {what}: p50 {np.percentile(ratio, 50):.2f}, p90 {np.percentile(ratio, 90):.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -50,6 +50,13 @@ class CascadeConfig:
     expand_max_df: float = (
         0.0  # drop expansion terms (not the question's own) in more than this share of chunks (0 = keep)
     )
+    # 0.01 cuts the postings ~6x; through the whole cascade it kept recall@10 on literal (1M, 10M) and
+    # paraphrased questions (88 -> 88, 88 -> 90) but multi-hop lost later chain links found by chance
+    # (one search: 1 and 3 of 500 needles; with the reader's hops 1 of 125, answers the same), so it
+    # is off (BENCHMARKS.md "Whole cascade, the 1% cap")
+    expand_max_df_chunks: int = 100  # the cap never drops a term in at most this many chunks: on a small
+    # index a share is a handful of chunks (1% of 60 is 0.6, which drops every expansion term); the cap
+    # is for the postings' cost at scale, which terms this rare do not have (0 = the share alone)
     expand_max_terms: int = 0  # keep the N expansion terms with the largest weight x idf (0 = all)
     expand_late_df: float = 0.0  # expansion terms above this share of chunks are scored only over the
     # cheap candidates (fused, BM25, static lists) + expand_pool chunks per shard, not every chunk (0 = all)
@@ -164,8 +171,10 @@ class CascadeConfig:
                 raise ValueError(
                     f"CascadeConfig.{name}: must be in [0, 1] (0 = off), got {getattr(self, name)}"
                 )
-        if self.expand_max_terms < 0 or self.expand_pool < 0:
-            raise ValueError("CascadeConfig.expand_max_terms / expand_pool: must be >= 0")
+        if self.expand_max_terms < 0 or self.expand_pool < 0 or self.expand_max_df_chunks < 0:
+            raise ValueError(
+                "CascadeConfig.expand_max_terms / expand_pool / expand_max_df_chunks: must be >= 0"
+            )
         if self.expand_corpus_words < 0:
             raise ValueError(
                 f"CascadeConfig.expand_corpus_words: must be >= 0, got {self.expand_corpus_words}"

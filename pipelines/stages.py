@@ -99,7 +99,7 @@ def expansion_terms(index, expansion: Expansion, cfg: CascadeConfig) -> tuple[di
     """The expanded list's terms after the document-frequency levers, and those scored late.
 
     The question's own terms (weight 1) always stay. An expansion term in more than
-    `expand_max_df` of the chunks is dropped; of the rest, the `expand_max_terms` best by weight x
+    `expand_max_df` of the chunks (and more than `expand_max_df_chunks` chunks) is dropped; of the rest, the `expand_max_terms` best by weight x
     idf are kept; those in more than `expand_late_df` of the chunks are "late": scored only over
     the cheap candidates and a pool (index.bm25.shard_top). Document frequency is read as
     global idf (lucene_idf is decreasing in df; a term no chunk has gets the rarest idf)."""
@@ -112,7 +112,8 @@ def expansion_terms(index, expansion: Expansion, cfg: CascadeConfig) -> tuple[di
     n = int(index.num_chunks)
     idf = dict(zip(added, index.bm25_term_idf(added).tolist(), strict=True))
     if cfg.expand_max_df:
-        floor = float(lucene_idf(np.float64(cfg.expand_max_df * n), n))
+        most = min(max(cfg.expand_max_df * n, cfg.expand_max_df_chunks), n)  # chunks a kept term may be in
+        floor = float(lucene_idf(np.float64(most), n))
         added = [t for t in added if idf[t] >= floor]
     if cfg.expand_max_terms and len(added) > cfg.expand_max_terms:
         added = sorted(added, key=lambda t: (-terms[t] * idf[t], t))[: cfg.expand_max_terms]

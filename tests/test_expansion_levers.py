@@ -141,7 +141,7 @@ def test_df_cap_drops_every_expansion_term_above_it_and_keeps_the_question_words
     floor = lucene_idf(cap * n, n)
     common = {t for t in exp.added if idf[t] < floor}
     assert common and set(exp.added) - common  # the cap bites, and not on every term
-    kept, late = expansion_terms(index, exp, CascadeConfig(expand_max_df=cap))
+    kept, late = expansion_terms(index, exp, CascadeConfig(expand_max_df=cap, expand_max_df_chunks=0))
     assert set(kept) == set(exp.terms) - common and not late
     assert set(text_words("driver name")) <= set(kept)  # the question's own words stay, however common
     top3, _ = expansion_terms(index, exp, CascadeConfig(expand_max_terms=3))
@@ -151,12 +151,31 @@ def test_df_cap_drops_every_expansion_term_above_it_and_keeps_the_question_words
     assert late == common
 
 
+def test_df_cap_never_drops_a_term_in_at_most_expand_max_df_chunks_chunks(index):
+    exp = _expansion(index)
+    n = index.num_chunks
+    added = sorted(exp.added)
+    df = dict(zip(added, index._bm25_df(term_hashes(added)).tolist(), strict=True))
+    cut = sorted(df.values())[len(df) // 2]  # a floor that keeps some expansion terms and drops others
+    assert min(df.values()) <= cut < max(df.values()) and 0.001 * n < cut
+    kept, _ = expansion_terms(index, exp, CascadeConfig(expand_max_df=0.001, expand_max_df_chunks=cut))
+    assert {t for t in kept if t in exp.added} == {t for t in added if df[t] <= cut}
+    # a 1% cap on this small index is ~2 chunks, so the default 100-chunk floor decides
+    cfg = CascadeConfig(expand_max_df=0.01)
+    assert cfg.expand_max_df * n < cfg.expand_max_df_chunks < n
+    kept, _ = expansion_terms(index, exp, cfg)
+    assert {t for t in kept if t in exp.added} == {t for t in added if df[t] <= cfg.expand_max_df_chunks}
+    assert any(df[t] > cfg.expand_max_df * n for t in kept if t in exp.added)  # kept above the share
+    kept, _ = expansion_terms(index, exp, CascadeConfig(expand_max_df=0.001, expand_max_df_chunks=n))
+    assert set(kept) == set(exp.terms)  # a floor of the whole index: nothing dropped
+
+
 def test_cascade_levers_on_the_expanded_list(index):
-    base = Cascade(index, CascadeConfig(medium="off", expensive="off"), quiet=True)
+    base = Cascade(index, CascadeConfig(medium="off", expensive="off", expand_max_df=0.0), quiet=True)
     budgets = base.budgets()
     cfgs = {
-        "cap": CascadeConfig(medium="off", expensive="off", expand_max_df=0.02),
-        "skip": CascadeConfig(medium="off", expensive="off", expand_skip_literal=1.0),
+        "cap": CascadeConfig(medium="off", expensive="off", expand_max_df=0.02, expand_max_df_chunks=0),
+        "skip": CascadeConfig(medium="off", expensive="off", expand_max_df=0.0, expand_skip_literal=1.0),
     }
     for q in (LITERAL, PARAPHRASE):
         ref = cheap_stage(index, q, budgets, base.cfg, expander=base.expander)
@@ -185,6 +204,7 @@ def test_cascade_levers_on_the_expanded_list(index):
         ("expand_late_df", -0.1),
         ("expand_skip_literal", 2.0),
         ("expand_max_terms", -1),
+        ("expand_max_df_chunks", -1),
     ],
 )
 def test_lever_fields_are_checked(field, value):
