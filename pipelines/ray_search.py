@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from index.store import Index, _Shard, ann_search, shard_bm25_tops
+from index.lists import run_jobs
+from index.store import Index, _Shard
 
 DF_CACHE_TERMS = 1 << 20  # document frequencies the driver keeps (~100 MB at most); then it starts over
 
@@ -59,13 +60,10 @@ class ShardActor:
 
         return shard_dfs([sh.bm25 for sh in self.shards], hashes)
 
-    def bm25_tops(self, *query) -> list:
-        """`index.store.shard_bm25_tops` over the held shards; `query` as `Index._bm25_tops` takes it
-        (its `candidates`, last, are local rows per held shard, or None)."""
-        return shard_bm25_tops([sh.bm25 for sh in self.shards], *query)
-
-    def ann(self, vectors: np.ndarray, k: int, nprobe: int) -> list:
-        return [ann_search(sh.ann, vectors, k, nprobe) for sh in self.shards]
+    def run(self, jobs: list[tuple]) -> tuple[list[list], list[float]]:
+        """`index.lists.run_jobs` over the held shards: every list of a question in one call (a job's
+        candidates, when it has them, are local rows per held shard)."""
+        return run_jobs(self.shards, jobs)
 
 
 class RayIndex(Index):
@@ -103,17 +101,6 @@ class RayIndex(Index):
         ray.get([a.warm.remote() for a in out._actors])  # every shard opened before the first query
         return out
 
-    def _gather_parts(self, method: str, *args) -> list:
-        """Call `method` on every actor; its per-shard answers back in manifest order."""
-        import ray
-
-        answers = ray.get([getattr(a, method).remote(*args) for a in self._actors])
-        parts: list = [None] * len(self._shards)
-        for held, answer in zip(self._held, answers, strict=True):
-            for s, part in zip(held, answer, strict=True):
-                parts[s] = part
-        return parts
-
     def _bm25_df(self, hashes: np.ndarray) -> np.ndarray:
         """Summed over the actors for the terms not counted before; the others from `_df_cache`."""
         import ray
@@ -132,26 +119,23 @@ class RayIndex(Index):
             known = [counted[h] if d is None else d for h, d in zip(keys, known, strict=True)]
         return np.array(known, np.int64).reshape(len(keys))
 
-    def _bm25_tops(
-        self, hashes, term_weight, idf_all, group_ids, k: int, is_late=None, pool=0, candidates=None
-    ):
+    def _shard_jobs(self, jobs: list[tuple]) -> tuple[list[list], list[float]]:
+        """Every job to every actor in one call each (one wait); per job, its per-shard answers in
+        manifest order and the seconds of the slowest actor on it."""
         import ray
 
-        args = (hashes, term_weight, idf_all, group_ids, k, is_late, pool)
-        answers = ray.get(
-            [
-                a.bm25_tops.remote(*args, None if candidates is None else [candidates[s] for s in held])
-                for a, held in zip(self._actors, self._held, strict=True)
-            ]
-        )
-        parts: list = [None] * len(self._shards)
-        for held, answer in zip(self._held, answers, strict=True):
-            for s, part in zip(held, answer, strict=True):
-                parts[s] = part
-        return parts
+        def held_jobs(held: list[int]) -> list[tuple]:
+            return [(kind, args, None if c is None else [c[s] for s in held]) for kind, args, c in jobs]
 
-    def _ann_parts(self, vectors: np.ndarray, k: int, nprobe: int) -> list:
-        return self._gather_parts("ann", vectors, k, nprobe)
+        answers = ray.get([a.run.remote(held_jobs(h)) for a, h in zip(self._actors, self._held, strict=True)])
+        parts: list[list] = [[None] * len(self._shards) for _ in jobs]
+        seconds = [0.0] * len(jobs)
+        for held, (per_job, secs) in zip(self._held, answers, strict=True):
+            for j, answer in enumerate(per_job):
+                for s, part in zip(held, answer, strict=True):
+                    parts[j][s] = part
+                seconds[j] = max(seconds[j], secs[j])
+        return parts, seconds
 
     def close(self) -> None:
         """Stop the actors (they also stop when this object is garbage collected)."""
