@@ -13,7 +13,8 @@ In one run, on one needles haystack (evals/haystack.py, `--tokens` approximate t
    needle questions) in A B B A order per query, after one untimed run that fills the shared dense
    encoder's cache for all four, and with the RayIndex's document-frequency cache emptied before
    each Ray measure (every query is new to it): p50 of the Index API's cheap calls (search_bm25 +
-   search_static, k = 100), of the cascade's cheap stage and of the whole cascade (one hop); the
+   search_static, k = 100), of the cascade's cheap stage and of the whole cascade (one hop), and
+   the overhead also paired (per question, its Ray runs' mean minus its local runs', median); the
    sequential round trips the Ray side made for each (its `ray.get` calls, counted); one bare
    round trip (a no-op call to as many actors, p50 of 100, before and after the queries: the
    floor a design can reach on this machine); every answer's chunk ids and scores compared, and
@@ -187,11 +188,19 @@ def _fan_out(index_path: Path, questions: list[str]) -> dict:
     ray.get = ray_get
     bare_after = _bare_round_trip(ray, actors, 100)
     p50 = {s: {k: float(np.median(v)) for k, v in m.items()} for s, m in ms.items()}
+    # per question: the mean of its two Ray runs minus the mean of its two local runs (A B B A), then
+    # the median over questions: less noisy than a difference of two medians on a loaded machine
+    paired = {
+        k: float(np.median(np.subtract(ms["ray"][k], ms["local"][k]).reshape(-1, 2).mean(axis=1)))
+        for k in ms["local"]
+    }
     ray.shutdown()
     return {
         "queries": len(questions),
         "p50_ms": p50,
         "overhead_p50_ms": {k: p50["ray"][k] - p50["local"][k] for k in p50["local"]},
+        "overhead_paired_p50_ms": paired,
+        "ms": ms,
         "round_trips": {k: float(np.median(v)) for k, v in trips.items()},
         "bare_round_trip_p50_ms": {"before": bare_before, "after": bare_after, "actors": actors},
         "mismatches": mismatches,
@@ -281,7 +290,8 @@ def main() -> None:
         lo, ra = fan["p50_ms"]["local"][key], fan["p50_ms"]["ray"][key]
         trips = fan["round_trips"].get(key)
         name = f"{name} ({trips:g} sequential round trips)" if trips is not None else name
-        print(f"| p50 ms: {name} | {lo:.1f} | {ra:.1f} | {ra - lo:+.1f} |")
+        pair = fan["overhead_paired_p50_ms"][key]
+        print(f"| p50 ms: {name} | {lo:.1f} | {ra:.1f} | {ra - lo:+.1f} (paired per question: {pair:+.1f}) |")
     bare = fan["bare_round_trip_p50_ms"]
     print(
         f"\nbare round trip (a no-op call to each of {bare['actors']} actors, gathered), p50 ms: "
