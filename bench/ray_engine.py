@@ -19,6 +19,9 @@ In one run, on one needles haystack (evals/haystack.py, `--tokens` approximate t
    round trip (a no-op call to as many actors, p50 of 100, before and after the queries: the
    floor a design can reach on this machine); every answer's chunk ids and scores compared, and
    the Ray side's answers digested (`answers_sha256`, equal across code versions that agree).
+3. lists: the cheap stage's three lists asked of the same RayIndex together (one `search_lists`,
+   2 waits) and apart (5 waits), A B B A per question, over 1 actor and over 2: the saving of
+   the one-call-per-actor design alone, with no other code or process in between.
 Prints a markdown table and writes results-PARTS[-LABEL].json into --work. Target (issue 12):
 fan-out overhead <= 20 ms p50; a Ray build within 1.5x of the local build's wall time.
 
@@ -209,6 +212,51 @@ def _fan_out(index_path: Path, questions: list[str]) -> dict:
     }
 
 
+def _lists_together(index_path: Path, questions: list[str], actor_counts: tuple[int, ...] = (1, 2)) -> dict:
+    """The change of one call per actor alone: the cheap stage's three lists (BM25, static, the
+    expanded question at its default settings) asked of the same RayIndex together (one
+    `search_lists`: 2 waits) and apart (one `search_lists` each: 5 waits), A B B A per question,
+    the frequency cache emptied before each; with 1 actor (no parallel scan to offset the waits)
+    and with 2. p50 ms of each and the paired saving (apart - together, per question, median)."""
+    import ray
+
+    from index import Index
+    from index.lists import BM25Query, StaticQuery, WeightedQuery
+    from pipelines.cascade import Cascade
+    from pipelines.ray_search import RayIndex
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+    expander = Cascade(Index.open(index_path), quiet=True).expander
+    out = {}
+    for actors in actor_counts:
+        index = RayIndex.open(index_path, actors=actors)
+        ms: dict[str, list[float]] = {"together": [], "apart": []}
+        for q in questions:
+            e = expander.expand(q)
+            requests = [
+                BM25Query(q, 100),
+                StaticQuery(q, 100),
+                WeightedQuery(dict(e.terms), 100, dict(e.groups)),
+            ]
+            for mode in ("together", "apart", "apart", "together"):
+                index._df_cache.clear()
+                t, _ = _timed(
+                    lambda m=mode, r=requests, ix=index: (
+                        ix.search_lists(r) if m == "together" else [ix.search_lists([x]) for x in r]
+                    )
+                )
+                ms[mode].append(t)
+        saved = np.subtract(ms["apart"], ms["together"]).reshape(-1, 2).mean(axis=1)
+        out[str(actors)] = {
+            "p50_ms": {m: float(np.median(v)) for m, v in ms.items()},
+            "saved_paired_p50_ms": float(np.median(saved)),
+            "bare_round_trip_p50_ms": _bare_round_trip(ray, actors, 100),
+        }
+        index.close()
+    ray.shutdown()
+    return {"queries": len(questions), "actors": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -220,7 +268,8 @@ def main() -> None:
     ap.add_argument(
         "--parts",
         default="build,fanout",
-        help="build (the A B B A builds), fanout (on the uncounted build's index, made if missing)",
+        help="build (the A B B A builds), fanout (on the uncounted build's index, made if missing), "
+        "lists (the cheap lists together vs apart over the same actors)",
     )
     ap.add_argument(
         "--label",
@@ -244,6 +293,7 @@ def main() -> None:
         runs = [_build(corpus, a.work / "idx-ab", e, a.shard_chunks) for e in engines]
         shutil.rmtree(a.work / "idx-ab", ignore_errors=True)
     fan = _fan_out(search_index, questions[: a.queries]) if "fanout" in parts else None
+    lists = _lists_together(search_index, questions[: a.queries]) if "lists" in parts else None
     from util.runinfo import atomic_write_json, run_info
 
     manifest = json.loads((search_index / "index.json").read_text())
@@ -259,6 +309,7 @@ def main() -> None:
         "builds": runs,
         "identical_indexes": bool(runs) and all(r["digest"] == cold["digest"] for r in runs),
         "fan_out": fan,
+        "lists_together": lists,
     }
     import index as code
 
@@ -279,8 +330,19 @@ def main() -> None:
             f"| build wall s (A B B A: {order}) "
             f"| {local_s:.1f} | {ray_s:.1f} | {ray_s - local_s:+.1f} ({ray_s / local_s:.2f}x) |"
         )
+    if lists is not None:
+        for actors, r in lists["actors"].items():
+            p = r["p50_ms"]
+            print(
+                f"| p50 ms: cheap lists over {actors} actor(s), apart (5 waits) vs together (2 waits); "
+                f"bare round trip {r['bare_round_trip_p50_ms']:.1f} ms | {p['apart']:.1f} | {p['together']:.1f} | "
+                f"saved {r['saved_paired_p50_ms']:+.1f} (paired) |"
+            )
     if fan is None:
-        print(f"\nindexes identical: {results['identical_indexes']}; cold local build {cold['seconds']} s")
+        if cold is not None:
+            print(
+                f"\nindexes identical: {results['identical_indexes']}; cold local build {cold['seconds']} s"
+            )
         return
     for key, name in (
         ("api", "search_bm25 + search_static, k=100"),

@@ -2,23 +2,26 @@
 
 `RayIndex` is an `index.Index` whose per-shard query work runs in `ShardActor`s; everything else is
 the Index the cascade already reads (the manifest, the tokenizer, chunk text and provenance through
-memory maps, the expansion table), so `pipelines.cascade.Cascade` runs on it unchanged. Three calls
-touch every shard of a query, and `Index` routes each through one method this class overrides:
+memory maps, the expansion table), so `pipelines.cascade.Cascade` runs on it unchanged. Every search
+of the Index goes through `Index.search_lists` (index/lists.py), which touches the shards in two
+methods this class overrides:
 
-    _bm25_df    each term's document frequency: the driver sums the shards' into the global idf
-    _bm25_tops  each shard's weighted BM25 top-k under that idf (plain BM25, the expanded list)
-    _ann_parts  each shard's static FAISS top-k
+    _bm25_df     each term's document frequency: the driver sums the shards' into the global idf
+    _shard_jobs  every list's per-shard part (weighted BM25 top-k under that idf, static FAISS
+                 top-k), all of a question's lists in one call per actor
 
 An actor opens its shards once (BM25 arrays memory-mapped, FAISS read) and answers with the very
-functions the local path calls (`index.bm25.shard_dfs`, `index.store.shard_bm25_tops`,
-`index.store.ann_search`); the driver adds each shard's chunk offset and takes the top-k with
-`Index`'s own merge, so chunk ids and scores are those of the local path, bit for bit
-(tests/test_ray_engine.py). BM25 costs two round trips (frequencies, then scores), as global idf
-needs every shard's counts before any shard can score; the driver keeps the frequencies it has
-summed (an index never changes under a RayIndex), so a term is counted across the cluster once. The fan-out's cost over the same search in
-process (BENCHMARKS.md, "Ray engine (issue 12)", bench/ray_engine.py; 2 cores at load ~20, 13M
-tokens, 7 shards, 2 actors): +40 ms p50 for BM25 + static top-100 (3 round trips), +110 ms for a
-cascade hop, whose calls wait on each other; the 20 ms target needs them sent together.
+function the local path runs (`index.lists.run_jobs`); the driver adds each shard's chunk offset and
+takes the top-k with `Index`'s own merge, so chunk ids and scores are those of the local path, bit
+for bit (tests/test_ray_engine.py). A cascade hop asks for its three cheap lists together, so it
+waits on the actors twice (frequencies of every list's terms, then every list), where it waited 5
+times one list at a time; global idf needs every shard's counts before any shard can score, so two
+is the floor while the driver does not know the terms. The driver keeps the frequencies it has
+summed (an index never changes under a RayIndex), so a question whose terms were counted before
+waits once. Measured (BENCHMARKS.md "Ray engine (issue 12)", bench/ray_engine.py, 2 cores shared at
+load 11-13, 13M tokens, 7 shards, 2 actors): a bare round trip costs 2-6 ms here, and the cascade
+hop's overhead over the same search in process is within that box's noise before and after (the
+actors' parallel shard scans offset it), see the section for the figures.
 
 The driver reads chunk text and provenance from the index folder itself (a few dozen rows a query),
 so it needs the folder at the same path as the actors (a shared file system).
