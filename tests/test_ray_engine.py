@@ -156,7 +156,10 @@ def test_ray_fan_out_gives_the_local_cascade_ids_and_scores(local_build, ray_ses
         ]
         for got, want in zip(remote_index.search_lists(requests), idx.search_lists(requests), strict=True):
             assert (got.ids.tolist(), got.scores.tolist()) == (want.ids.tolist(), want.scores.tolist())
-        tokens = [idx.tokenizer.encode(q) for q in QUERIES]
+        ids = [idx.tokenizer.encode(q) for q in QUERIES]
+        tokens = np.full((len(ids), max(map(len, ids))), idx.tokenizer.pad_id, np.int64)
+        for row, toks in enumerate(ids):
+            tokens[row, : len(toks)] = toks
         for name in ("search_bm25_tokens", "search_static_tokens"):
             for got, want in zip(
                 getattr(remote_index, name)(tokens, 9), getattr(idx, name)(tokens, 9), strict=True
