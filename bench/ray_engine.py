@@ -331,12 +331,14 @@ def main() -> None:
             f"| {local_s:.1f} | {ray_s:.1f} | {ray_s - local_s:+.1f} ({ray_s / local_s:.2f}x) |"
         )
     if lists is not None:
+        print(
+            "\n| cheap lists, p50 ms | apart (5 waits) | together (2 waits) | saved, paired |\n|---|---|---|---|"
+        )
         for actors, r in lists["actors"].items():
             p = r["p50_ms"]
             print(
-                f"| p50 ms: cheap lists over {actors} actor(s), apart (5 waits) vs together (2 waits); "
-                f"bare round trip {r['bare_round_trip_p50_ms']:.1f} ms | {p['apart']:.1f} | {p['together']:.1f} | "
-                f"saved {r['saved_paired_p50_ms']:+.1f} (paired) |"
+                f"| {actors} actor(s), bare round trip {r['bare_round_trip_p50_ms']:.1f} ms "
+                f"| {p['apart']:.1f} | {p['together']:.1f} | {r['saved_paired_p50_ms']:+.1f} |"
             )
     if fan is None:
         if cold is not None:

@@ -18,10 +18,11 @@ waits on the actors twice (frequencies of every list's terms, then every list), 
 times one list at a time; global idf needs every shard's counts before any shard can score, so two
 is the floor while the driver does not know the terms. The driver keeps the frequencies it has
 summed (an index never changes under a RayIndex), so a question whose terms were counted before
-waits once. Measured (BENCHMARKS.md "Ray engine (issue 12)", bench/ray_engine.py, 2 cores shared at
-load 11-13, 13M tokens, 7 shards, 2 actors): a bare round trip costs 2-6 ms here, and the cascade
-hop's overhead over the same search in process is within that box's noise before and after (the
-actors' parallel shard scans offset it), see the section for the figures.
+waits once. Measured (BENCHMARKS.md "Ray engine (issue 12)", bench/ray_engine.py, 2 shared cores,
+13M tokens, 7 shards): the three lists together save 4-7 ms p50 over asking for them apart, with
+1 actor or 2 (a bare round trip costs 1-3 ms at load 4-6), once an actor runs the ANN last
+(index.lists.run_jobs); the cascade hop's overhead over the same search in process is within that
+box's noise at load 11-14 before and after (the 2 actors' parallel shard scans offset it).
 
 The driver reads chunk text and provenance from the index folder itself (a few dozen rows a query),
 so it needs the folder at the same path as the actors (a shared file system).
