@@ -21,8 +21,9 @@ summed (an index never changes under a RayIndex), so a question whose terms were
 waits once. Measured (BENCHMARKS.md "Ray engine (issue 12)", bench/ray_engine.py, 2 shared cores,
 13M tokens, 7 shards): the three lists together save 4-7 ms p50 over asking for them apart, with
 1 actor or 2 (a bare round trip costs 1-3 ms at load 4-6), once an actor runs the ANN last
-(index.lists.run_jobs); the cascade hop's overhead over the same search in process is within that
-box's noise at load 11-14 before and after (the 2 actors' parallel shard scans offset it).
+(index.lists.run_jobs); on the quiet box (load 2, 2 actors) a cascade hop's overhead over the same
+search in process went from 26.0 to 17.5 ms p50 (paired per question, A B B A); at load 11-14 both
+are lost in the noise.
 
 The driver reads chunk text and provenance from the index folder itself (a few dozen rows a query),
 so it needs the folder at the same path as the actors (a shared file system).
