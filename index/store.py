@@ -14,11 +14,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from index.build import FORMAT_VERSION
+from index.lists import BM25Query, Listed, StaticQuery, WeightedQuery, merge_topk, run_jobs
 from index.shard import check_shard_files
 from index.tokenizer import Tokenizer, sha256_file
 
@@ -52,59 +54,6 @@ class _Shard:
         import faiss
 
         return faiss.read_index(str(self.folder / "static.faiss"))
-
-
-def _merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge per-shard (ids, scores) lists into the global top-k, best first; ties break by id."""
-    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
-    keep = ids >= 0
-    ids, scores = ids[keep], scores[keep]
-    order = np.lexsort((ids, -scores))[:k]
-    return ids[order].astype(np.int64), scores[order].astype(np.float32)
-
-
-def shard_bm25_tops(
-    shards: list,
-    hashes: np.ndarray,
-    term_weight,
-    idf_all,
-    group_ids,
-    k: int,
-    is_late=None,
-    pool: int = 0,
-    candidates: list | None = None,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per BM25 shard (index.bm25.ShardBM25), its weighted top-k (local ids, scores) under the
-    global idf `idf_all` (index.bm25.shard_top; `candidates`: local rows per shard, or None)."""
-    from index.bm25 import shard_top
-
-    return [
-        shard_top(
-            sh,
-            sh.lookup(hashes),
-            term_weight,
-            idf_all,
-            group_ids,
-            k,
-            is_late,
-            pool,
-            None if candidates is None else candidates[i],
-        )
-        for i, sh in enumerate(shards)
-    ]
-
-
-def ann_search(ann, vectors: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-    """One shard's static ANN search: (I local ids [n, k'] with -1 for none, D [n, k'])."""
-    import faiss
-
-    try:
-        faiss.extract_index_ivf(ann).nprobe = nprobe
-    except RuntimeError:
-        pass  # not an IVF index
-    D, I = ann.search(vectors, min(k, ann.ntotal))
-    return I, D
 
 
 def _verify_shared(path: Path, manifest: dict) -> int:
@@ -319,17 +268,18 @@ class Index:
 
     def search_bm25(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """BM25 over every chunk: (ids int64 [k'], scores float32 [k']), best first."""
-        k = self._check_k(k)
-        self._query_tokens(query)
-        return self._bm25_text(query, k)
+        return tuple(self.search_lists([BM25Query(query, k)])[0][:2])
 
     def search_bm25_tokens(self, tokens, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch BM25 by token ids: tokens [n, L] (or a list of id lists) -> I, D [n, k] (-1 / -inf padded)."""
         k = self._check_k(k)
         I = np.full((len(tokens), k), -1, np.int64)
         D = np.full((len(tokens), k), -np.inf, np.float32)
-        for q, toks in enumerate(tokens):
-            ids, scores = self._bm25_text(self.tokenizer.decode(toks), k)
+        reqs = [
+            ("bm25", self._query_weights(self.tokenizer.decode(toks)), k, None, frozenset(), 0, None)
+            for toks in tokens
+        ]
+        for q, (ids, scores, _) in enumerate(self._lists(reqs)):
             I[q, : len(ids)], D[q, : len(ids)] = ids, scores
         return I, D
 
@@ -348,7 +298,48 @@ class Index:
         group's terms synonyms: each chunk counts only its best of them. `late` terms are scored only
         over each shard's top `pool` chunks by the other terms plus `candidates` (global chunk ids),
         not over every chunk (index.bm25.shard_top). (ids int64 [k'], scores float32 [k'])."""
+        request = WeightedQuery(term_weights, k, groups, late, pool, candidates)
+        return tuple(self.search_lists([request])[0][:2])
+
+    def search_static(
+        self, query: str, k: int = 10, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Static-embedding ANN over every chunk: (ids int64 [k'], cosine float32 [k']), best first."""
+        return tuple(self.search_lists([StaticQuery(query, k, nprobe)])[0][:2])
+
+    def search_static_tokens(
+        self, tokens, k: int, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batch static ANN by token ids: tokens int [n, L] (pad-filled) -> I, D [n, k]."""
         k = self._check_k(k)
+        vectors = self.static.embed_tokens(np.asarray(tokens))
+        (per_shard,), _ = self._shard_jobs([("ann", (vectors, k, nprobe or self.nprobe), None)])
+        return self._merge_ann(per_shard, len(vectors), k)
+
+    def search_lists(self, requests: list) -> list[Listed]:
+        """Several ranked lists at once (index/lists.py: `BM25Query`, `WeightedQuery`, `StaticQuery`),
+        each as its single search would give it: one `Listed(ids, scores, ms)` per request, in order.
+        The shards count every BM25 list's terms together, then run every list's part together, so
+        an index whose shards are elsewhere (pipelines/ray_search.py) waits on them twice in all."""
+        if not isinstance(requests, (list, tuple)):
+            raise ValueError("requests: expected a list of BM25Query / WeightedQuery / StaticQuery")
+        return self._lists([self._check_request(r) for r in requests])
+
+    def _check_request(self, r) -> tuple:
+        """A request checked (one-line ValueError naming the argument) and in the form `_lists` runs:
+        ("bm25", term_weights, k, groups, late, pool, candidates per shard) or ("ann", vectors, k, nprobe)."""
+        if isinstance(r, BM25Query):
+            k = self._check_k(r.k)
+            self._query_tokens(r.text)
+            return ("bm25", self._query_weights(r.text), k, None, frozenset(), 0, None)
+        if isinstance(r, StaticQuery):
+            k = self._check_k(r.k)
+            self._query_tokens(r.text)
+            return ("ann", self.static.embed_texts([r.text]), k, r.nprobe or self.nprobe)
+        if not isinstance(r, WeightedQuery):
+            raise ValueError(f"requests: {type(r).__name__} is not a BM25Query, WeightedQuery or StaticQuery")
+        k = self._check_k(r.k)
+        term_weights, groups, late, pool = r.term_weights, r.groups, r.late, r.pool
         if not isinstance(term_weights, dict) or not term_weights:
             raise ValueError("term_weights: expected a non-empty dict of BM25 term -> weight")
         bad = [t for t, w in term_weights.items() if not isinstance(t, str) or not np.isfinite(w) or w < 0]
@@ -363,16 +354,65 @@ class Index:
         if not isinstance(pool, (int, np.integer)) or pool < 0:
             raise ValueError(f"pool: must be an integer >= 0, got {pool!r}")
         per_shard = None
-        if candidates is not None:
-            cand = np.unique(np.asarray(candidates, np.int64))
+        if r.candidates is not None:
+            cand = np.unique(np.asarray(r.candidates, np.int64))
             if cand.size and (cand[0] < 0 or cand[-1] >= self.num_chunks):
                 raise ValueError(f"candidates: chunk ids must be in [0, {self.num_chunks})")
             starts = self._chunk_start  # [shards + 1]
             cut = np.searchsorted(cand, starts)
             per_shard = [cand[cut[s] : cut[s + 1]] - starts[s] for s in range(len(self._shards))]
-        return self._bm25_weighted(
-            term_weights, k, groups, late=frozenset(late), pool=int(pool), candidates=per_shard
-        )
+        return ("bm25", term_weights, k, groups, frozenset(late), int(pool), per_shard)
+
+    def _lists(self, reqs: list[tuple]) -> list[Listed]:
+        """Checked requests -> their lists: the document frequencies of every BM25 list's terms in one
+        `_bm25_df` (the global idf), every list's per-shard top-k in one `_shard_jobs`, then the merges."""
+        from index.bm25 import global_idf, term_hashes, weighted_query
+
+        plans = [weighted_query(r[1], r[3]) if r[0] == "bm25" and r[1] else None for r in reqs]
+        hashes = [None if p is None else term_hashes(p[0]) for p in plans]
+        asked = [h for h in hashes if h is not None and h.size]
+        counted = np.unique(np.concatenate(asked)) if asked else np.zeros(0, np.uint64)
+        df = self._bm25_df(counted) if counted.size else np.zeros(0, np.int64)
+        jobs, job_of = [], []  # job_of[r]: the job of request r, or None (an empty query)
+        for r, plan, h in zip(reqs, plans, hashes, strict=True):
+            if r[0] == "ann":
+                job_of.append(len(jobs))
+                jobs.append(("ann", r[1:], None))
+            elif plan is None:
+                job_of.append(None)
+            else:
+                terms, term_weight, group_ids = plan
+                is_late = np.array([t in r[4] for t in terms]) if r[4] else None
+                idf_all = global_idf(df[np.searchsorted(counted, h)], self.num_chunks)
+                job_of.append(len(jobs))
+                jobs.append(("bm25", (h, term_weight, idf_all, group_ids, r[2], is_late, r[5]), r[6]))
+        answers, seconds = self._shard_jobs(jobs)
+        out = []
+        for r, j in zip(reqs, job_of, strict=True):
+            t0 = time.perf_counter()
+            if j is None:
+                ids, scores = merge_topk([], r[2])
+            elif r[0] == "ann":
+                I, D = self._merge_ann(answers[j], 1, r[2])
+                ids, scores = I[0][I[0] >= 0], D[0][I[0] >= 0]
+            else:
+                starts = self._chunk_start
+                ids, scores = merge_topk([(i + starts[s], sc) for s, (i, sc) in enumerate(answers[j])], r[2])
+            ms = (time.perf_counter() - t0) * 1e3 + (0.0 if j is None else seconds[j] * 1e3)
+            out.append(Listed(ids, scores, ms))
+        return out
+
+    def _merge_ann(self, per_shard: list, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-shard ANN answers (local I, D [n, k']) -> global I, D [n, k] (-1 / -inf padded)."""
+        per_shard = [
+            (np.where(I >= 0, I + self._chunk_start[s], -1), D) for s, (I, D) in enumerate(per_shard)
+        ]
+        I_out = np.full((n, k), -1, np.int64)
+        D_out = np.full((n, k), -np.inf, np.float32)
+        for q in range(n):
+            ids, scores = merge_topk([(I[q], D[q]) for I, D in per_shard], k)
+            I_out[q, : len(ids)], D_out[q, : len(ids)] = ids, scores
+        return I_out, D_out
 
     def bm25_term_idf(self, terms: list[str]) -> np.ndarray:
         """float64 [n]: each BM25 term's idf over the whole index (a term no chunk has: the rarest)."""
@@ -422,29 +462,6 @@ class Index:
             text, cfg["bigrams"], cfg.get("bigram_weight", 1.0), cfg.get("compounds", False)
         )
 
-    def _bm25_text(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._bm25_weighted(self._query_weights(text), k)
-
-    def _bm25_weighted(
-        self, term_weights: dict[str, float], k: int, groups: dict[str, str] | None = None, **prune
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k over all shards (global ids) for weighted BM25 terms: the shards' document
-        frequencies give the global idf, then each shard scores with it and the top-k lists merge.
-        `prune`: index.bm25.shard_top's late (terms) / pool / candidates (per shard)."""
-        from index.bm25 import global_idf, term_hashes, weighted_query
-
-        if not term_weights:
-            return _merge_topk([], k)
-        terms, term_weight, group_ids = weighted_query(term_weights, groups)
-        late = prune.get("late") or frozenset()
-        is_late = np.array([t in late for t in terms]) if late else None
-        hashes = term_hashes(terms)
-        idf_all = global_idf(self._bm25_df(hashes), self.num_chunks)
-        parts = self._bm25_tops(
-            hashes, term_weight, idf_all, group_ids, k, is_late, prune.get("pool", 0), prune.get("candidates")
-        )
-        return _merge_topk([(ids + self._chunk_start[s], sc) for s, (ids, sc) in enumerate(parts)], k)
-
     # -- the per-shard work of a query: a subclass may run it elsewhere (pipelines/ray_search.py) --
     def _bm25_df(self, hashes: np.ndarray) -> np.ndarray:
         """Each hashed term's document frequency over every shard (int64 [n])."""
@@ -452,58 +469,10 @@ class Index:
 
         return shard_dfs([sh.bm25 for sh in self._shards], hashes)
 
-    def _bm25_tops(
-        self, hashes, term_weight, idf_all, group_ids, k: int, is_late=None, pool: int = 0, candidates=None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per shard, its weighted BM25 top-k (local ids, scores) under the global idf `idf_all`
-        (`is_late` / `pool` / `candidates` per shard: index.bm25.shard_top's pruning)."""
-        return shard_bm25_tops(
-            [sh.bm25 for sh in self._shards],
-            hashes,
-            term_weight,
-            idf_all,
-            group_ids,
-            k,
-            is_late,
-            pool,
-            candidates,
-        )
-
-    def _ann_parts(self, vectors: np.ndarray, k: int, nprobe: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per shard, its static ANN (I local ids [n, k'] with -1, D [n, k'])."""
-        return [ann_search(sh.ann, vectors, k, nprobe) for sh in self._shards]
-
-    def search_static(
-        self, query: str, k: int = 10, nprobe: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Static-embedding ANN over every chunk: (ids int64 [k'], cosine float32 [k']), best first."""
-        k = self._check_k(k)
-        self._query_tokens(query)
-        I, D = self._search_vectors(self.static.embed_texts([query]), k, nprobe)
-        keep = I[0] >= 0
-        return I[0][keep], D[0][keep]
-
-    def search_static_tokens(
-        self, tokens, k: int, nprobe: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Batch static ANN by token ids: tokens int [n, L] (pad-filled) -> I, D [n, k]."""
-        k = self._check_k(k)
-        return self._search_vectors(self.static.embed_tokens(np.asarray(tokens)), k, nprobe)
-
-    def _search_vectors(
-        self, vectors: np.ndarray, k: int, nprobe: int | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        n = len(vectors)
-        per_shard = [
-            (np.where(I >= 0, I + self._chunk_start[s], -1), D)
-            for s, (I, D) in enumerate(self._ann_parts(vectors, k, nprobe or self.nprobe))
-        ]
-        I_out = np.full((n, k), -1, np.int64)
-        D_out = np.full((n, k), -np.inf, np.float32)
-        for q in range(n):
-            ids, scores = _merge_topk([(I[q], D[q]) for I, D in per_shard], k)
-            I_out[q, : len(ids)], D_out[q, : len(ids)] = ids, scores
-        return I_out, D_out
+    def _shard_jobs(self, jobs: list[tuple]) -> tuple[list[list], list[float]]:
+        """index.lists.run_jobs over every shard: per job, its per-shard answers in manifest order,
+        and its seconds."""
+        return run_jobs(self._shards, jobs)
 
     # -- reading chunks ------------------------------------------------------------------------------
     def _gather(self, ids: np.ndarray, field: str, width: tuple[int, ...], dtype) -> np.ndarray:

@@ -2,23 +2,28 @@
 
 `RayIndex` is an `index.Index` whose per-shard query work runs in `ShardActor`s; everything else is
 the Index the cascade already reads (the manifest, the tokenizer, chunk text and provenance through
-memory maps, the expansion table), so `pipelines.cascade.Cascade` runs on it unchanged. Three calls
-touch every shard of a query, and `Index` routes each through one method this class overrides:
+memory maps, the expansion table), so `pipelines.cascade.Cascade` runs on it unchanged. Every search
+of the Index goes through `Index.search_lists` (index/lists.py), which touches the shards in two
+methods this class overrides:
 
-    _bm25_df    each term's document frequency: the driver sums the shards' into the global idf
-    _bm25_tops  each shard's weighted BM25 top-k under that idf (plain BM25, the expanded list)
-    _ann_parts  each shard's static FAISS top-k
+    _bm25_df     each term's document frequency: the driver sums the shards' into the global idf
+    _shard_jobs  every list's per-shard part (weighted BM25 top-k under that idf, static FAISS
+                 top-k), all of a question's lists in one call per actor
 
 An actor opens its shards once (BM25 arrays memory-mapped, FAISS read) and answers with the very
-functions the local path calls (`index.bm25.shard_dfs`, `index.store.shard_bm25_tops`,
-`index.store.ann_search`); the driver adds each shard's chunk offset and takes the top-k with
-`Index`'s own merge, so chunk ids and scores are those of the local path, bit for bit
-(tests/test_ray_engine.py). BM25 costs two round trips (frequencies, then scores), as global idf
-needs every shard's counts before any shard can score; the driver keeps the frequencies it has
-summed (an index never changes under a RayIndex), so a term is counted across the cluster once. The fan-out's cost over the same search in
-process (BENCHMARKS.md, "Ray engine (issue 12)", bench/ray_engine.py; 2 cores at load ~20, 13M
-tokens, 7 shards, 2 actors): +40 ms p50 for BM25 + static top-100 (3 round trips), +110 ms for a
-cascade hop, whose calls wait on each other; the 20 ms target needs them sent together.
+function the local path runs (`index.lists.run_jobs`); the driver adds each shard's chunk offset and
+takes the top-k with `Index`'s own merge, so chunk ids and scores are those of the local path, bit
+for bit (tests/test_ray_engine.py). A cascade hop asks for its three cheap lists together, so it
+waits on the actors twice (frequencies of every list's terms, then every list), where it waited 5
+times one list at a time; global idf needs every shard's counts before any shard can score, so two
+is the floor while the driver does not know the terms. The driver keeps the frequencies it has
+summed (an index never changes under a RayIndex), so a question whose terms were counted before
+waits once. Measured (BENCHMARKS.md "Ray engine (issue 12)", bench/ray_engine.py, 2 shared cores,
+13M tokens, 7 shards): the three lists together save 4-7 ms p50 over asking for them apart, with
+1 actor or 2 (a bare round trip costs 1-3 ms at load 4-6), once an actor runs the ANN last
+(index.lists.run_jobs); on the quiet box (load 2, 2 actors) a cascade hop's overhead over the same
+search in process went from 26.0 to 17.5 ms p50 (paired per question, A B B A); at load 11-14 both
+are lost in the noise.
 
 The driver reads chunk text and provenance from the index folder itself (a few dozen rows a query),
 so it needs the folder at the same path as the actors (a shared file system).
@@ -35,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from index.store import Index, _Shard, ann_search, shard_bm25_tops
+from index.lists import run_jobs
+from index.store import Index, _Shard
 
 DF_CACHE_TERMS = 1 << 20  # document frequencies the driver keeps (~100 MB at most); then it starts over
 
@@ -59,13 +65,10 @@ class ShardActor:
 
         return shard_dfs([sh.bm25 for sh in self.shards], hashes)
 
-    def bm25_tops(self, *query) -> list:
-        """`index.store.shard_bm25_tops` over the held shards; `query` as `Index._bm25_tops` takes it
-        (its `candidates`, last, are local rows per held shard, or None)."""
-        return shard_bm25_tops([sh.bm25 for sh in self.shards], *query)
-
-    def ann(self, vectors: np.ndarray, k: int, nprobe: int) -> list:
-        return [ann_search(sh.ann, vectors, k, nprobe) for sh in self.shards]
+    def run(self, jobs: list[tuple]) -> tuple[list[list], list[float]]:
+        """`index.lists.run_jobs` over the held shards: every list of a question in one call (a job's
+        candidates, when it has them, are local rows per held shard)."""
+        return run_jobs(self.shards, jobs)
 
 
 class RayIndex(Index):
@@ -103,17 +106,6 @@ class RayIndex(Index):
         ray.get([a.warm.remote() for a in out._actors])  # every shard opened before the first query
         return out
 
-    def _gather_parts(self, method: str, *args) -> list:
-        """Call `method` on every actor; its per-shard answers back in manifest order."""
-        import ray
-
-        answers = ray.get([getattr(a, method).remote(*args) for a in self._actors])
-        parts: list = [None] * len(self._shards)
-        for held, answer in zip(self._held, answers, strict=True):
-            for s, part in zip(held, answer, strict=True):
-                parts[s] = part
-        return parts
-
     def _bm25_df(self, hashes: np.ndarray) -> np.ndarray:
         """Summed over the actors for the terms not counted before; the others from `_df_cache`."""
         import ray
@@ -132,26 +124,23 @@ class RayIndex(Index):
             known = [counted[h] if d is None else d for h, d in zip(keys, known, strict=True)]
         return np.array(known, np.int64).reshape(len(keys))
 
-    def _bm25_tops(
-        self, hashes, term_weight, idf_all, group_ids, k: int, is_late=None, pool=0, candidates=None
-    ):
+    def _shard_jobs(self, jobs: list[tuple]) -> tuple[list[list], list[float]]:
+        """Every job to every actor in one call each (one wait); per job, its per-shard answers in
+        manifest order and the seconds of the slowest actor on it."""
         import ray
 
-        args = (hashes, term_weight, idf_all, group_ids, k, is_late, pool)
-        answers = ray.get(
-            [
-                a.bm25_tops.remote(*args, None if candidates is None else [candidates[s] for s in held])
-                for a, held in zip(self._actors, self._held, strict=True)
-            ]
-        )
-        parts: list = [None] * len(self._shards)
-        for held, answer in zip(self._held, answers, strict=True):
-            for s, part in zip(held, answer, strict=True):
-                parts[s] = part
-        return parts
+        def held_jobs(held: list[int]) -> list[tuple]:
+            return [(kind, args, None if c is None else [c[s] for s in held]) for kind, args, c in jobs]
 
-    def _ann_parts(self, vectors: np.ndarray, k: int, nprobe: int) -> list:
-        return self._gather_parts("ann", vectors, k, nprobe)
+        answers = ray.get([a.run.remote(held_jobs(h)) for a, h in zip(self._actors, self._held, strict=True)])
+        parts: list[list] = [[None] * len(self._shards) for _ in jobs]
+        seconds = [0.0] * len(jobs)
+        for held, (per_job, secs) in zip(self._held, answers, strict=True):
+            for j, answer in enumerate(per_job):
+                for s, part in zip(held, answer, strict=True):
+                    parts[j][s] = part
+                seconds[j] = max(seconds[j], secs[j])
+        return parts, seconds
 
     def close(self) -> None:
         """Stop the actors (they also stop when this object is garbage collected)."""

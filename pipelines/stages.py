@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from index.bm25 import lucene_idf
+from index.lists import BM25Query, StaticQuery, WeightedQuery
 from pipelines.cascade_config import Budgets, CascadeConfig
 from pipelines.dense import DenseEncoder, QueryEncoding, best_cosine, maxsim
 from pipelines.expansion import Expansion, QueryExpander, best_sentence_match
@@ -126,6 +127,30 @@ def expansion_terms(index, expansion: Expansion, cfg: CascadeConfig) -> tuple[di
     return terms, late
 
 
+def _search_lists(index, requests: list) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """(ids, scores, ms) of each request (index/lists.py): `index.search_lists`, one pass over the
+    shards for all of them (on Ray: one wait for their frequencies, one for their scores), or, for
+    an object with only the Index API's single searches, each search alone."""
+    if hasattr(index, "search_lists"):
+        return [
+            (np.asarray(i, np.int64), np.asarray(s, np.float32), ms)
+            for i, s, ms in index.search_lists(requests)
+        ]
+    out = []
+    for r in requests:
+        t0 = time.perf_counter()
+        if isinstance(r, BM25Query):
+            ids, sc = index.search_bm25(r.text, k=r.k)
+        elif isinstance(r, StaticQuery):
+            ids, sc = index.search_static(r.text, k=r.k)
+        else:  # the pruning arguments only when used, so an Index API without them serves the defaults
+            prune = {"late": r.late, "pool": r.pool, "candidates": r.candidates} if r.late else {}
+            ids, sc = index.search_bm25_weighted(dict(r.term_weights), k=r.k, groups=r.groups, **prune)
+        ms = (time.perf_counter() - t0) * 1e3
+        out.append((np.asarray(ids, np.int64), np.asarray(sc, np.float32), ms))
+    return out
+
+
 def cheap_stage(
     index,
     query: str,
@@ -138,79 +163,93 @@ def cheap_stage(
     of the expanded question) is interleaved with the fused one, weights 1 : max(w_expand_min,
     w_expand * (1 - literalness)), so the prefix the medium stage encodes holds the best of both.
     Minus `exclude`, cut to N1.
-    The result keeps the raw lists ("bm25", "static", "expanded", each with its time) and the expansion."""
+
+    The lists are asked for together (`_search_lists`): the expansion is made first (in this
+    process), so the expanded list goes with the other two unless it needs their answers (the
+    levers expand_skip_literal, which reads the BM25 list's best score, and expand_late_df, whose
+    late terms are scored over the fused candidates); then it is asked for after them.
+    The result keeps the raw lists ("bm25", "static", "expanded", each with its time: its own work,
+    plus the expansion's for "expanded") and the expansion."""
     t0 = time.perf_counter()
-    b_ids, b_sc = (
-        index.search_bm25(query, k=min(budgets.depth + (len(exclude) if exclude else 0), index.num_chunks))
-        if cfg.fusion != "static"
-        else (np.zeros(0), np.zeros(0))
-    )
-    t1 = time.perf_counter()
-    s_ids, s_sc = (
-        index.search_static(query, k=min(budgets.depth + (len(exclude) if exclude else 0), index.num_chunks))
-        if cfg.fusion != "bm25"
-        else (np.zeros(0), np.zeros(0))
-    )
-    t2 = time.perf_counter()
-    bm25 = (np.asarray(b_ids, np.int64), np.asarray(b_sc, np.float32))
-    static = (np.asarray(s_ids, np.int64), np.asarray(s_sc, np.float32))
     extra = len(exclude) if exclude else 0
+    depth = min(budgets.depth + extra, index.num_chunks)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.float32), 0.0)
+    requests: dict[str, object] = {}
+    if cfg.fusion != "static":
+        requests["bm25"] = BM25Query(query, depth)
+    if cfg.fusion != "bm25":
+        requests["static"] = StaticQuery(query, depth)
+    expansion, terms, late, expand_ms = None, {}, set(), 0.0
+    deferred = bool(cfg.expand_skip_literal)  # whether to expand depends on the BM25 list
+    if expander is not None and cfg.fusion not in ("bm25", "static"):
+        te = time.perf_counter()
+        expansion = expander.expand(query)
+        if expansion.terms and not deferred:  # stop words only: no terms to expand
+            terms, late = expansion_terms(index, expansion, cfg)
+            if not late:
+                groups = expansion.groups if cfg.expand_grouped else None
+                requests["expanded"] = WeightedQuery(terms, depth, groups)
+        expand_ms = (time.perf_counter() - te) * 1e3
+    got = dict(zip(requests, _search_lists(index, list(requests.values())), strict=True))
+    bm25, static = got.get("bm25", empty), got.get("static", empty)
+    t2 = time.perf_counter()
     ids, scores = fuse(
         cfg.fusion,
-        bm25,
-        static,
+        bm25[:2],
+        static[:2],
         budgets.n1 + extra,
         rrf_k=cfg.rrf_k,
         w_bm25=cfg.w_bm25,
         w_static=cfg.w_static,
         bm25_share=cfg.bm25_share,
     )
-    t3 = time.perf_counter()
-    expanded, expansion = (np.zeros(0, np.int64), np.zeros(0, np.float32)), None
+    fusion_ms = (time.perf_counter() - t2) * 1e3
     literal = literalness(index, query, bm25[1], cfg, expander.known_terms if expander else None)
-    if expander is not None and cfg.fusion not in ("bm25", "static"):
-        expansion = expander.expand(query)
     skip = bool(cfg.expand_skip_literal) and literal >= cfg.expand_skip_literal
-    if expansion is not None and expansion.terms and not skip:  # stop words only: no terms to expand
-        terms, late = expansion_terms(index, expansion, cfg)
-        # the pruning arguments only when used, so an Index API without them serves the defaults
-        prune = {
-            "late": late,
-            "pool": cfg.expand_pool,
-            "candidates": np.concatenate([ids, bm25[0], static[0]]),
-        }
-        e_ids, e_sc = index.search_bm25_weighted(
-            terms,
-            k=min(budgets.depth + extra, index.num_chunks),
-            groups=expansion.groups if cfg.expand_grouped else None,
-            **(prune if late else {}),
-        )
-        expanded = (np.asarray(e_ids, np.int64), np.asarray(e_sc, np.float32))
+    expanded = empty
+    if expansion is not None and expansion.terms and not skip:
+        expanded = got.get("expanded")
+        if expanded is None:  # a lever made it wait for the other lists
+            te = time.perf_counter()
+            if deferred:
+                terms, late = expansion_terms(index, expansion, cfg)
+            request = WeightedQuery(
+                terms,
+                depth,
+                expansion.groups if cfg.expand_grouped else None,
+                frozenset(late),
+                cfg.expand_pool,
+                np.concatenate([ids, bm25[0], static[0]]),
+            )
+            (expanded,) = _search_lists(index, [request])
+            expand_ms += (time.perf_counter() - te) * 1e3 - expanded[2]
+        t4 = time.perf_counter()
         ids, scores = interleave(
-            [(ids, scores), expanded],
+            [(ids, scores), expanded[:2]],
             weights=[1.0, max(cfg.w_expand_min, cfg.w_expand * (1.0 - literal))],
             limit=budgets.n1 + extra,
         )
-    t4 = time.perf_counter()
+        fusion_ms += (time.perf_counter() - t4) * 1e3
+    t5 = time.perf_counter()
     if extra:  # later hops: chunks that built the query would only find themselves again
         keep = ~np.isin(ids, np.fromiter(exclude, np.int64, len(exclude)))
         ids, scores = ids[keep][: budgets.n1], scores[keep][: budgets.n1]
-    t5 = time.perf_counter()
+    t6 = time.perf_counter()
     return StageResult(
         "cheap",
         ids,
         scores,
-        (t5 - t0) * 1e3,
+        (t6 - t0) * 1e3,
         mode=cfg.fusion,
         lists={
-            "bm25": Ranked(*bm25, (t1 - t0) * 1e3),
-            "static": Ranked(*static, (t2 - t1) * 1e3),
-            "expanded": Ranked(*expanded, (t4 - t3) * 1e3),
+            "bm25": Ranked(*bm25),
+            "static": Ranked(*static),
+            "expanded": Ranked(expanded[0], expanded[1], expanded[2] + expand_ms if expansion else 0.0),
         },
         expansion=expansion,
         literalness=literal,
         score_text=score_text_for(cfg, literal),
-        fusion_ms=(t3 - t2 + t5 - t4) * 1e3,
+        fusion_ms=fusion_ms + (t6 - t5) * 1e3,
     )
 
 

@@ -210,3 +210,44 @@ def test_cascade_levers_on_the_expanded_list(index):
 def test_lever_fields_are_checked(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
         dataclasses.replace(CascadeConfig(), **{field: value})
+
+
+def test_search_lists_gives_each_single_search_bit_for_bit(index):
+    """Index.search_lists (index/lists.py) runs several lists in one pass over the shards (their
+    terms' frequencies counted together): each list is exactly its single search, pruning included."""
+    from index.lists import BM25Query, StaticQuery, WeightedQuery
+
+    terms, groups = _terms(index)
+    late = set(text_words("function return object"))
+    cand = np.arange(0, index.num_chunks, 7)
+    got = index.search_lists(
+        [
+            BM25Query(LITERAL, 20),
+            StaticQuery(PARAPHRASE, 15),
+            WeightedQuery(terms, 30, groups, frozenset(late), 5, cand),
+            WeightedQuery({"taxi": 1.0}, 10),
+            BM25Query(PARAPHRASE, 20),
+        ]
+    )
+    want = [
+        index.search_bm25(LITERAL, 20),
+        index.search_static(PARAPHRASE, 15),
+        index.search_bm25_weighted(terms, 30, groups, late=late, pool=5, candidates=cand),
+        index.search_bm25_weighted({"taxi": 1.0}, 10),
+        index.search_bm25(PARAPHRASE, 20),
+    ]
+    assert len(got) == len(want)
+    for (ids, sc, ms), (w_ids, w_sc) in zip(got, want, strict=True):
+        assert ids.dtype == np.int64 and sc.dtype == np.float32 and ms >= 0
+        assert ids.tolist() == w_ids.tolist() and sc.tolist() == w_sc.tolist()
+    assert got[0].ids.size and got[2].ids.size  # not vacuous
+    # a pruned list differs from the exhaustive one here, so the pruning did reach the shards
+    assert got[2].scores.tolist() != index.search_bm25_weighted(terms, 30, groups)[1].tolist()
+    with pytest.raises(ValueError, match="requests"):
+        index.search_lists([("bm25", "taxi")])
+    with pytest.raises(ValueError, match="term_weights"):
+        index.search_lists([WeightedQuery({}, 5)])
+    with pytest.raises(ValueError, match="k="):
+        index.search_lists([BM25Query(LITERAL, 0)])
+    with pytest.raises(ValueError, match="query is empty"):
+        index.search_lists([StaticQuery("  ", 5)])

@@ -146,6 +146,60 @@ def test_ray_fan_out_gives_the_local_cascade_ids_and_scores(local_build, ray_ses
         np.testing.assert_array_equal(
             remote_index.bm25_term_idf(["file", "zzyzx"]), idx.bm25_term_idf(["file", "zzyzx"])
         )
+        # several lists in one call per actor, a pruned one among them (its candidates split per actor)
+        from index.lists import BM25Query, StaticQuery, WeightedQuery
+
+        requests = [
+            BM25Query(QUERIES[1], 25),
+            StaticQuery(QUERIES[2], 25),
+            WeightedQuery(weights, 30, groups, frozenset({"file"}), 3, np.arange(0, idx.num_chunks, 5)),
+        ]
+        for got, want in zip(remote_index.search_lists(requests), idx.search_lists(requests), strict=True):
+            assert (got.ids.tolist(), got.scores.tolist()) == (want.ids.tolist(), want.scores.tolist())
+        ids = [idx.tokenizer.encode(q) for q in QUERIES]
+        tokens = np.full((len(ids), max(map(len, ids))), idx.tokenizer.pad_id, np.int64)
+        for row, toks in enumerate(ids):
+            tokens[row, : len(toks)] = toks
+        for name in ("search_bm25_tokens", "search_static_tokens"):
+            for got, want in zip(
+                getattr(remote_index, name)(tokens, 9), getattr(idx, name)(tokens, 9), strict=True
+            ):
+                np.testing.assert_array_equal(got, want)
+        # the levers that make the expanded list wait for the others (a later, third call)
+        levers = CascadeConfig(
+            expand_late_df=0.01, expand_pool=20, expand_max_df=0.2, expand_skip_literal=0.9
+        )
+        local_levers = Cascade(local.index, levers, encoder=local.encoder, quiet=True)
+        fanned_levers = Cascade(remote_index, levers, encoder=local.encoder, quiet=True)
+        for query in QUERIES:
+            a, b = local_levers.search(query, hops=2), fanned_levers.search(query, hops=2)
+            assert _stage_lists(a) == _stage_lists(b), query
+    finally:
+        remote_index.close()
+
+
+def test_a_cascade_hop_waits_on_the_actors_twice(local_build, ray_session, monkeypatch):
+    """The cheap stage's three lists go to each actor in one call: a hop of a question new to the
+    cluster waits twice (its terms' frequencies, then every list), once when its terms are known."""
+    from pipelines.cascade import Cascade
+    from pipelines.ray_search import RayIndex
+
+    remote_index = RayIndex.open(local_build)
+    try:
+        cascade = Cascade(remote_index, quiet=True)
+        cascade.warm()
+        waits = []
+        get = ray.get
+        monkeypatch.setattr(ray, "get", lambda *a, **kw: waits.append(1) or get(*a, **kw))
+        for query in QUERIES:
+            remote_index._df_cache.clear()
+            waits.clear()
+            result = cascade.search(query, hops=1)
+            assert result.hops[0].stages["cheap"].lists["expanded"].ids.size  # three lists, not two
+            assert len(waits) == 2, query
+            waits.clear()
+            cascade.search(query, hops=1)
+            assert len(waits) == 1, query
     finally:
         remote_index.close()
 
