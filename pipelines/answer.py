@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pipelines.duplicates import words_of
 from pipelines.query import bound_query, check_query_text
 from pipelines.results import Answer, Citation, HopAnswer, SearchResult, latency_ms
 
@@ -76,10 +76,6 @@ def hop_question(question: str, bridges: Sequence[str]) -> str:
     return " ".join([question.strip(), *bridges[-1:]])
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
-
-
 def cited_sentences(out: Any, texts: Sequence[str]) -> list[str]:
     """The sentence around each span the reader cited (`texts`: the neighbour texts it read)."""
     found = []
@@ -103,7 +99,7 @@ def next_search(question: str, bridge: str, covered: set[str]) -> str:
     link 11th-44th among look-alike facts: of 90 questions whose first hop named the bridge, the
     next link was in the top 10 for 56; searching "Hugo Fischer Who supervises who carries" put it
     there for 90."""
-    rest = [w for w in question.split() if not _words(w) <= covered]
+    rest = [w for w in question.split() if not set(words_of(w)) <= covered]
     return " ".join([bridge, *rest])
 
 
@@ -159,7 +155,8 @@ def ask(
         hop_ranks = tuple(rank_of[n.chunk] for n in res.neighbours)
         # a chain never revisits a node: the bridges so far are ruled out as this hop's answer
         hop_kwargs = {**kwargs, "exclude": tuple(bridges)} if bridges else kwargs
-        out = reader.answer(query, [n.text for n in res.neighbours], **hop_kwargs)
+        texts = [n.text for n in res.neighbours]
+        out = reader.answer(query, texts, **hop_kwargs)
         reader_ms += float(out.latency_ms)
         text = None if out.abstained else out.text
         log.append(
@@ -173,8 +170,8 @@ def ask(
         final = text
         final_cites = _cite(out, res.neighbours, rank_of)
         bridges.append(text)
-        for sentence in cited_sentences(out, [n.text for n in res.neighbours]):
-            covered |= _words(sentence)
+        for sentence in cited_sentences(out, texts):
+            covered.update(words_of(sentence))
     total = (time.perf_counter() - t0) * 1e3
     answer = Answer(
         text=final,

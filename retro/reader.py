@@ -177,7 +177,11 @@ class Reader:
             raise ValueError("max_new_tokens must be a positive int")
         if len(neighbours) > K_BUCKETS[-1]:
             raise ValueError(f"neighbours: at most {K_BUCKETS[-1]} are read, got {len(neighbours)}")
-        if isinstance(exclude, str) or not all(isinstance(x, str) for x in exclude):
+        if (
+            isinstance(exclude, str)
+            or not isinstance(exclude, Sequence)
+            or not all(isinstance(x, str) for x in exclude)
+        ):
             raise ValueError("exclude must be a sequence of strings")
         nb_ids = [self.tok.encode(n)[: self.cfg.retrieved_len] for n in neighbours]
         if not any(nb_ids):  # nothing to read: the answer cannot be in the evidence

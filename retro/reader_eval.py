@@ -89,8 +89,8 @@ def evaluate(
                 nbs = r["neighbours"][:k]
                 has_gold = all(any(e in g for g in r["gold"][:k]) for e in range(len(r["evidence"])))
                 expected = r["answers"] if has_gold or "targets" not in r else []
-                ex = tuple(r["targets"][: r["hop"]]) if "targets" in r else ()  # the bridges ask passes
-                a = reader.answer(r["question"], nbs, mode=mode, exclude=ex)
+                bridges = tuple(r["targets"][: r["hop"]]) if "targets" in r else ()  # as ask passes them
+                a = reader.answer(r["question"], nbs, mode=mode, exclude=bridges)
                 lat.append(a.latency_ms)
                 rec, ex = _score(a, expected)
                 res[task]["recall"].append(rec)
@@ -101,7 +101,7 @@ def evaluate(
                 if r["evidence"]:
                     clean = [t for t, g in zip(r["neighbours"], r["gold"], strict=True) if not g][:k]
                     res[task]["abstain"].append(
-                        reader.answer(r["question"], clean, mode=mode, exclude=ex).abstained
+                        reader.answer(r["question"], clean, mode=mode, exclude=bridges).abstained
                     )
         for task, by_sid in sorted(chains.items()):
             keys = sorted(by_sid)

@@ -62,6 +62,8 @@ def test_input_validation(reader):
         reader.answer(QUESTION, [NEEDLE], max_new_tokens=0)
     with pytest.raises(ValueError, match="exclude"):
         reader.answer(QUESTION, [NEEDLE], exclude="4829173")
+    with pytest.raises(ValueError, match="exclude"):
+        reader.answer(QUESTION, [NEEDLE], exclude=True)
 
 
 def test_exclude_rules_out_an_answer(reader):
