@@ -117,7 +117,11 @@ class Reader:
                 raise FileNotFoundError(f"{folder / name}: reader checkpoint file missing")
         cfg = ReaderConfig.from_dict(json.loads((folder / "config.json").read_text()))
         tok = ReaderTokenizer((folder / "tokenizer.model").read_bytes())
-        net = nnx.eval_shape(lambda: ReaderNet(cfg.model_config(), cfg.copy_dim, rngs=nnx.Rngs(0)))
+        net = nnx.eval_shape(
+            lambda: ReaderNet(
+                cfg.model_config(), cfg.copy_dim, rngs=nnx.Rngs(0), match_levels=cfg.match_levels
+            )
+        )
         load_weights(net, folder / "weights.npz")
         reader = cls(net, cfg, tok)
         digest = hashlib.sha256((folder / "weights.npz").read_bytes()).hexdigest()[:12]
@@ -283,7 +287,9 @@ class Reader:
         cfg, m = self.cfg, self.cfg.chunk_len
         k = next(b for b in K_BUCKETS if b >= len(nb_ids))
         q_ids = self.tok.encode(question)
-        block = mark_matches(neighbour_block(nb_ids, k, cfg.retrieved_len), q_ids, cfg.vocab_size)
+        block = mark_matches(
+            neighbour_block(nb_ids, k, cfg.retrieved_len), q_ids, cfg.vocab_size, cfg.match_levels
+        )
         nb = jnp.asarray(block)[None]  # [1, K, R]
         prefix = question_prefix(q_ids, cfg)
         max_new = min(max_new, cfg.max_answer_chunks * m - 1)

@@ -42,6 +42,10 @@ class ReaderConfig:
     copy_dim: int = 64  # P: pointer (copy head) width
     max_question_chunks: int = 4  # longer questions keep their last 4*M-2 tokens
     max_answer_chunks: int = 5  # answer budget: 5*M - 1 tokens (four uuids and separators)
+    match_levels: int = 1  # exact-match feature on neighbour tokens (mark_matches): 1 = the token occurs
+    # in the question; n > 1 also marks tokens inside a run of 2..n consecutive question tokens, so
+    # "Irene Okafor" in a neighbour differs from "Irene Brandt" and "Tomas Okafor" (1 in checkpoints
+    # before stage 6, whose config.json has no such field)
 
     def model_config(self) -> ModelConfig:
         """The RETRO ModelConfig of the reader network."""
@@ -156,11 +160,30 @@ def neighbour_block(nbs: list[list[int]], k: int, r: int) -> np.ndarray:
     return out
 
 
-def mark_matches(block: np.ndarray, question_ids: list[int], v: int) -> np.ndarray:
-    """[..., K, R] neighbour ids -> ids + V where the token occurs in the question (the exact-match
-    feature, see ReaderRetro); padding is never marked."""
-    hit = np.isin(block, np.asarray(question_ids, block.dtype)) & (block != PAD)
-    return block + v * hit.astype(block.dtype)
+def mark_matches(block: np.ndarray, question_ids: list[int], v: int, levels: int = 1) -> np.ndarray:
+    """[..., K, R] neighbour ids -> ids + V * level (the exact-match feature, see ReaderRetro).
+
+    level 1: the token occurs in the question; level n (2 <= n <= `levels`): the token lies inside a
+    run of n neighbour tokens that is also a run of n consecutive question tokens (a question n-gram).
+    Token-level matches alone mark most pieces of a look-alike ("Irene" of "Irene Brandt" when the
+    question names "Irene Okafor"; the single letters of VAR names); runs tell the named one apart.
+    Padding is never marked."""
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    q = np.asarray(question_ids, np.int64)
+    level = (np.isin(block, q) & (block != PAD)).astype(block.dtype)
+    r = block.shape[-1]
+    for n in range(2, min(levels, len(q), r) + 1):
+        base = np.int64(v + 1)  # an n-gram as one integer: sum of token * base^i (base^3 ~ 8.6e9 fits)
+        weights = base ** np.arange(n, dtype=np.int64)
+        q_codes = np.lib.stride_tricks.sliding_window_view(q, n) @ weights
+        win = np.lib.stride_tricks.sliding_window_view(block.astype(np.int64), n, axis=-1)  # [..., R-n+1, n]
+        hit = np.isin(win @ weights, q_codes) & (win != PAD).all(-1)  # [..., R-n+1]
+        covered = np.zeros(block.shape, bool)
+        for i in range(n):  # a run starting at j covers j .. j+n-1
+            covered[..., i : r - n + 1 + i] |= hit
+        level = np.where(covered, np.maximum(level, n), level).astype(block.dtype)
+    return block + v * level
 
 
 def training_example(

@@ -178,7 +178,9 @@ class LMSamples:
         if not off:
             for j in range(min(c, len(nbs))):
                 own = ids[j * m : (j + 1) * m].tolist()
-                block[j] = mark_matches(neighbour_block(nbs[j], self.k, self.rcfg.retrieved_len), own, v)
+                block[j] = mark_matches(
+                    neighbour_block(nbs[j], self.k, self.rcfg.retrieved_len), own, v, self.rcfg.match_levels
+                )
         return ids[:-1], ids[1:], np.ones(len(ids) - 1, np.float32), block
 
     def batch(self, b: int):

@@ -49,26 +49,35 @@ class ReaderRetro(Retro):
     """`Retro` plus an exact-match input feature on neighbour tokens, recording (sowing) its encoded
     neighbours and final hidden states, which the copy head reads.
 
-    Neighbour ids arrive as `token + V * match`, match = the token occurs in the question (DrQA's
-    exact-match feature); the encoder input is embed(token) + match * m, with m a learned vector that
-    starts at zero (so a checkpoint without it computes the same function). `encode` repeats Retro.encode's
+    Neighbour ids arrive as `token + V * level`, level >= 1 = the token occurs in the question (DrQA's
+    exact-match feature), level >= n = it lies in a run of n question tokens; the encoder input is
+    embed(token) + [level >= 1] m + sum_n [level >= n] m_n, learned vectors that start at zero (so a
+    checkpoint without them computes the same function). `encode` repeats Retro.encode's
     three lines with that input; everything else is Retro's."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        """Retro's parameters, then the match vector m [D] (zero)."""
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, match_levels: int = 1):
+        """Retro's parameters, then the match vector m [D] (zero) and, with match_levels n > 1, one
+        vector per run length 2..n (`match_runs` [n-1, D], zero: added to a checkpoint without them,
+        the network computes the same function until trained)."""
         super().__init__(cfg, rngs=rngs)
         self.match = nnx.Param(jnp.zeros((cfg.d_model,)))
+        self.match_levels = match_levels
+        if match_levels > 1:
+            self.match_runs = nnx.Param(jnp.zeros((match_levels - 1, cfg.d_model)))
 
     def encode(self, neighbours: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """neighbours: [B, C, K, R] ids (+V where matched); h: [B, L, D] -> E [B, C, K, R, De], mask.
-        Records E as the intermediate `reader_enc`."""
+        """neighbours: [B, C, K, R] ids (+V * match level, reader_layout.mark_matches); h: [B, L, D] ->
+        E [B, C, K, R, De], mask. Records E as the intermediate `reader_enc`."""
         v = self.cfg.vocab_size
-        tok, match = neighbours % v, (neighbours >= v).astype(h.dtype)
+        tok, level = neighbours % v, neighbours // v
+        match = (level >= 1).astype(h.dtype)
         b, length, d = h.shape
         c, m = tok.shape[1], self.cfg.chunk_len
         ctx = jnp.pad(h, ((0, 0), (0, max(0, c * m - length)), (0, 0)))[:, : c * m].reshape(b, c, m, d)
         mask = tok != self.cfg.pad_id
         x = self.embed(tok) + match[..., None] * self.match[...]  # the shared embedding, matches marked
+        for n in range(2, self.match_levels + 1):  # inside a run of n question tokens
+            x = x + (level >= n).astype(h.dtype)[..., None] * self.match_runs[...][n - 2]
         enc = self.encoder(self.encoder.proj_in(x) if self.encoder.proj_in is not None else x, mask, ctx)
         self.sow(nnx.Intermediate, "reader_enc", enc)
         return enc, mask
@@ -112,9 +121,9 @@ class CopyHead(nnx.Module):
 class ReaderNet(nnx.Module):
     """RETRO + copy head. `ReaderNet(model_cfg, copy_dim, rngs=nnx.Rngs(0))`."""
 
-    def __init__(self, cfg: ModelConfig, copy_dim: int, *, rngs: nnx.Rngs):
-        """cfg: the RETRO model's config; copy_dim: pointer width P."""
-        self.retro = ReaderRetro(cfg, rngs=rngs)
+    def __init__(self, cfg: ModelConfig, copy_dim: int, *, rngs: nnx.Rngs, match_levels: int = 1):
+        """cfg: the RETRO model's config; copy_dim: pointer width P; match_levels: ReaderConfig's."""
+        self.retro = ReaderRetro(cfg, rngs=rngs, match_levels=match_levels)
         self.copy = CopyHead(cfg.d_model, cfg.enc_dim, copy_dim, rngs=rngs)
 
     def answer_logprobs(self, tokens: jax.Array, neighbours: jax.Array, targets: jax.Array) -> jax.Array:

@@ -134,7 +134,11 @@ class Examples:
         present = {e for j in chosen for e in gold[j]}
         keep = [p for e, p in enumerate(parts) if e in present and e not in forbid]
         block = neighbour_block([nbs[j] for j in chosen], self.k, self.rcfg.retrieved_len)
-        return prefix, answer_ids(keep), mark_matches(block, qids, self.rcfg.vocab_size)
+        return (
+            prefix,
+            answer_ids(keep),
+            mark_matches(block, qids, self.rcfg.vocab_size, self.rcfg.match_levels),
+        )
 
     def batch(self, b: int, few: bool, abstain_frac: float):
         """A batch of one shape bucket: tokens, targets, weights [B, L]; neighbours [B, C, K, R]."""
@@ -221,7 +225,8 @@ def train(cfg: ReaderTrainConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.init:
-        rcfg = ReaderConfig.from_dict(json.loads((Path(cfg.init) / "config.json").read_text()))
+        init_cfg = json.loads((Path(cfg.init) / "config.json").read_text())
+        rcfg = ReaderConfig.from_dict({**init_cfg, **cfg.reader})  # e.g. a new match_levels on old weights
         spm_bytes = (Path(cfg.init) / "tokenizer.model").read_bytes()
     else:
         rcfg = ReaderConfig.from_dict({**ReaderConfig().to_dict(), **cfg.reader})
@@ -255,7 +260,9 @@ def train(cfg: ReaderTrainConfig) -> dict:
         lm = LMSamples(Path(cfg.lm_data), tok, spm_bytes, rcfg, cfg.k_train, cfg.seed)
         print(f"{len(lm.items)} LM samples, {cfg.lm_frac:.0%} of the steps", flush=True)
     lm_rng = random.Random(cfg.seed + 1)
-    net = ReaderNet(rcfg.model_config(), rcfg.copy_dim, rngs=nnx.Rngs(cfg.seed))
+    net = ReaderNet(
+        rcfg.model_config(), rcfg.copy_dim, rngs=nnx.Rngs(cfg.seed), match_levels=rcfg.match_levels
+    )
     if cfg.init:
         load_weights(net, Path(cfg.init) / "weights.npz", strict=False)
     after = (

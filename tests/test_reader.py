@@ -12,6 +12,7 @@ from retro.reader_layout import (
     SPECIALS_IDS,
     ReaderConfig,
     answer_ids,
+    mark_matches,
     question_prefix,
     training_example,
 )
@@ -42,6 +43,50 @@ def test_layout_question_ends_chunk_and_answer_reads_its_neighbours():
     assert tok[15] == SPECIALS_IDS["sep"] and tgt[15] == 30
     assert w[:15].sum() == 0 and w[15:20].sum() == 5 and w[20:].sum() == 0
     assert list(tgt[15:20]) == target
+
+
+def test_match_levels_mark_runs_of_question_tokens():
+    v = 100
+    question = [7, 8, 9, 20]  # "Irene Okafor ..." as pieces 7 8 9
+    block = np.array([[[7, 8, 9, 5, PAD], [7, 30, 8, 9, 7]]], np.int32)  # [C=1, K=2, R=5]
+    one = mark_matches(block, question, v) // v
+    assert one.tolist() == [[[1, 1, 1, 0, 0], [1, 0, 1, 1, 1]]]  # token level: the look-alike is marked too
+    three = mark_matches(block, question, v, levels=3) // v
+    assert three.tolist() == [[[3, 3, 3, 0, 0], [1, 0, 2, 2, 1]]]  # the whole run stands out
+    assert (mark_matches(block, question, v, levels=3) % v == block).all()  # the ids are unchanged
+    assert (mark_matches(block, [], v, levels=3) == block).all()
+    with pytest.raises(ValueError, match="levels"):
+        mark_matches(block, question, v, levels=0)
+
+
+def test_new_match_levels_start_as_the_old_function(tmp_path):
+    """Stage 6 adds run vectors to stage 5's weights; at zero they change no log-prob."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from retro.reader_model import ReaderNet
+    from retro.reader_train import load_weights, save_weights
+
+    cfg = ReaderConfig(d_model=32, n_heads=2, head_dim=16, d_ff=64, enc_dim=16, chunk_len=8, retrieved_len=8)
+    old = ReaderNet(cfg.model_config(), 8, rngs=nnx.Rngs(0))
+    old.retro.match.set_value(jnp.full((32,), 0.3))  # a trained token-level vector
+    save_weights(old, tmp_path / "w.npz")
+    new = ReaderNet(cfg.model_config(), 8, rngs=nnx.Rngs(1), match_levels=3)
+    load_weights(new, tmp_path / "w.npz", strict=False)
+    q = [11, 12, 13]
+    prefix = question_prefix(q, cfg)
+    nb = np.array([[11, 12, 13, 40, 41, 42, 43, 3], [12, 50, 51, 11, 52, 53, 54, 3]], np.int32)
+    tok, tgt, _, _ = training_example(prefix, answer_ids([[40, 41]]), nb, cfg)
+    c = len(tok) // cfg.chunk_len
+    run = []
+    for net, levels in ((old, 1), (new, 3)):
+        nbs = np.full((c, 2, 8), PAD, np.int32)
+        nbs[len(prefix) // cfg.chunk_len - 1 :] = mark_matches(nb, q, cfg.vocab_size, levels)
+        run.append(np.asarray(net.answer_logprobs(tok[None], nbs[None], tgt[None])))
+    np.testing.assert_allclose(run[0], run[1], rtol=1e-5, atol=1e-6)
+    new.retro.match_runs.set_value(jnp.ones((2, 32)))  # once trained, runs change the reading
+    nbs[len(prefix) // cfg.chunk_len - 1 :] = mark_matches(nb, q, cfg.vocab_size, 3)
+    assert not np.allclose(np.asarray(new.answer_logprobs(tok[None], nbs[None], tgt[None])), run[0])
 
 
 @pytest.fixture(scope="module")
