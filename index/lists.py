@@ -20,8 +20,10 @@ bit for bit (tests/test_ray_engine.py).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -93,6 +95,29 @@ def run_jobs(shards: list, jobs: list[tuple]) -> tuple[list[list], list[float]]:
     return answers, seconds
 
 
+def search_threads() -> int:
+    """Threads one BM25 list's shards run on: `RETRO_SEARCH_THREADS` if set, else the machine's cores
+    (at most 4). A shard's scoring is numpy over its own postings, which releases the GIL in its sums,
+    so shards overlap; the answers are the same bits in any thread count (each shard is computed
+    alone, and the merge is in shard order)."""
+    raw = os.environ.get("RETRO_SEARCH_THREADS", "")
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"RETRO_SEARCH_THREADS: expected an integer >= 1, got {raw!r}")
+        return int(raw)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """One process-wide pool per thread count (made on first use, kept for the process's life)."""
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="retro-bm25")
+    return _POOLS[n]
+
+
 def shard_bm25_tops(
     shards: list,
     hashes: np.ndarray,
@@ -105,11 +130,13 @@ def shard_bm25_tops(
     candidates: list | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per BM25 shard (index.bm25.ShardBM25), its weighted top-k (local ids, scores) under the
-    global idf `idf_all` (index.bm25.shard_top; `candidates`: local rows per shard, or None)."""
+    global idf `idf_all` (index.bm25.shard_top; `candidates`: local rows per shard, or None), the
+    shards spread over `search_threads()` threads."""
     from index.bm25 import shard_top
 
-    return [
-        shard_top(
+    def one(i: int) -> tuple[np.ndarray, np.ndarray]:
+        sh = shards[i]
+        return shard_top(
             sh,
             sh.lookup(hashes),
             term_weight,
@@ -120,8 +147,11 @@ def shard_bm25_tops(
             pool,
             None if candidates is None else candidates[i],
         )
-        for i, sh in enumerate(shards)
-    ]
+
+    threads = search_threads()
+    if threads <= 1 or len(shards) < 2:
+        return [one(i) for i in range(len(shards))]
+    return list(_pool(threads).map(one, range(len(shards))))
 
 
 def ann_search(ann, vectors: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:

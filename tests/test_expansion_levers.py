@@ -251,3 +251,29 @@ def test_search_lists_gives_each_single_search_bit_for_bit(index):
         index.search_lists([BM25Query(LITERAL, 0)])
     with pytest.raises(ValueError, match="query is empty"):
         index.search_lists([StaticQuery("  ", 5)])
+
+
+def test_shards_on_threads_give_the_same_bits(index, monkeypatch):
+    """index.lists.search_threads: the shards of one list run on a thread pool; any thread count gives
+    the one-thread answer bit for bit (each shard scored alone, merged in shard order)."""
+    from index.lists import search_threads
+
+    terms, groups = _terms(index)
+    runs = []
+    for n in ("1", "2", "3"):
+        monkeypatch.setenv("RETRO_SEARCH_THREADS", n)
+        assert search_threads() == int(n)
+        runs.append(
+            [
+                index.search_bm25(LITERAL, 25),
+                index.search_bm25_weighted(terms, 40, groups),
+                index.search_bm25_weighted(terms, 40, groups, late=set(text_words("function")), pool=5),
+            ]
+        )
+    for other in runs[1:]:
+        for (ids, sc), (w_ids, w_sc) in zip(other, runs[0], strict=True):
+            assert ids.tolist() == w_ids.tolist() and sc.tolist() == w_sc.tolist()
+    assert runs[0][1][0].size >= 30  # hits from several shards
+    monkeypatch.setenv("RETRO_SEARCH_THREADS", "zero")
+    with pytest.raises(ValueError, match="RETRO_SEARCH_THREADS"):
+        search_threads()
