@@ -9,8 +9,10 @@ Retrieval with the question alone finds fact 1 (it shares the shipment id) but n
 only common words), so a system must read the bridge (Mara Lindqvist) and search again with it: the
 "who supervises the courier who carries shipment X" case that raw-text re-querying lost.
 
-Two surface forms with disjoint wording (`form` 0 and 1): pick settings on one, report the other. A
-third (form 2, `TRAIN_ONLY_FORMS`) only adds wording variety to the reader's training data.
+Two surface forms with disjoint wording (`form` 0 and 1): pick settings on one, report the other.
+Forms 2 and 3 (`TRAIN_ONLY_FORMS`) only add wording variety to the reader's training data: form 2
+has six hand-written relations, form 3 `COMPOSED` ones put together from lists of items, roles, verbs
+and sentence orders (`composed_relations`), none using a relation word of form 1.
 Each form has several relations, so a reader cannot learn one sentence pattern. Written for this
 project; names are drawn from lists written here, ids are random.
 """
@@ -143,7 +145,82 @@ FORMS: tuple[tuple[Relation, ...], ...] = (
         ),
     ),
 )
-TRAIN_ONLY_FORMS = (2,)  # surface forms no eval reports (the reader trains on them); 0 and 1 are eval forms
+
+# form 3: composed from these parts (training only). None of form 1's relation words (accountant,
+# auditor, sign off, review, captain, pilot, fly, teach, detective, inquiry, inspector, command).
+_ITEMS = (  # (noun, id prefix)
+    ("report", "RP"), ("account", "AC"), ("device", "DV"), ("claim", "CL"), ("booking", "BK"),
+    ("loan", "LN"), ("song", "SG"), ("build", "BD"), ("policy", "PO"), ("route", "RT"),
+    ("batch", "BT"), ("survey", "SV"), ("grant", "GR"), ("exhibit", "EX"), ("engine", "EN"),
+    ("dossier", "DS"),
+)  # fmt: skip
+_DOERS = (  # the bridge's role
+    "engineer", "designer", "analyst", "editor", "broker", "agent", "operator", "ranger", "mechanic",
+    "tutor", "curator", "planner", "surveyor", "translator", "dispatcher", "archivist", "welder", "baker",
+)  # fmt: skip
+_BOSSES = (  # the answer's role
+    "manager", "director", "mentor", "coordinator", "overseer", "foreman", "principal", "chairwoman",
+    "superintendent", "steward", "warden", "dean",
+)  # fmt: skip
+_ACTS = (  # (past tense, passive form) of what the bridge did to the item
+    ("handled", "was handled by"), ("approved", "was approved by"), ("repaired", "was repaired by"),
+    ("filed", "was filed by"), ("prepared", "was prepared by"), ("inspected", "was checked by"),
+    ("registered", "was registered by"), ("archived", "was archived by"), ("shipped", "was sent by"),
+    ("tested", "was tested by"), ("wrote", "was written by"), ("restored", "was restored by"),
+)  # fmt: skip
+_UP = ("reports to", "answers to", "works for", "is managed by", "is guided by", "is overseen by")
+_DOWN = ("supervises", "manages", "guides", "oversees", "directs", "looks after")
+_FACT1 = (  # {Item}/{item} the item, {bridge} the person, {r1} the role, {act}/{passive} the verb
+    "{Item} {passive} the {r1} {bridge}.",
+    "The {r1} {bridge} {act} {item}.",
+    "{bridge}, a {r1}, {act} {item}.",
+    "It was the {r1} {bridge} who {act} {item}.",
+    "Records show {item} {passive} {bridge}, the {r1}.",
+)
+_FACT2 = (  # {bridge}, {answer}, {r1}, {r2}, {up}, {down}
+    "The {r1} {bridge} {up} the {r2} {answer}.",
+    "The {r2} {answer} {down} the {r1} {bridge}.",
+    "{answer} is the {r2} of the {r1} {bridge}.",
+    "As {r2}, {answer} {down} {bridge}.",
+    "{bridge} {up} {answer}, who is the {r2}.",
+)
+_QUESTION = (  # {item}, {r1}, {r2}, {act}
+    "Who is the {r2} of the {r1} who {act} {item}?",
+    "Which {r2} does the {r1} who {act} {item} answer to?",
+    "Name the {r2} of whoever {act} {item}.",
+    "The {r1} who {act} {item} has which {r2}?",
+    "Who is {r2} over the person who {act} {item}?",
+)
+
+
+def composed_relations(n: int = 60, seed: int = 3) -> tuple[Relation, ...]:
+    """n relations drawn from the parts above (a fixed seed: the same form 3 everywhere). Each has its
+    own item noun x roles x verbs x sentence orders, so no pattern repeats often enough to be learnt
+    as a sentence; what repeats is the structure (an item's person, then that person's superior)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        noun, prefix = rng.choice(_ITEMS)
+        r1, r2 = rng.choice(_DOERS), rng.choice(_BOSSES)
+        act, passive = rng.choice(_ACTS)
+        up, down = rng.choice(_UP), rng.choice(_DOWN)
+        f1, f2, q = rng.choice(_FACT1), rng.choice(_FACT2), rng.choice(_QUESTION)
+        fill = {"r1": r1, "r2": r2, "act": act, "passive": passive, "up": up, "down": down}
+        keep = {"Item": "{Item}", "item": "{item}", "bridge": "{bridge}", "answer": "{answer}"}
+        out.append(
+            Relation(
+                f"{noun} {{id}}",
+                f1.format(**fill, **keep),
+                f2.format(**fill, **keep),
+                q.format(**fill, **keep),
+                prefix,
+            )
+        )
+    return tuple(out)
+
+
+FORMS = (*FORMS, composed_relations())
+TRAIN_ONLY_FORMS = (2, 3)  # surface forms no eval reports (the reader trains on them); 0 and 1 are eval forms
 
 
 @dataclass(frozen=True)

@@ -279,4 +279,3 @@ def write_haystack(
     }
     atomic_write_json(out / "haystack.json", info)
     return info
-

@@ -40,7 +40,7 @@ class NeedleConfig:
     queries_per_question: int = 4  # multiquery: keys asked in one question
     hops: int = 4  # multihop: assignments after the first (4 hops = 5 needles per chain)
     distractors_per_needle: int = 3  # multikey: extra needles of the same form with other keys
-    form: int = 0  # twohop: surface form of facts and questions (0 or 1; pick settings on one, report the other)
+    form: int = 0  # twohop: surface form of facts and questions (0 or 1; pick settings on one, report the other; 2, 3 train the reader)
 
     def check(self) -> NeedleConfig:
         """Raise ValueError with a one-line message if a field is out of range."""
@@ -54,8 +54,8 @@ class NeedleConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.distractors_per_needle < 0:
             raise ValueError("distractors_per_needle must be >= 0")
-        if self.form not in (0, 1, 2):  # 2: the reader's training-only wording (evals/entities.py)
-            raise ValueError(f"form must be 0 or 1 (2: training wording), got {self.form}")
+        if self.form not in (0, 1, 2, 3):  # 2, 3: the reader's training-only wordings (evals/entities.py)
+            raise ValueError(f"form must be 0 or 1 (2, 3: training wordings), got {self.form}")
         return self
 
 

@@ -20,7 +20,7 @@ resolves to (`targets[h]`: `VAR D` for `VAR E = VAR D`, ..., the number at the c
 person, then the answer, for two-hop), with `evidence` = that one link. Hop 0 reads the question alone.
 One more record per chain asks with the final answer as the bridge: no link starts there, so its target
 is <abstain> (the last answer stands). `links` / `targets` / `final` keep the whole chain for scoring.
-Two-hop training uses surface forms 0 and 2; form 1 (evals/entities.py) is held out.
+Two-hop training uses surface forms 0, 2 and 3; form 1 (evals/entities.py) is held out.
 
 Seeds: training haystacks use 1000+, held-out 2000+ (reported), dev 3000+ (settings are chosen on it,
 e.g. the reader's abstention threshold); the evals use 0-3, never seen here.
@@ -114,10 +114,10 @@ def _specs(split: str) -> list[HaySpec]:
 
 
 def twohop_specs(split: str) -> list[HaySpec]:
-    """Two-hop entity haystacks: train on surface forms 0 and 2 (2 is training-only wording variety);
-    held out: form 0 and the unseen form 1."""
+    """Two-hop entity haystacks: train on surface forms 0, 2 and 3 (2 and 3 are training-only wording
+    variety: six hand-written relations, and 60 composed ones); held out: form 0 and the unseen form 1."""
     if split == "train":
-        forms = (0, 0, 0, 0, 2, 2, 2, 2)
+        forms = (0, 0, 0, 0, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3)
         base, tokens = 1100, 120_000
     elif split == "dev":  # for choosing settings (the abstention threshold); never reported
         forms = (0, 0)

@@ -116,5 +116,29 @@ def test_twohop_questions_need_the_bridge_and_forms_differ():
     stream = NeedleConfig(task="twohop", form=1)
     facts = list(itertools.islice(distractor_stream(stream, a.true_keys, seed=5), 200))
     assert not any(k in f for f in facts for k in a.true_keys)
-    with pytest.raises(ValueError, match="form must be 0 or 1 .2: training wording."):
-        NeedleConfig(task="twohop", form=3).check()
+    with pytest.raises(ValueError, match="form must be 0 or 1 .2, 3: training wordings."):
+        NeedleConfig(task="twohop", form=4).check()
+
+
+def test_composed_training_form_never_uses_the_held_out_wording():
+    """Form 3 (reader training only) is put together from parts; it must not leak form 1's relation
+    words (form 1 is the wording the reader is scored on and never trained on)."""
+    from evals.entities import FORMS, TRAIN_ONLY_FORMS, make_facts
+
+    assert TRAIN_ONLY_FORMS == (2, 3) and len(FORMS[3]) >= 40
+    held_out = {"accountant", "auditor", "signed", "reviews", "captain", "piloted", "taught", "fly",
+                "detective", "inquiry", "inspector", "commands"}  # fmt: skip
+    text = " ".join(f"{r.fact1} {r.fact2} {r.question}" for r in FORMS[3]).lower()
+    assert not held_out & set(text.replace(",", " ").replace(".", " ").replace("?", " ").split())
+    assert len({r.fact1 for r in FORMS[3]}) > 30 and len({r.question for r in FORMS[3]}) > 30
+    a = make_needles(NeedleConfig(task="twohop", form=3), 30, seed=9)
+    assert a == make_needles(NeedleConfig(task="twohop", form=3), 30, seed=9)
+    by_id = {nd.needle_id: nd for nd in a.needles}
+    for s in a.samples:
+        fact1, fact2 = (by_id[i].text for i in s.needle_ids)
+        assert s.meta["bridge"] in fact1 and s.meta["bridge"] in fact2 and s.answers[0] in fact2
+        assert s.meta["bridge"] not in s.question and s.answers[0] not in fact1
+    import random
+
+    f = make_facts(random.Random(0), 3, set())
+    assert f.bridge in f.fact1 and f.answer in f.fact2 and "{" not in f.fact1 + f.fact2 + f.question
