@@ -173,6 +173,12 @@ class DenseEncoder:
             max_tokens=self.max_query_tokens,
         )
 
+    def clear_cache(self) -> None:
+        """Forget every chunk encoded so far (a benchmark that times on-demand encoding calls it
+        before each question, so no variant is served from another's encodings)."""
+        with self._lock:
+            self._cache.clear()
+
     def encode_chunks(
         self, ids: np.ndarray, texts: list[str], *, sentences: bool = False
     ) -> list[tuple[np.ndarray, np.ndarray]]:
