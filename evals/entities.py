@@ -168,6 +168,9 @@ _ACTS = (  # (past tense, passive form) of what the bridge did to the item
     ("registered", "was registered by"), ("archived", "was archived by"), ("shipped", "was sent by"),
     ("tested", "was tested by"), ("wrote", "was written by"), ("restored", "was restored by"),
 )  # fmt: skip
+_TITLES = (  # a title before the bridge's name in some facts: part of the sentence, not of the answer
+    "Officer", "Sergeant", "Doctor", "Judge", "Coach", "Mayor", "Pastor", "Professor", "Marshal", "Chef",
+)  # fmt: skip
 _UP = ("reports to", "answers to", "works for", "is managed by", "is guided by", "is overseen by")
 _DOWN = ("supervises", "manages", "guides", "oversees", "directs", "looks after")
 _FACT1 = (  # {Item}/{item} the item, {bridge} the person, {r1} the role, {act}/{passive} the verb
@@ -176,6 +179,8 @@ _FACT1 = (  # {Item}/{item} the item, {bridge} the person, {r1} the role, {act}/
     "{bridge}, a {r1}, {act} {item}.",
     "It was the {r1} {bridge} who {act} {item}.",
     "Records show {item} {passive} {bridge}, the {r1}.",
+    "{title} {bridge} {act} {item}.",
+    "{Item} {passive} {title} {bridge}.",
 )
 _FACT2 = (  # {bridge}, {answer}, {r1}, {r2}, {up}, {down}
     "The {r1} {bridge} {up} the {r2} {answer}.",
@@ -183,6 +188,8 @@ _FACT2 = (  # {bridge}, {answer}, {r1}, {r2}, {up}, {down}
     "{answer} is the {r2} of the {r1} {bridge}.",
     "As {r2}, {answer} {down} {bridge}.",
     "{bridge} {up} {answer}, who is the {r2}.",
+    "{answer} {down} {title} {bridge}.",
+    "{title} {bridge} {up} {answer}.",
 )
 _QUESTION = (  # {item}, {r1}, {r2}, {act}
     "Who is the {r2} of the {r1} who {act} {item}?",
@@ -190,6 +197,8 @@ _QUESTION = (  # {item}, {r1}, {r2}, {act}
     "Name the {r2} of whoever {act} {item}.",
     "The {r1} who {act} {item} has which {r2}?",
     "Who is {r2} over the person who {act} {item}?",
+    "Who {down} the one who {act} {item}?",
+    "Which {r2} {down} whoever {act} {item}?",
 )
 
 
@@ -205,7 +214,8 @@ def composed_relations(n: int = 60, seed: int = 3) -> tuple[Relation, ...]:
         act, passive = rng.choice(_ACTS)
         up, down = rng.choice(_UP), rng.choice(_DOWN)
         f1, f2, q = rng.choice(_FACT1), rng.choice(_FACT2), rng.choice(_QUESTION)
-        fill = {"r1": r1, "r2": r2, "act": act, "passive": passive, "up": up, "down": down}
+        title = rng.choice(_TITLES)
+        fill = {"r1": r1, "r2": r2, "act": act, "passive": passive, "up": up, "down": down, "title": title}
         keep = {"Item": "{Item}", "item": "{item}", "bridge": "{bridge}", "answer": "{answer}"}
         out.append(
             Relation(

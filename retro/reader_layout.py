@@ -119,6 +119,10 @@ class ReaderTokenizer:
         # ids that continue the word before them (no leading space, a letter or digit first): an answer
         # may not end just before one, so a copied span is whole words ("482917" of "4829175" is not)
         self.continues = np.array([not p.startswith("▁") and p[:1].isalnum() for p in pieces], bool)
+        # pieces that start a word, and pieces that end a sentence: a copied part never runs from one
+        # sentence into the next ("Jonas Mensah. juggles" of "... Jonas Mensah. juggles the ...")
+        self.starts_word = np.array([p.startswith("▁") for p in pieces], bool)
+        self.ends_sentence = np.array([p.rstrip().endswith((".", "!", "?")) for p in pieces], bool)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (no <s>/</s>)."""

@@ -177,6 +177,26 @@ def test_constrained_parts_end_on_whole_words(reader):
     assert c.mask(tok.vocab_size)[EOS]  # "4829173" ends before "."
 
 
+def test_constrained_parts_stay_in_one_sentence(reader):
+    """After a piece that ends a sentence a copied part may only end (or go on inside the word, as in
+    "3.14"): "Jonas Mensah. juggles" is not a part, "Jonas Mensah." is, and "v3.14" keeps its digits."""
+    from retro.reader import Constraint
+
+    tok = reader.tok
+    text = "The courier Jonas Mensah. juggles the walrus. Release v3.14 is out."
+    for prefix, may_go_on in (("Jonas Mensah.", False), ("Release v3.", True)):
+        c = Constraint([tok.encode(text)], tok)
+        ids = tok.encode(prefix)
+        assert tok.decode(ids) == prefix
+        for t in ids:
+            c.advance(t)
+        ok = c.mask(tok.vocab_size)
+        assert ok[EOS] != may_go_on  # "Jonas Mensah." may end here; "v3." may not (inside "v3.14")
+        starting = [t for t in np.flatnonzero(ok) if tok.starts_word[t]]
+        assert not starting  # but no new word follows a sentence's end
+        assert ok[tok.encode("v3.14")[-2]] == may_go_on  # "1" after "v3." continues the number
+
+
 @pytest.mark.slow
 def test_warm_compiles_every_step_an_answer_runs(reader):
     """After `warm(k)` no answer with k neighbours compiles again, whatever the reader answers: the old
